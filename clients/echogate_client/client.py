@@ -1,0 +1,199 @@
+"""Python client for echogate, sync (`Client`) and asyncio (`AsyncClient`).
+
+Retries resend the identical request, so the same transcript ids: Gate is idempotent by
+(source, id) and a retried batch is never stored twice. Retried codes: UNAVAILABLE,
+RESOURCE_EXHAUSTED (honouring the server's RetryInfo delay), ABORTED and, for calls that
+are safe to repeat, DEADLINE_EXCEEDED.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from echogate.v1 import gate_pb2 as pb
+from echogate.v1 import gate_pb2_grpc
+
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
+             grpc.StatusCode.DEADLINE_EXCEEDED}
+MAX_MESSAGE = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 5.0
+
+    def delay(self, attempt: int, error: grpc.RpcError) -> float:
+        hinted = retry_delay(error)
+        backoff = min(self.max_backoff_s, self.initial_backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+        return max(backoff, hinted or 0.0)
+
+
+def rich_status(error: grpc.RpcError) -> status_pb2.Status | None:
+    """The google.rpc.Status detail of a failed call, if the server attached one."""
+    for key, value in (error.trailing_metadata() or ()):
+        if key == "grpc-status-details-bin":
+            return status_pb2.Status.FromString(value)
+    return None
+
+
+def field_violations(error: grpc.RpcError) -> list[tuple[str, str]]:
+    """(field, description) pairs of an INVALID_ARGUMENT error's BadRequest detail."""
+    status = rich_status(error)
+    out = []
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out += [(v.field, v.description) for v in bad.field_violations]
+    return out
+
+
+def retry_delay(error: grpc.RpcError) -> float | None:
+    status = rich_status(error)
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info.retry_delay.ToTimedelta().total_seconds()
+    return None
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+_OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
+
+
+class Client:
+    """Blocking client. Use as a context manager, or call close()."""
+
+    def __init__(self, target: str, retry: RetryPolicy = RetryPolicy(), timeout_s: float | None = 60.0,
+                 credentials: grpc.ChannelCredentials | None = None):
+        self.channel = (grpc.secure_channel(target, credentials, _OPTIONS) if credentials
+                        else grpc.insecure_channel(target, _OPTIONS))
+        self.stub = gate_pb2_grpc.QualityGateStub(self.channel)
+        self.retry = retry
+        self.timeout_s = timeout_s
+
+    def _call(self, method, request):
+        for attempt in range(self.retry.attempts):
+            try:
+                return method(request, timeout=self.timeout_s)
+            except grpc.RpcError as err:
+                if err.code() not in RETRYABLE or attempt == self.retry.attempts - 1:
+                    raise
+                time.sleep(self.retry.delay(attempt, err))
+        raise AssertionError("unreachable")
+
+    def score(self, transcripts: list[pb.Transcript]) -> list[pb.Verdict]:
+        return list(self._call(self.stub.Score, pb.ScoreRequest(transcripts=transcripts)).verdicts)
+
+    def gate(self, transcripts: list[pb.Transcript]) -> list[pb.Verdict]:
+        return list(self._call(self.stub.Gate, pb.GateRequest(transcripts=transcripts)).verdicts)
+
+    def gate_all(self, transcripts: Iterable[pb.Transcript], batch_size: int = 256) -> Iterator[pb.Verdict]:
+        """Gate any number of transcripts in batches; yields verdicts in input order."""
+        for batch in _batches(transcripts, batch_size):
+            yield from self.gate(batch)
+
+    def gate_stream(self, batches: Iterable[list[pb.Transcript]]) -> Iterator[pb.GateResponse]:
+        """One GateStream call; no automatic retry (resend the unanswered batches on error)."""
+        return self.stub.GateStream(pb.GateRequest(transcripts=b) for b in batches)
+
+    def get_record(self, record_id: str = "", source: str = "", transcript_id: str = "") -> pb.Record:
+        req = (pb.GetRecordRequest(record_id=record_id) if record_id else
+               pb.GetRecordRequest(transcript=pb.TranscriptKey(source=source, id=transcript_id)))
+        return self._call(self.stub.GetRecord, req)
+
+    def server_info(self) -> pb.ServerInfo:
+        return self._call(self.stub.GetServerInfo, pb.GetServerInfoRequest())
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """asyncio client with the same methods as `Client`, as coroutines."""
+
+    def __init__(self, target: str, retry: RetryPolicy = RetryPolicy(), timeout_s: float | None = 60.0,
+                 credentials: grpc.ChannelCredentials | None = None):
+        self.channel = (grpc.aio.secure_channel(target, credentials, _OPTIONS) if credentials
+                        else grpc.aio.insecure_channel(target, _OPTIONS))
+        self.stub = gate_pb2_grpc.QualityGateStub(self.channel)
+        self.retry = retry
+        self.timeout_s = timeout_s
+
+    async def _call(self, method, request):
+        for attempt in range(self.retry.attempts):
+            try:
+                return await method(request, timeout=self.timeout_s)
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in RETRYABLE or attempt == self.retry.attempts - 1:
+                    raise
+                await asyncio.sleep(self.retry.delay(attempt, err))
+        raise AssertionError("unreachable")
+
+    async def score(self, transcripts: list[pb.Transcript]) -> list[pb.Verdict]:
+        return list((await self._call(self.stub.Score, pb.ScoreRequest(transcripts=transcripts))).verdicts)
+
+    async def gate(self, transcripts: list[pb.Transcript]) -> list[pb.Verdict]:
+        return list((await self._call(self.stub.Gate, pb.GateRequest(transcripts=transcripts))).verdicts)
+
+    async def gate_all(self, transcripts: Iterable[pb.Transcript], batch_size: int = 256,
+                       concurrency: int = 4) -> AsyncIterator[pb.Verdict]:
+        """Gate in batches with up to `concurrency` calls in flight; yields verdicts in input order."""
+        pending: list[asyncio.Task] = []
+        for batch in _batches(transcripts, batch_size):
+            pending.append(asyncio.create_task(self.gate(batch)))
+            if len(pending) >= concurrency:
+                for v in await pending.pop(0):
+                    yield v
+        for task in pending:
+            for v in await task:
+                yield v
+
+    def gate_stream(self, batches: AsyncIterable[list[pb.Transcript]] | Iterable[list[pb.Transcript]]):
+        """One GateStream call: an async iterator of GateResponse, one per batch, in order."""
+        async def requests():
+            if hasattr(batches, "__aiter__"):
+                async for b in batches:
+                    yield pb.GateRequest(transcripts=b)
+            else:
+                for b in batches:
+                    yield pb.GateRequest(transcripts=b)
+        return self.stub.GateStream(requests())
+
+    async def get_record(self, record_id: str = "", source: str = "", transcript_id: str = "") -> pb.Record:
+        req = (pb.GetRecordRequest(record_id=record_id) if record_id else
+               pb.GetRecordRequest(transcript=pb.TranscriptKey(source=source, id=transcript_id)))
+        return await self._call(self.stub.GetRecord, req)
+
+    async def server_info(self) -> pb.ServerInfo:
+        return await self._call(self.stub.GetServerInfo, pb.GetServerInfoRequest())
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -1,0 +1,80 @@
+"""JSONL records (the schema of the shared datasets) <-> echogate.v1 messages.
+
+A record has `turns` (a list of {"role", "text"}) or only `text`; plain text becomes one
+AGENT turn. `id` is optional (the line number is used), `source` and `metadata` are
+passed through when present.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from echogate.v1 import gate_pb2 as pb
+
+ROLE_NAMES = {
+    "customer": pb.ROLE_CUSTOMER, "user": pb.ROLE_CUSTOMER, "human": pb.ROLE_CUSTOMER, "client": pb.ROLE_CUSTOMER,
+    "agent": pb.ROLE_AGENT, "assistant": pb.ROLE_AGENT, "bot": pb.ROLE_AGENT, "wizard": pb.ROLE_AGENT,
+    "operator": pb.ROLE_AGENT, "support": pb.ROLE_AGENT, "system": pb.ROLE_SYSTEM,
+}
+ORIGIN_NAMES = {"": pb.DECLARED_ORIGIN_UNSPECIFIED, "unknown": pb.DECLARED_ORIGIN_UNSPECIFIED,
+                "human": pb.DECLARED_ORIGIN_HUMAN, "bot": pb.DECLARED_ORIGIN_BOT,
+                "synthetic": pb.DECLARED_ORIGIN_SYNTHETIC}
+DECISION_NAMES = {pb.DECISION_ACCEPT: "accept", pb.DECISION_TAG: "tag", pb.DECISION_REVIEW: "review",
+                  pb.DECISION_BLOCK: "block", pb.DECISION_UNSPECIFIED: "unspecified"}
+
+
+class RecordError(ValueError):
+    """A JSONL record that cannot be turned into a transcript; says which line and why."""
+
+
+def read_jsonl(source: Path | IO[str]) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, record) for each non-empty line."""
+    fh = source.open(encoding="utf-8") if isinstance(source, Path) else source
+    try:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield n, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise RecordError(f"line {n}: not valid JSON ({exc.msg})") from None
+    finally:
+        if isinstance(source, Path):
+            fh.close()
+
+
+def transcript_from_record(record: dict, line: int, default_source: str = "") -> pb.Transcript:
+    turns = record.get("turns")
+    if turns:
+        pb_turns = []
+        for j, t in enumerate(turns):
+            role = ROLE_NAMES.get(str(t.get("role", "")).lower())
+            if role is None:
+                raise RecordError(f"line {line}: turns[{j}].role {t.get('role')!r} is not one of "
+                                  f"{sorted(set(ROLE_NAMES))}")
+            pb_turns.append(pb.Turn(role=role, text=str(t.get("text") or "")))
+    elif isinstance(record.get("text"), str):
+        pb_turns = [pb.Turn(role=pb.ROLE_AGENT, text=record["text"])]
+    else:
+        raise RecordError(f"line {line}: a record needs `turns` or `text`")
+    origin = ORIGIN_NAMES.get(str(record.get("declared_origin") or "").lower())
+    if origin is None:
+        raise RecordError(f"line {line}: declared_origin must be one of {sorted(ORIGIN_NAMES)}")
+    metadata = {str(k): str(v) for k, v in (record.get("metadata") or {}).items()}
+    return pb.Transcript(id=str(record.get("id") or f"line-{line}"), source=str(record.get("source") or default_source),
+                         turns=pb_turns, metadata=metadata, declared_origin=origin,
+                         language=str(record.get("lang") or record.get("language") or ""))
+
+
+def verdict_to_dict(v: pb.Verdict, with_turns: bool = True) -> dict:
+    out = {"bot_origin": round(v.bot_origin, 6), "repetitiveness": round(v.repetitiveness, 6),
+           "decision": DECISION_NAMES[v.decision], "tags": list(v.tags), "reasons": list(v.reasons),
+           "turns": [{"bot_origin": round(t.bot_origin, 6), "repetitiveness": round(t.repetitiveness, 6)}
+                     for t in v.turns] if with_turns else [],
+           "model_version": v.model_version, "policy_version": v.policy_version,
+           "content_sha256": v.content_sha256}
+    if v.record_id:
+        out["record_id"] = v.record_id
+        out["duplicate"] = v.duplicate
+    return out

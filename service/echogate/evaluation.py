@@ -1,0 +1,62 @@
+"""Detection metrics: AUROC, TPR at a fixed FPR, expected calibration error, reliability.
+
+Used by the trainer's validation report and by `echogate eval` on a customer's file, so
+both report the same numbers the same way. Pure NumPy: no scikit-learn at serving time.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve via the rank statistic (ties get average ranks)."""
+    labels = np.asarray(labels, bool)
+    pos, neg = labels.sum(), (~labels).sum()
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = np.asarray(scores)[order]
+    ranks = np.empty(len(scores), np.float64)
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float = 0.01) -> float:
+    """Share of machine documents scored above the threshold that flags `fpr` of humans."""
+    labels = np.asarray(labels, bool)
+    if labels.all() or not labels.any():
+        return float("nan")
+    threshold = np.quantile(np.asarray(scores)[~labels], 1 - fpr, method="higher")
+    return float((np.asarray(scores)[labels] > threshold).mean())
+
+
+def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Per probability bin: count, mean predicted probability, observed machine share."""
+    labels = np.asarray(labels, float)
+    idx = np.minimum((np.asarray(probs) * bins).astype(int), bins - 1)
+    table = []
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            table.append({"bin_low": b / bins, "bin_high": (b + 1) / bins, "count": int(sel.sum()),
+                          "mean_prob": float(probs[sel].mean()), "machine_share": float(labels[sel].mean())})
+    return table
+
+
+def ece(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: count-weighted gap between predicted and observed."""
+    table = reliability(labels, probs, bins)
+    total = sum(row["count"] for row in table)
+    return float(sum(row["count"] * abs(row["mean_prob"] - row["machine_share"]) for row in table) / max(total, 1))
+
+
+def summary(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    labels = np.asarray(labels, bool)
+    probs = np.asarray(probs, float)
+    return {"n": int(len(labels)), "machine": int(labels.sum()), "auroc": auroc(labels, probs),
+            "tpr_at_1pct_fpr": tpr_at_fpr(labels, probs), "ece": ece(labels, probs),
+            "mean_prob_human": float(probs[~labels].mean()) if (~labels).any() else float("nan"),
+            "mean_prob_machine": float(probs[labels].mean()) if labels.any() else float("nan")}

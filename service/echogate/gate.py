@@ -1,0 +1,86 @@
+"""The transport-agnostic core: validate, score, decide, record.
+
+The gRPC servicer and the offline `echogate score` command both call this class, so a
+transcript gets the same verdict whichever way it arrives.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from echogate import __version__
+from echogate.batcher import Batcher
+from echogate.errors import NotFound
+from echogate.metrics import Metrics
+from echogate.model import BotOriginModel
+from echogate.policy import Policy
+from echogate.scoring import ScoredTranscript, Scorer
+from echogate.settings import Settings
+from echogate.store import Store, StoreItem
+from echogate.types import Record, Transcript, Verdict
+from echogate.validation import validate_batch
+
+
+class GateCore:
+    def __init__(self, settings: Settings, metrics: Metrics, store: Store | None):
+        self.settings = settings
+        self.metrics = metrics
+        self.scorer = Scorer(BotOriginModel(settings.model_path))
+        self.policy = Policy(settings.policy)
+        self.store = store
+        b = settings.batching
+        self.batcher: Batcher[Transcript, ScoredTranscript] = Batcher(
+            self.scorer.score, max_batch=b.max_batch_transcripts, max_queue=b.max_queue_transcripts,
+            workers=b.inference_threads, on_batch=metrics.observe_batch, on_queue=metrics.queue_depth.set)
+        if store is not None:
+            store.set_commit_observer(metrics.observe_commit)
+        metrics.set_model(self.model_version, self.policy.version)
+
+    @property
+    def model_version(self) -> str:
+        return self.scorer.model_version
+
+    async def score(self, transcripts: Sequence[Transcript], mode: str = "score") -> list[Verdict]:
+        """Validate, score and decide; stores nothing."""
+        validate_batch(transcripts, self.settings.limits)
+        scored = await self.batcher.submit(transcripts)
+        now = datetime.now(timezone.utc)
+        self.metrics.transcripts.labels(mode).inc(len(transcripts))
+        return [self._verdict(t, s, now) for t, s in zip(transcripts, scored)]
+
+    async def gate(self, transcripts: Sequence[Transcript]) -> list[Verdict]:
+        """Score, decide and commit; returns only after every verdict is durably stored."""
+        if self.store is None:
+            raise RuntimeError("gate() needs a store")
+        received = datetime.now(timezone.utc)
+        verdicts = await self.score(transcripts, mode="gate")
+        items = [StoreItem(t, v, received) for t, v in zip(transcripts, verdicts)]
+        stored = await asyncio.wrap_future(self.store.put(items))
+        self.metrics.observe_gated(stored)
+        return stored
+
+    async def get_record(self, record_id: str | None = None, key: tuple[str, str] | None = None) -> Record:
+        if self.store is None:
+            raise RuntimeError("get_record() needs a store")
+        record = await asyncio.get_running_loop().run_in_executor(None, lambda: self.store.get(record_id, key))
+        if record is None:
+            what = f"record_id {record_id!r}" if record_id else f"source {key[0]!r}, id {key[1]!r}"
+            raise NotFound(f"no record with {what}")
+        return record
+
+    def server_info(self) -> dict:
+        return {"server_version": __version__, "model_version": self.model_version,
+                "policy_version": self.policy.version, "limits": self.settings.limits,
+                "store_backend": self.store.backend if self.store else ""}
+
+    def _verdict(self, t: Transcript, s: ScoredTranscript, now: datetime) -> Verdict:
+        outcome = self.policy.decide(t, s)
+        return Verdict(transcript_id=t.id, source=t.source, content_sha256=s.content_sha256, scores=s.scores,
+                       decision=outcome.decision, tags=outcome.tags, reasons=outcome.reasons,
+                       model_version=self.model_version, policy_version=self.policy.version, decided_at=now)
+
+    def close(self) -> None:
+        self.batcher.close()
+        if self.store is not None:
+            self.store.close()

@@ -1,0 +1,112 @@
+"""Server assembly and lifecycle.
+
+`EchogateServer` is an async context manager: tests start a real server on a free port
+(port 0) and talk to it over a real channel. `serve()` runs one until SIGTERM/SIGINT and
+shuts down gracefully: health NOT_SERVING first (load balancers stop sending), then
+in-flight calls drain within the grace period, then the store commits what is queued.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from echogate.gate import GateCore
+from echogate.grpc_api.interceptor import ServerInterceptor
+from echogate.grpc_api.servicer import QualityGateServicer
+from echogate.metrics import Metrics
+from echogate.settings import Settings
+from echogate.store import open_store
+from echogate.v1 import gate_pb2, gate_pb2_grpc
+
+log = logging.getLogger("echogate")
+
+SERVICE_NAME = gate_pb2.DESCRIPTOR.services_by_name["QualityGate"].full_name
+
+
+class EchogateServer:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self.core: GateCore | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self._metrics: Metrics | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> "EchogateServer":
+        s = self.settings
+        self._metrics = Metrics()
+        store = open_store(s.store.url, max_group=s.store.max_group)
+        try:
+            self.core = GateCore(s, self._metrics, store)
+        except Exception:
+            store.close()
+            raise
+        # The transport limit sits above the configured one so that an oversized message
+        # reaches validation and gets INVALID_ARGUMENT with details, not a bare transport error.
+        transport_limit = s.limits.max_message_bytes + 1024 * 1024
+        self._server = grpc.aio.server(
+            interceptors=[ServerInterceptor(self._metrics)],
+            options=[("grpc.max_receive_message_length", transport_limit),
+                     ("grpc.max_send_message_length", transport_limit),
+                     ("grpc.max_connection_age_ms", 300_000),
+                     ("grpc.max_connection_age_grace_ms", 30_000)],
+        )
+        gate_pb2_grpc.add_QualityGateServicer_to_server(QualityGateServicer(self.core), self._server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
+        self.port = self._server.add_insecure_port(f"{s.host}:{s.port}")
+        await self._server.start()
+        if s.metrics_port is not None:
+            self.metrics_port = self._metrics.serve(s.host, s.metrics_port)
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("echogate listening on %s (metrics on port %s, model %s, store %s)", self.address,
+                 self.metrics_port, self.core.model_version, s.store.url)
+        return self
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._server is None:
+            return
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        await self._server.stop(self.settings.grace_seconds if grace is None else grace)
+        self._server = None
+        if self.core is not None:
+            self.core.close()  # commits what is queued, then releases the store
+        if self._metrics is not None:
+            self._metrics.close()
+        log.info("echogate stopped")
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def __aenter__(self) -> "EchogateServer":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop(grace=1.0)
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    server = await EchogateServer(settings).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down (grace %.0fs)", settings.grace_seconds)
+    await server.stop()

@@ -1,0 +1,52 @@
+"""The QualityGate servicer: protobuf in, core call, protobuf out. No logic of its own."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from echogate.errors import FieldViolation, InvalidArgument
+from echogate.gate import GateCore
+from echogate.grpc_api import convert
+from echogate.v1 import gate_pb2 as pb
+from echogate.v1 import gate_pb2_grpc
+
+
+class QualityGateServicer(gate_pb2_grpc.QualityGateServicer):
+    def __init__(self, core: GateCore):
+        self.core = core
+
+    def _transcripts(self, request):
+        return convert.transcripts_from_pb(request.transcripts, request.ByteSize(), self.core.settings.limits)
+
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        verdicts = await self.core.score(self._transcripts(request))
+        return pb.ScoreResponse(verdicts=[convert.verdict_to_pb(v) for v in verdicts])
+
+    async def Gate(self, request: pb.GateRequest, context: grpc.aio.ServicerContext) -> pb.GateResponse:
+        verdicts = await self.core.gate(self._transcripts(request))
+        return pb.GateResponse(verdicts=[convert.verdict_to_pb(v) for v in verdicts])
+
+    async def GateStream(self, request_iterator: AsyncIterator[pb.GateRequest],
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GateResponse]:
+        # One message at a time: the next is read only after this one is stored and answered,
+        # so a fast producer is held back by gRPC flow control instead of filling memory.
+        async for request in request_iterator:
+            verdicts = await self.core.gate(self._transcripts(request))
+            yield pb.GateResponse(verdicts=[convert.verdict_to_pb(v) for v in verdicts])
+
+    async def GetRecord(self, request: pb.GetRecordRequest, context: grpc.aio.ServicerContext) -> pb.Record:
+        which = request.WhichOneof("key")
+        if which == "record_id" and request.record_id:
+            record = await self.core.get_record(record_id=request.record_id)
+        elif which == "transcript" and request.transcript.id:
+            record = await self.core.get_record(key=(request.transcript.source, request.transcript.id))
+        else:
+            raise InvalidArgument([FieldViolation("key", "set record_id or transcript.id")])
+        return convert.record_to_pb(record)
+
+    async def GetServerInfo(self, request, context) -> pb.ServerInfo:
+        info = self.core.server_info()
+        return pb.ServerInfo(server_version=info["server_version"], model_version=info["model_version"],
+                             policy_version=info["policy_version"], limits=convert.limits_to_pb(info["limits"]),
+                             store_backend=info["store_backend"])

@@ -1,0 +1,109 @@
+"""Prometheus metrics, one registry per server (so several servers can run in one process).
+
+gRPC metrics use the go-grpc-prometheus names so existing dashboards work. Labels are
+bounded: method, code, decision, source (platform names, capped by `max_sources`) and
+reason code; never transcript ids or free text.
+"""
+from __future__ import annotations
+
+import platform
+import threading
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+import echogate
+from echogate.types import Verdict
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
+OTHER_SOURCE = "__other__"
+
+
+class Metrics:
+    def __init__(self, max_sources: int = 200):
+        r = self.registry = CollectorRegistry()
+        self._max_sources = max_sources
+        self._sources: set[str] = set()
+        self._lock = threading.Lock()
+        g = ("grpc_type", "grpc_service", "grpc_method")
+        self.started = Counter("grpc_server_started_total", "RPCs started on the server.", g, registry=r)
+        self.handled = Counter("grpc_server_handled_total", "RPCs completed on the server, by status code.",
+                               (*g, "grpc_code"), registry=r)
+        self.handling = Histogram("grpc_server_handling_seconds", "Time to handle an RPC, to its last reply.",
+                                  g, buckets=_LATENCY_BUCKETS, registry=r)
+        self.msg_received = Counter("grpc_server_msg_received_total", "Stream messages received.", g, registry=r)
+        self.msg_sent = Counter("grpc_server_msg_sent_total", "Stream messages sent.", g, registry=r)
+
+        self.batch_size = Histogram("echogate_model_batch_transcripts", "Transcripts per model call.",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048), registry=r)
+        self.inference = Histogram("echogate_model_inference_seconds", "Wall time of one batched scoring call.",
+                                   buckets=_LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("echogate_scoring_queue_transcripts", "Transcripts waiting for a model call.",
+                                 registry=r)
+        self.transcripts = Counter("echogate_transcripts_total", "Transcripts scored, by RPC kind.", ("mode",),
+                                   registry=r)
+        self.decisions = Counter("echogate_decisions_total", "Verdicts by decision and source (gated only).",
+                                 ("decision", "source"), registry=r)
+        self.reasons = Counter("echogate_reasons_total", "Reason codes on gated verdicts.", ("reason",), registry=r)
+        self.duplicates = Counter("echogate_duplicates_total", "Gated transcripts already recorded (retries).",
+                                  registry=r)
+        self.bot_origin = Histogram("echogate_bot_origin_score", "Transcript bot-origin probability (gated).",
+                                    buckets=_SCORE_BUCKETS, registry=r)
+        self.repetitiveness = Histogram("echogate_repetitiveness_score", "Transcript repetitiveness (gated).",
+                                        buckets=_SCORE_BUCKETS, registry=r)
+        self.store_commit = Histogram("echogate_store_commit_seconds", "Time of one group commit.",
+                                      buckets=_LATENCY_BUCKETS, registry=r)
+        self.store_commit_records = Histogram("echogate_store_commit_records", "Records per group commit.",
+                                              buckets=(1, 4, 16, 64, 256, 1024, 4096), registry=r)
+        self.store_errors = Counter("echogate_store_commit_errors_total", "Failed group commits.", registry=r)
+        self.build = Info("echogate_build", "Server build.", registry=r)
+        self.model = Info("echogate_model", "Loaded model and policy.", registry=r)
+        self.build.info({"version": echogate.__version__, "python": platform.python_version()})
+        self._http = None
+
+    def source_label(self, source: str) -> str:
+        """Caps label cardinality: sources past `max_sources` share one label value."""
+        if source in self._sources:
+            return source
+        with self._lock:
+            if len(self._sources) < self._max_sources:
+                self._sources.add(source)
+                return source
+        return OTHER_SOURCE
+
+    def set_model(self, model_version: str, policy_version: str) -> None:
+        self.model.info({"model_version": model_version, "policy_version": policy_version})
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.inference.observe(seconds)
+
+    def observe_commit(self, records: int, seconds: float, ok: bool) -> None:
+        if ok:
+            self.store_commit.observe(seconds)
+            self.store_commit_records.observe(records)
+        else:
+            self.store_errors.inc()
+
+    def observe_gated(self, verdicts: Iterable[Verdict]) -> None:
+        for v in verdicts:
+            if v.duplicate:
+                self.duplicates.inc()
+                continue
+            self.decisions.labels(v.decision.value, self.source_label(v.source or "default")).inc()
+            for reason in v.reasons:
+                self.reasons.labels(reason.split(":", 1)[0]).inc()
+            self.bot_origin.observe(v.scores.bot_origin)
+            self.repetitiveness.observe(v.scores.repetitiveness)
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the /metrics HTTP endpoint; returns the bound port (port 0 picks a free one)."""
+        self._http, _ = start_http_server(port, addr=host, registry=self.registry)
+        return self._http.server_port
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None

@@ -1,0 +1,92 @@
+"""All server settings in one typed object.
+
+Precedence, highest first: explicit overrides (command-line flags), `ECHOGATE_*`
+environment variables (nested with `__`, e.g. `ECHOGATE_LIMITS__MAX_BATCH=512`), the YAML
+file named by `--config` or `ECHOGATE_CONFIG`, then the defaults below, which run the
+service on the shipped model and an embedded store with no other setup.
+"""
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+
+def default_model_path() -> str:
+    return str(resources.files("echogate") / "models" / "bot_origin.onnx")
+
+
+class Limits(BaseModel):
+    """Request limits; anything beyond them is INVALID_ARGUMENT, reported by GetServerInfo."""
+
+    max_batch: int = Field(1024, ge=1)
+    max_turns: int = Field(500, ge=1)
+    max_turn_bytes: int = Field(16_384, ge=1)
+    max_id_bytes: int = Field(256, ge=1)
+    max_metadata_entries: int = Field(64, ge=0)
+    max_metadata_bytes: int = Field(4096, ge=1)
+    max_message_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+
+class BatchingSettings(BaseModel):
+    """Micro-batching of concurrent requests into one model call."""
+
+    max_batch_transcripts: int = Field(512, ge=1)
+    max_wait_ms: float = Field(2.0, ge=0)
+    max_queue_transcripts: int = Field(20_000, ge=1)
+    inference_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+
+
+class StoreSettings(BaseModel):
+    """Where verdicts are recorded. `url` is a file path (embedded DuckDB) or `duckdb:PATH`."""
+
+    url: str = "echogate.duckdb"
+    max_group: int = Field(4096, ge=1)
+
+
+class PolicySettings(BaseModel):
+    """Thresholds of the built-in default policy (bot origin and repetitiveness, 0..1)."""
+
+    version: str = "default-1"
+    tag_bot_origin: float = Field(0.5, ge=0, le=1)
+    review_bot_origin: float = Field(0.8, ge=0, le=1)
+    block_bot_origin: float = Field(0.97, ge=0, le=1)
+    tag_repetitiveness: float = Field(0.5, ge=0, le=1)
+    block_repetitiveness: float = Field(0.9, ge=0, le=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ECHOGATE_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)
+    metrics_port: int | None = Field(9464, ge=0, le=65535)
+    model_path: str = Field(default_factory=default_model_path)
+    grace_seconds: float = Field(10.0, ge=0)
+    limits: Limits = Limits()
+    batching: BatchingSettings = BatchingSettings()
+    store: StoreSettings = StoreSettings()
+    policy: PolicySettings = PolicySettings()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls)
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> "Settings":
+        """Settings from the YAML file (argument or ECHOGATE_CONFIG), environment and overrides.
+
+        None-valued overrides are ignored, so unset command-line flags fall through.
+        """
+        path = config_file or os.environ.get("ECHOGATE_CONFIG")
+        target = cls
+        if path:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"config file not found: {path}")
+            target = type(cls.__name__, (cls,), {"model_config": {**cls.model_config, "yaml_file": str(path)}})
+        return target(**{k: v for k, v in overrides.items() if v is not None})

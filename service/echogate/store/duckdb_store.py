@@ -1,0 +1,172 @@
+"""The embedded store: one DuckDB file, no server to run.
+
+DuckDB syncs its write-ahead log on every commit, so a committed group survives a hard
+kill; on the next open the log is replayed. Data engineers can open the file with the
+`duckdb` CLI or Python for SQL and Parquet export (see docs/store.md). One process owns
+the file at a time; several replicas need a shared server database.
+
+Rows are handed to DuckDB as an Arrow table per group (one vectorised INSERT ... SELECT
+instead of a statement per row).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from echogate.store.base import Store, StoreItem, record_id_for
+from echogate.types import (
+    DeclaredOrigin,
+    Decision,
+    Record,
+    Role,
+    Scores,
+    Transcript,
+    Turn,
+    TurnScore,
+    Verdict,
+)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    record_id       VARCHAR NOT NULL PRIMARY KEY,
+    source          VARCHAR NOT NULL,
+    transcript_id   VARCHAR NOT NULL,
+    content_sha256  VARCHAR NOT NULL,
+    declared_origin VARCHAR NOT NULL,
+    language        VARCHAR NOT NULL,
+    metadata        JSON NOT NULL,
+    turns           STRUCT(role VARCHAR, text VARCHAR, ts TIMESTAMPTZ, declared_author VARCHAR,
+                           bot_origin FLOAT, repetitiveness FLOAT)[] NOT NULL,
+    bot_origin      FLOAT NOT NULL,
+    repetitiveness  FLOAT NOT NULL,
+    decision        VARCHAR NOT NULL,
+    tags            VARCHAR[] NOT NULL,
+    reasons         VARCHAR[] NOT NULL,
+    model_version   VARCHAR NOT NULL,
+    policy_version  VARCHAR NOT NULL,
+    received_at     TIMESTAMPTZ NOT NULL,
+    decided_at      TIMESTAMPTZ NOT NULL
+);
+"""
+
+_TURN_TYPE = pa.struct([("role", pa.string()), ("text", pa.string()), ("ts", pa.timestamp("us", tz="UTC")),
+                        ("declared_author", pa.string()), ("bot_origin", pa.float32()),
+                        ("repetitiveness", pa.float32())])
+_ARROW_SCHEMA = pa.schema([
+    ("record_id", pa.string()), ("source", pa.string()), ("transcript_id", pa.string()),
+    ("content_sha256", pa.string()), ("declared_origin", pa.string()), ("language", pa.string()),
+    ("metadata", pa.string()), ("turns", pa.list_(_TURN_TYPE)), ("bot_origin", pa.float32()),
+    ("repetitiveness", pa.float32()), ("decision", pa.string()), ("tags", pa.list_(pa.string())),
+    ("reasons", pa.list_(pa.string())), ("model_version", pa.string()), ("policy_version", pa.string()),
+    ("received_at", pa.timestamp("us", tz="UTC")), ("decided_at", pa.timestamp("us", tz="UTC")),
+])
+_COLUMNS = ", ".join(_ARROW_SCHEMA.names)
+
+
+class DuckDBStore(Store):
+    backend = "duckdb"
+
+    def __init__(self, path: str, max_group: int = 4096):
+        super().__init__(max_group)
+        Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._con = duckdb.connect(path)
+        self._read_lock = threading.Lock()
+        self._reader = self._con.cursor()
+        self._migrate()
+        self.start()
+
+    def _migrate(self) -> None:
+        self._con.execute(_SCHEMA)
+        applied = {v for (v,) in self._con.execute("SELECT version FROM schema_migrations").fetchall()}
+        if SCHEMA_VERSION not in applied:
+            self._con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [SCHEMA_VERSION, datetime.now(timezone.utc)])
+
+    def _commit(self, items: list[StoreItem]) -> dict[tuple[str, str], tuple[Verdict, bool]]:
+        batch = pa.Table.from_pylist([_to_row(item) for item in items], schema=_ARROW_SCHEMA)
+        con = self._con
+        con.register("incoming", batch)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                existing_rows = con.execute(
+                    f"SELECT {_COLUMNS} FROM records WHERE record_id IN (SELECT record_id FROM incoming)"
+                ).fetchall()
+                existing = {(row[1], row[2]): _row_to_verdict(row) for row in existing_rows}
+                if len(existing) < len(items):
+                    con.execute(f"INSERT INTO records SELECT {_COLUMNS} FROM incoming "
+                                "WHERE record_id NOT IN (SELECT record_id FROM records)")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.unregister("incoming")
+        out: dict[tuple[str, str], tuple[Verdict, bool]] = {}
+        for item in items:
+            key = item.transcript.key
+            if key in existing:
+                out[key] = (existing[key], True)
+            else:
+                out[key] = (_with_record_id(item.verdict), False)
+        return out
+
+    def get(self, record_id: str | None = None, key: tuple[str, str] | None = None) -> Record | None:
+        if record_id is None:
+            if key is None:
+                raise ValueError("record_id or key is required")
+            record_id = record_id_for(*key)
+        with self._read_lock:
+            row = self._reader.execute(f"SELECT {_COLUMNS} FROM records WHERE record_id = ?", [record_id]).fetchone()
+        if row is None:
+            return None
+        return Record(verdict=_row_to_verdict(row), transcript=_row_to_transcript(row), received_at=row[15])
+
+    def _close(self) -> None:
+        self._reader.close()
+        self._con.close()
+
+
+def _with_record_id(verdict: Verdict) -> Verdict:
+    return replace(verdict, record_id=record_id_for(verdict.source, verdict.transcript_id))
+
+
+def _to_row(item: StoreItem) -> dict:
+    t, v = item.transcript, item.verdict
+    return {
+        "record_id": record_id_for(t.source, t.id), "source": t.source, "transcript_id": t.id,
+        "content_sha256": v.content_sha256, "declared_origin": t.declared_origin.value, "language": t.language,
+        "metadata": json.dumps(t.metadata, ensure_ascii=False, sort_keys=True),
+        "turns": [{"role": turn.role.value, "text": turn.text, "ts": turn.timestamp,
+                   "declared_author": turn.declared_author.value, "bot_origin": score.bot_origin,
+                   "repetitiveness": score.repetitiveness} for turn, score in zip(t.turns, v.scores.turns)],
+        "bot_origin": v.scores.bot_origin, "repetitiveness": v.scores.repetitiveness, "decision": v.decision.value,
+        "tags": list(v.tags), "reasons": list(v.reasons), "model_version": v.model_version,
+        "policy_version": v.policy_version, "received_at": item.received_at, "decided_at": v.decided_at,
+    }
+
+
+def _row_to_verdict(row: tuple) -> Verdict:
+    (record_id, source, transcript_id, sha, _declared, _lang, _meta, turns, bot, rep, decision, tags, reasons,
+     model_version, policy_version, _received, decided) = row
+    return Verdict(
+        transcript_id=transcript_id, source=source, content_sha256=sha,
+        scores=Scores(bot, rep, tuple(TurnScore(t["bot_origin"], t["repetitiveness"]) for t in turns)),
+        decision=Decision(decision), tags=tuple(tags), reasons=tuple(reasons), model_version=model_version,
+        policy_version=policy_version, decided_at=decided, record_id=record_id,
+    )
+
+
+def _row_to_transcript(row: tuple) -> Transcript:
+    turns = tuple(Turn(Role(t["role"]), t["text"], t["ts"], DeclaredOrigin(t["declared_author"])) for t in row[7])
+    return Transcript(id=row[2], source=row[1], turns=turns, metadata=json.loads(row[6]),
+                      declared_origin=DeclaredOrigin(row[4]), language=row[5])

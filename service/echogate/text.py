@@ -1,0 +1,51 @@
+"""Text normalisation and byte packing shared by the scorer and the trainer.
+
+The ONNX model reads raw UTF-8 bytes; everything the model sees passes through
+`normalize` first so that Unicode tricks (full-width letters, zero-width characters,
+odd whitespace) cannot move a score. `NORMALIZATION_VERSION` is written into the model
+metadata: a model trained with one normalisation refuses to load with another.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Sequence
+
+import numpy as np
+
+NORMALIZATION_VERSION = "nfkc-zw-ws-1"
+
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize(text: str) -> str:
+    """NFKC, zero-width and soft-hyphen characters removed, whitespace runs collapsed."""
+    text = unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH)
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def pack_turns(normalized: Sequence[str], max_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate already-normalised turns, as UTF-8, into one byte stream.
+
+    Returns (stream uint8 [N], turn_of_byte int64 [N]): the model's `text_bytes` and
+    `byte_turn` inputs. Each turn is cut to `max_bytes`; an empty turn contributes no
+    bytes (its n-gram count is zero).
+    """
+    encoded = [t.encode("utf-8")[:max_bytes] for t in normalized]
+    lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
+    stream = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    turn_of_byte = np.repeat(np.arange(len(encoded), dtype=np.int64), lengths)
+    return stream, turn_of_byte
+
+
+def content_sha256(roles: Sequence[str], texts: Sequence[str], normalized: bool = False) -> str:
+    """Hash of the canonical content: role and normalised text of each turn, in order."""
+    digest = hashlib.sha256()
+    for role, text in zip(roles, texts, strict=True):
+        digest.update(role.encode())
+        digest.update(b"\x1f")
+        digest.update((text if normalized else normalize(text)).encode("utf-8"))
+        digest.update(b"\x1e")
+    return digest.hexdigest()

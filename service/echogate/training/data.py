@@ -1,0 +1,78 @@
+"""Read the shared datasets into training documents.
+
+A document is what the model scores: a whole transcript (several turns, role-weighted)
+or a single turn. Labels follow the datasets' README: for dialogues the label says who
+wrote the agent side; where both sides were written by the same hand (SGD, Taskmaster,
+CuCom, Synthetic-Persona-Chat) customer turns share it, while STAR customers are people
+and STAR agent turns carry exact per-turn origins.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+# Datasets whose customer side was written by the same hand as the agent side.
+SAME_HAND_BOTH_SIDES = {"sgd", "taskmaster4", "cucom_ecommerce", "synthetic_persona_chat", "banking77"}
+
+
+@dataclass(frozen=True)
+class Doc:
+    dataset: str  # the file stem, e.g. "star_dialogues"
+    label: int  # 1 = machine-written
+    generator: str | None
+    kind: str  # "transcript" or "turn"
+    roles: tuple[str, ...]
+    texts: tuple[str, ...]
+
+    @property
+    def words(self) -> int:
+        return sum(len(t.split()) for t, r in zip(self.texts, self.roles) if r == "agent")
+
+
+def _role(raw: str) -> str:
+    return "customer" if raw in ("customer", "user") else raw
+
+
+def read_records(path: Path) -> Iterator[dict]:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list[Doc]:
+    """All transcript documents, plus a seeded sample of single-turn documents per dataset."""
+    rng = random.Random(seed)
+    docs: list[Doc] = []
+    for path in sorted(data_dir.glob("*.jsonl")):
+        turn_docs: list[Doc] = []
+        for rec in read_records(path):
+            label = 1 if rec["label"] == "machine" else 0
+            dataset, generator = path.stem, rec.get("generator")
+            if not rec.get("turns"):
+                # Plain text (l2r paragraphs, STAR single agent turns): one agent turn.
+                kind = "turn" if dataset == "star_agent_turns" else "transcript"
+                docs.append(Doc(dataset, label, generator, kind, ("agent",), (rec["text"],)))
+                continue
+            turns = [(_role(t["role"]), t["text"]) for t in rec["turns"] if t["text"].strip()]
+            if not turns:
+                continue
+            if len(turns) > 1 or dataset != "banking77":
+                docs.append(Doc(dataset, label, generator, "transcript",
+                                tuple(r for r, _ in turns), tuple(t for _, t in turns)))
+            for raw, (role, text) in zip(rec["turns"], turns):
+                if dataset in SAME_HAND_BOTH_SIDES:
+                    turn_label = label
+                elif role == "customer":
+                    turn_label = 0
+                elif dataset == "star_dialogues":
+                    continue  # STAR agent turns come from star_agent_turns.jsonl
+                else:
+                    turn_label = 1 if raw.get("origin", rec["label"]) == "machine" else 0
+                turn_docs.append(Doc(dataset, turn_label, generator, "turn", (role,), (text,)))
+        rng.shuffle(turn_docs)
+        docs.extend(turn_docs[:max_turn_docs_per_dataset])
+    return docs

@@ -1,0 +1,122 @@
+"""Build the bot-origin ONNX graph: raw UTF-8 bytes in, calibrated probabilities out.
+
+Featurisation runs inside the graph (hashed byte n-grams, see `echogate.features`), so a
+client in any language that can pack bytes can run the same file. Inputs:
+
+- ``text_bytes``      uint8 [N]   normalised UTF-8 of all turns of the batch, concatenated
+- ``byte_turn``       int64 [N]   index of the turn each byte belongs to (non-decreasing)
+- ``turn_transcript`` int64 [R]   index of the transcript each turn belongs to
+- ``turn_weight``     float [R]   weight of each turn in its transcript's score (role-based)
+- ``transcript_count`` int64 [1]  number of transcripts T in the batch
+
+Outputs: ``turn_bot_origin`` float [R] and ``transcript_bot_origin`` float [T].
+A document's raw score is  sum(weights of its n-grams) / sqrt(n-gram count) + intercept,
+then Platt-calibrated (separately for turns and transcripts). Working on one flat stream
+with ScatterElements(add) means no padding: cost is linear in the bytes of the batch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from echogate.features import BASE, SALT, SHAPE_CLASSES, SHAPE_SALT_OFFSET, HashSpec
+
+OPSET = 17
+
+
+def build_graph(
+    spec: HashSpec,
+    weights: np.ndarray,
+    intercept: float,
+    turn_calibration: tuple[float, float],
+    transcript_calibration: tuple[float, float],
+    metadata: dict[str, str],
+) -> onnx.ModelProto:
+    nodes: list[onnx.NodeProto] = []
+    inits = [
+        numpy_helper.from_array(weights.astype(np.float32), "ngram_weights"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero_i"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one_f"),
+        numpy_helper.from_array(np.array(intercept, np.float32), "intercept"),
+        numpy_helper.from_array(np.array(spec.table_size, np.int64), "table_size"),
+    ]
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(value, name))
+        return name
+
+    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    x = node("Cast", ["text_bytes"], "x", to=TensorProto.INT64)
+    size = node("Shape", [x], "n_bytes")
+    zeros_turns = node("ConstantOfShape", [node("Shape", ["turn_transcript"], "n_turns")], "zeros_turns",
+                       value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
+    zeros_docs = node("ConstantOfShape", ["transcript_count"], "zeros_docs",
+                      value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
+
+    plans = [(x, n, n * SALT, f"o{n}_") for n in spec.orders]
+    if spec.shape_orders:
+        shape = node("Cast", [node("Gather", [const("shape_classes", SHAPE_CLASSES), x], "shape_u8", axis=0)],
+                     "shape", to=TensorProto.INT64)
+        plans += [(shape, n, (n + SHAPE_SALT_OFFSET) * SALT, f"s{n}_") for n in spec.shape_orders]
+    sums, counts = [], []
+    for x, n, salt, p in plans:
+        m = node("Max", [node("Sub", [size, const(p + "nm1", np.array([n - 1], np.int64))], p + "m_raw"), "zero_i"], p + "m")
+        g = const(p + "salt", np.array(salt, np.int64))
+        for k in range(n):
+            start = const(p + f"s{k}", np.array([k], np.int64))
+            part = node("Slice", [x, start, node("Add", [m, start], p + f"e{k}")], p + f"x{k}")
+            if k:
+                part = node("Mul", [part, const(p + f"b{k}", np.array(BASE**k, np.int64))], p + f"xb{k}")
+            g = node("Add", [g, part], p + f"g{k}")
+        h = node("Mod", [g, "table_size"], p + "h")
+        first = node("Slice", ["byte_turn", "zero_i", m], p + "t_first")
+        last_start = const(p + "ls", np.array([n - 1], np.int64))
+        last = node("Slice", ["byte_turn", last_start, node("Add", [m, last_start], p + "le")], p + "t_last")
+        valid = node("Cast", [node("Equal", [first, last], p + "same")], p + "valid", to=TensorProto.FLOAT)
+        w = node("Mul", [node("Gather", ["ngram_weights", h], p + "w_all", axis=0), valid], p + "w")
+        sums.append(node("ScatterElements", [zeros_turns, first, w], p + "sum", axis=0, reduction="add"))
+        counts.append(node("ScatterElements", [zeros_turns, first, valid], p + "cnt", axis=0, reduction="add"))
+
+    turn_sum = node("Sum", sums, "turn_sum")
+    turn_cnt = node("Sum", counts, "turn_ngrams")
+
+    def calibrated(total: str, count: str, ab: tuple[float, float], out: str) -> str:
+        norm = node("Sqrt", [node("Max", [count, "one_f"], out + "_cnt1")], out + "_norm")
+        raw = node("Add", [node("Div", [total, norm], out + "_mean"), "intercept"], out + "_raw")
+        a = const(out + "_a", np.array(ab[0], np.float32))
+        b = const(out + "_b", np.array(ab[1], np.float32))
+        return node("Sigmoid", [node("Add", [node("Mul", [raw, a], out + "_ar"), b], out + "_logit")], out)
+
+    calibrated(turn_sum, turn_cnt, turn_calibration, "turn_bot_origin")
+    doc_sum = node("ScatterElements", [zeros_docs, "turn_transcript", node("Mul", [turn_sum, "turn_weight"], "ws")],
+                   "doc_sum", axis=0, reduction="add")
+    doc_cnt = node("ScatterElements", [zeros_docs, "turn_transcript", node("Mul", [turn_cnt, "turn_weight"], "wc")],
+                   "doc_cnt", axis=0, reduction="add")
+    calibrated(doc_sum, doc_cnt, transcript_calibration, "transcript_bot_origin")
+
+    graph = helper.make_graph(
+        nodes,
+        "echogate_bot_origin",
+        inputs=[
+            helper.make_tensor_value_info("text_bytes", TensorProto.UINT8, ["N"]),
+            helper.make_tensor_value_info("byte_turn", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("turn_transcript", TensorProto.INT64, ["R"]),
+            helper.make_tensor_value_info("turn_weight", TensorProto.FLOAT, ["R"]),
+            helper.make_tensor_value_info("transcript_count", TensorProto.INT64, [1]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info("turn_bot_origin", TensorProto.FLOAT, ["R"]),
+            helper.make_tensor_value_info("transcript_bot_origin", TensorProto.FLOAT, ["T"]),
+            helper.make_tensor_value_info("turn_ngrams", TensorProto.FLOAT, ["R"]),
+        ],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="echogate")
+    model.ir_version = 8
+    onnx.helper.set_model_props(model, {**metadata, **spec.to_metadata()})
+    onnx.checker.check_model(model)
+    return model

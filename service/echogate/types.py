@@ -1,0 +1,93 @@
+"""Plain domain types: what the core works on, free of protobuf and gRPC.
+
+The gRPC layer converts messages to these and back (echogate.grpc_api.convert); the
+core, store and CLI never see protobuf.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Role(enum.Enum):
+    CUSTOMER = "customer"
+    AGENT = "agent"
+    SYSTEM = "system"
+
+
+class DeclaredOrigin(enum.Enum):
+    UNKNOWN = "unknown"
+    HUMAN = "human"
+    BOT = "bot"
+    SYNTHETIC = "synthetic"
+
+
+class Decision(enum.Enum):
+    ACCEPT = "accept"
+    TAG = "tag"
+    REVIEW = "review"
+    BLOCK = "block"
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Role
+    text: str
+    timestamp: datetime | None = None
+    declared_author: DeclaredOrigin = DeclaredOrigin.UNKNOWN
+
+
+@dataclass(frozen=True)
+class Transcript:
+    id: str
+    source: str
+    turns: tuple[Turn, ...]
+    metadata: dict[str, str] = field(default_factory=dict)
+    declared_origin: DeclaredOrigin = DeclaredOrigin.UNKNOWN
+    language: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The idempotency key."""
+        return (self.source, self.id)
+
+
+@dataclass(frozen=True)
+class TurnScore:
+    bot_origin: float
+    repetitiveness: float
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What the model and the repetition statistics say about one transcript."""
+
+    bot_origin: float
+    repetitiveness: float
+    turns: tuple[TurnScore, ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    transcript_id: str
+    source: str
+    content_sha256: str
+    scores: Scores
+    decision: Decision
+    tags: tuple[str, ...]
+    reasons: tuple[str, ...]
+    model_version: str
+    policy_version: str
+    decided_at: datetime
+    record_id: str = ""
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class Record:
+    """A stored verdict with the transcript it judged."""
+
+    verdict: Verdict
+    transcript: Transcript
+    received_at: datetime
