@@ -1,0 +1,42 @@
+# The two commands of the README:
+#   make run    install into .venv and serve on the embedded defaults (shipped model, DuckDB file)
+#   make test   install everything the tests need (Python packages, Prometheus) and run them
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SOURCES := pyproject.toml setup.py $(wildcard proto/echogate/v1/*.proto)
+
+.PHONY: run test install install-test system-deps bench clean
+
+$(VENV)/.installed-run: $(SOURCES)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(SOURCES)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(VENV)/.installed-run $@
+
+install: $(VENV)/.installed-run
+install-test: $(VENV)/.installed-test
+
+run: install
+	$(BIN)/echogate serve
+
+# Debian packages the tests use: a real Prometheus scrapes the server in tests/test_metrics.py.
+system-deps:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  echo "installing prometheus (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: install-test system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install-test
+	$(BIN)/python bench/bench_gate.py
+
+clean:
+	rm -rf $(VENV) build service/*.egg-info service/echogate/v1/*_pb2*.py*

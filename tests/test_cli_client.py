@@ -1,0 +1,155 @@
+"""The client library and the `echogate` command line against a real server."""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+
+import grpc
+import pytest
+
+from echogate.grpc_api.server import EchogateServer
+from echogate_client.client import AsyncClient, Client, RetryPolicy
+from echogate_client.records import RecordError, transcript_from_record
+from tests.conftest import make_settings, transcript
+
+RECORDS = [
+    {"id": "r1", "turns": [{"role": "customer", "text": "where is my parcel"},
+                           {"role": "agent", "text": "Let me check that for you."}]},
+    {"id": "r2", "text": "A plain paragraph of text, scored as one agent turn."},
+    {"id": "r3", "turns": [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "Hello!"}],
+     "source": "other"},
+]
+
+
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "echogate_client.cli", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_records_convert_turns_and_plain_text():
+    t = transcript_from_record(RECORDS[0], 1)
+    assert [x.text for x in t.turns] == ["where is my parcel", "Let me check that for you."]
+    assert len(transcript_from_record(RECORDS[1], 2).turns) == 1
+    assert transcript_from_record({"text": "x"}, 7).id == "line-7"
+    with pytest.raises(RecordError, match="line 3: turns\\[0\\].role"):
+        transcript_from_record({"turns": [{"role": "narrator", "text": "x"}]}, 3)
+
+
+def test_score_command_appends_echogate_object_in_order(tmp_path):
+    path = _write(tmp_path / "in.jsonl", RECORDS)
+    result = _cli("score", str(path))
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["id"] for r in out] == ["r1", "r2", "r3"]
+    for original, scored in zip(RECORDS, out):
+        assert {k: v for k, v in scored.items() if k != "echogate"} == original
+        e = scored["echogate"]
+        assert set(e) >= {"bot_origin", "repetitiveness", "decision", "tags", "reasons", "turns"}
+        assert len(e["turns"]) == len(original.get("turns") or [])
+
+
+def test_eval_command_reports_metrics(tmp_path):
+    labelled = [{**RECORDS[0], "label": "human", "dataset": "d"}, {**RECORDS[1], "label": "machine", "dataset": "d"},
+                {**RECORDS[2], "label": "human", "dataset": "d"}]
+    result = _cli("eval", str(_write(tmp_path / "l.jsonl", labelled)), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["groups"]["all"]["n"] == 3 and "dataset=d" in report["groups"]
+    assert 0 <= report["groups"]["all"]["auroc"] <= 1
+
+
+async def test_gate_command_gates_a_file_and_get_reads_back(tmp_path, server):
+    path = _write(tmp_path / "in.jsonl", RECORDS)
+    result = await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address, "--source", "cli",
+                                     "--out", str(tmp_path / "v.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert "gated 3 transcripts (0 already recorded)" in result.stdout
+    verdicts = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
+    assert [(v["source"], v["id"]) for v in verdicts] == [("cli", "r1"), ("cli", "r2"), ("other", "r3")]
+    again = await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address, "--source", "cli")
+    assert "gated 3 transcripts (3 already recorded)" in again.stdout
+    got = await asyncio.to_thread(_cli, "get", "--target", server.address, "--source", "cli", "--id", "r1")
+    assert json.loads(got.stdout)["transcript"]["id"] == "r1"
+
+
+async def test_gate_command_prints_field_violations(tmp_path, server):
+    path = _write(tmp_path / "bad.jsonl", [{"id": "x", "turns": [{"role": "agent", "text": "y" * 20_000}]}])
+    result = await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address)
+    assert result.returncode == 1
+    assert "INVALID_ARGUMENT" in result.stderr and "transcripts[0].turns[0].text" in result.stderr
+
+
+def test_sync_client_retries_until_the_server_is_up(tmp_path):
+    """The first attempts hit a closed port (UNAVAILABLE); the retry, same ids, is stored once."""
+    settings = make_settings(tmp_path)
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        settings.port = s.getsockname()[1]
+    started, done = threading.Event(), threading.Event()
+
+    def run_server():
+        async def main():
+            async with EchogateServer(settings):
+                started.set()
+                while not done.is_set():
+                    await asyncio.sleep(0.05)
+        asyncio.run(main())
+
+    timer = threading.Timer(0.8, lambda: threading.Thread(target=run_server, daemon=True).start())
+    timer.start()
+    with Client(f"127.0.0.1:{settings.port}", retry=RetryPolicy(attempts=8, initial_backoff_s=0.2)) as client:
+        verdicts = list(client.gate_all([transcript(f"b{i}", "hello") for i in range(5)], batch_size=2))
+        assert [v.transcript_id for v in verdicts] == [f"b{i}" for i in range(5)]
+        assert not any(v.duplicate for v in verdicts)
+        assert client.server_info().store_backend == "duckdb"
+    done.set()
+    assert started.is_set()
+
+
+def test_sync_client_does_not_retry_invalid_argument(server_thread):
+    with Client(server_thread, retry=RetryPolicy(attempts=3)) as client:
+        with pytest.raises(grpc.RpcError) as err:
+            client.gate([transcript("", "x")])
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_async_client_gate_all_and_stream(server):
+    async with AsyncClient(server.address) as client:
+        verdicts = [v async for v in client.gate_all((transcript(f"a{i}", "hi") for i in range(10)), batch_size=3)]
+        assert [v.transcript_id for v in verdicts] == [f"a{i}" for i in range(10)]
+        responses = [r async for r in client.gate_stream([[transcript("s1", "x")], [transcript("a0", "hi")]])]
+        assert [r.verdicts[0].duplicate for r in responses] == [False, True]
+        record = await client.get_record(source="test", transcript_id="a3")
+        assert record.transcript.id == "a3"
+
+
+@pytest.fixture
+def server_thread(tmp_path):
+    """A server on its own event loop thread, for the blocking client."""
+    settings = make_settings(tmp_path)
+    ready, done = threading.Event(), threading.Event()
+    address = {}
+
+    def run():
+        async def main():
+            async with EchogateServer(settings) as srv:
+                address["a"] = srv.address
+                ready.set()
+                while not done.is_set():
+                    await asyncio.sleep(0.05)
+        asyncio.run(main())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    yield address["a"]
+    done.set()
+    thread.join(10)

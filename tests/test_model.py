@@ -1,0 +1,84 @@
+"""The ONNX graph reproduces the NumPy feature reference; the shipped model is a real one."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from echogate.features import HashSpec, ngram_hashes
+from echogate.model import BotOriginModel, ModelLoadError
+from echogate.settings import default_model_path
+from echogate.text import normalize, pack_turns
+from echogate.training.graph import build_graph
+from echogate.training.train import ROLE_WEIGHTS
+from tests.conftest import DATASETS, needs_datasets
+
+TEXTS = ["Hello, how can I help?", "", "ok", "Ünïcödé 😀 text with\u200b zero width", "A" * 300, "de", "x y z"]
+
+
+def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, n_transcripts):
+    """Raw (pre-calibration) turn and transcript scores computed in NumPy."""
+    stream, turn_of_byte = pack_turns([normalize(t) for t in texts], 4096)
+    hashes, turns = ngram_hashes(stream, turn_of_byte, spec)
+    sums = np.bincount(turns, weights=weights[hashes], minlength=len(texts))
+    counts = np.bincount(turns, minlength=len(texts)).astype(float)
+    turn_raw = sums / np.sqrt(np.maximum(counts, 1)) + intercept
+    doc_s = np.bincount(transcript_of_turn, weights=sums * turn_weight, minlength=n_transcripts)
+    doc_c = np.bincount(transcript_of_turn, weights=counts * turn_weight, minlength=n_transcripts)
+    return turn_raw, doc_s / np.sqrt(np.maximum(doc_c, 1)) + intercept, counts, (stream, turn_of_byte)
+
+
+@pytest.mark.parametrize("spec", [HashSpec((3, 4, 5), (), 1009), HashSpec((2,), (4, 6), 65_521)])
+def test_graph_matches_numpy_reference(tmp_path, spec):
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=spec.table_size).astype(np.float32)
+    meta = {"model_version": "test", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
+            "max_turn_bytes": "4096"}
+    onnx.save(build_graph(spec, weights, 0.25, (1.0, 0.0), (1.0, 0.0), meta), tmp_path / "m.onnx")
+    model = BotOriginModel(tmp_path / "m.onnx")
+    transcript_of_turn = np.array([0, 0, 0, 1, 1, 2, 2])
+    turn_weight = np.array([1.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0], np.float32)
+    turn_raw, doc_raw, counts, (stream, byte_turn) = reference(spec, weights.astype(np.float64), 0.25, TEXTS,
+                                                               transcript_of_turn, turn_weight, 3)
+    out = model.run(stream, byte_turn, transcript_of_turn, turn_weight, 3)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731 - calibration is identity here
+    np.testing.assert_allclose(logit(out.turn_bot_origin.astype(np.float64)), turn_raw, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(logit(out.transcript_bot_origin.astype(np.float64)), doc_raw, rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(out.turn_ngrams, counts)
+
+
+def test_model_refuses_other_normalisation(tmp_path):
+    meta = {"model_version": "x", "normalization": "something-else", "role_weights": "{}", "max_turn_bytes": "10"}
+    onnx.save(build_graph(HashSpec((3,), (), 101), np.zeros(101), 0, (1, 0), (1, 0), meta), tmp_path / "m.onnx")
+    with pytest.raises(ModelLoadError, match="normalisation"):
+        BotOriginModel(tmp_path / "m.onnx")
+
+
+def test_shipped_model_loads_with_metadata():
+    model = BotOriginModel(default_model_path())
+    assert model.version.startswith("bot-origin-")
+    assert model.role_weights["agent"] > model.role_weights["customer"] >= 0
+    size = __import__("os").path.getsize(default_model_path())
+    assert size < 20 * 1024 * 1024
+
+
+@needs_datasets
+def test_shipped_model_is_trained_not_constant():
+    """On a sample of the training data the model must rank machine above human text."""
+    from echogate.evaluation import auroc
+    from echogate.gate import GateCore  # noqa: F401 - the scorer below is the server's
+    from echogate.scoring import Scorer
+    from echogate.training.data import load_docs
+    from echogate.types import Role, Transcript, Turn
+
+    docs = [d for d in load_docs(DATASETS, 2000, seed=1) if d.kind == "transcript"]
+    rng = np.random.default_rng(1)
+    docs = [docs[i] for i in rng.choice(len(docs), 3000, replace=False)]
+    scorer = Scorer(BotOriginModel(default_model_path()))
+    transcripts = [Transcript(str(i), "t", tuple(Turn(Role(r), t) for r, t in zip(d.roles, d.texts)))
+                   for i, d in enumerate(docs)]
+    probs = np.array([s.scores.bot_origin for s in scorer.score(transcripts)])
+    assert probs.std() > 0.01
+    assert auroc(np.array([d.label for d in docs]), probs) > 0.8
