@@ -26,7 +26,7 @@ class GateCore:
     def __init__(self, settings: Settings, metrics: Metrics, store: Store | None):
         self.settings = settings
         self.metrics = metrics
-        self.scorer = Scorer(BotOriginModel(settings.model_path))
+        self.scorer = Scorer(BotOriginModel(settings.model_path, settings.batching.intra_op_threads))
         self.policy = Policy(settings.policy)
         self.store = store
         b = settings.batching

@@ -1,45 +1,28 @@
 """Within-transcript repetitiveness, per turn and per transcript.
 
-A turn's repetitiveness is how much of it was already said earlier in the same
-conversation by the same role: 1.0 for an exact repeat (after normalisation), otherwise
-the share of its word trigrams found in one earlier turn (containment), so a bot that
-re-sends a template with one slot changed scores high while a short "yes" does not.
-Turns too short to have a trigram count only exact repeats, and only when they carry
-at least three words of content (so "Thanks." twice is not looping).
+A turn's repetitiveness is the share of its word trigrams (lower-cased) that the same
+role already used earlier in the conversation: 1.0 for a verbatim repeat, high for a
+template re-sent with one slot changed, 0 for new content. Turns of fewer than three
+words have no trigram and score 0, so a repeated "Thanks." is not looping.
 
 The transcript's score is the mean over agent turns (all turns when there is no agent
-side): the share of the bot's output that was repetition.
+side): the share of the bot's output that was repetition. One set intersection per turn
+against everything the role said before keeps this linear in the transcript length.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-MIN_EXACT_WORDS = 3
-
-
-def _trigrams(words: list[str]) -> set[tuple[str, str, str]]:
-    return set(zip(words, words[1:], words[2:]))
-
 
 def turn_repetitiveness(roles: Sequence[str], normalized: Sequence[str]) -> list[float]:
     scores: list[float] = []
-    seen_text: dict[str, set[str]] = {}
-    seen_grams: dict[str, list[set]] = {}
+    seen: dict[str, set[tuple[str, str, str]]] = {}
     for role, text in zip(roles, normalized):
-        lowered = text.lower()
-        words = lowered.split()
-        grams = _trigrams(words)
-        earlier = seen_grams.setdefault(role, [])
-        if lowered in seen_text.setdefault(role, set()) and len(words) >= MIN_EXACT_WORDS:
-            score = 1.0
-        elif grams and earlier:
-            score = max(len(grams & prev) for prev in earlier) / len(grams)
-        else:
-            score = 0.0
-        scores.append(score)
-        seen_text[role].add(lowered)
-        if grams:
-            earlier.append(grams)
+        words = text.lower().split()
+        grams = set(zip(words, words[1:], words[2:]))
+        earlier = seen.setdefault(role, set())
+        scores.append(len(grams & earlier) / len(grams) if grams else 0.0)
+        earlier |= grams
     return scores
 
 

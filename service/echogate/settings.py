@@ -33,12 +33,17 @@ class Limits(BaseModel):
 
 
 class BatchingSettings(BaseModel):
-    """Micro-batching of concurrent requests into one model call."""
+    """Micro-batching of concurrent requests into one model call.
+
+    `inference_threads` model calls run at once (default: one per core), each using
+    `intra_op_threads` onnxruntime threads. Whole batches in parallel beat splitting one
+    small batch's ops across cores, and leave the event loop a core under load.
+    """
 
     max_batch_transcripts: int = Field(512, ge=1)
-    max_wait_ms: float = Field(2.0, ge=0)
     max_queue_transcripts: int = Field(20_000, ge=1)
     inference_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    intra_op_threads: int = Field(1, ge=1)
 
 
 class StoreSettings(BaseModel):

@@ -8,7 +8,6 @@ metadata: a model trained with one normalisation refuses to load with another.
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 from collections.abc import Sequence
 
@@ -17,13 +16,17 @@ import numpy as np
 NORMALIZATION_VERSION = "nfkc-zw-ws-1"
 
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
-_WHITESPACE = re.compile(r"\s+")
 
 
 def normalize(text: str) -> str:
-    """NFKC, zero-width and soft-hyphen characters removed, whitespace runs collapsed."""
-    text = unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH)
-    return _WHITESPACE.sub(" ", text).strip()
+    """NFKC, zero-width and soft-hyphen characters removed, whitespace runs collapsed.
+
+    ASCII text is already NFKC and has no zero-width characters: it skips straight to
+    the whitespace step (the common case, and this runs once per turn on the hot path).
+    """
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH)
+    return " ".join(text.split())
 
 
 def pack_turns(normalized: Sequence[str], max_bytes: int) -> tuple[np.ndarray, np.ndarray]:

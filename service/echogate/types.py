@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 
 class Role(enum.Enum):
@@ -30,8 +31,8 @@ class Decision(enum.Enum):
     BLOCK = "block"
 
 
-@dataclass(frozen=True)
-class Turn:
+class Turn(NamedTuple):
+    # A NamedTuple, not a dataclass: one is built per turn on the hot path.
     role: Role
     text: str
     timestamp: datetime | None = None
@@ -53,8 +54,7 @@ class Transcript:
         return (self.source, self.id)
 
 
-@dataclass(frozen=True)
-class TurnScore:
+class TurnScore(NamedTuple):
     bot_origin: float
     repetitiveness: float
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+from itertools import accumulate
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,19 +93,22 @@ class DuckDBStore(Store):
             self._con.execute("INSERT INTO schema_migrations VALUES (?, ?)", [SCHEMA_VERSION, datetime.now(timezone.utc)])
 
     def _commit(self, items: list[StoreItem]) -> dict[tuple[str, str], tuple[Verdict, bool]]:
-        batch = pa.Table.from_pylist([_to_row(item) for item in items], schema=_ARROW_SCHEMA)
         con = self._con
-        con.register("incoming", batch)
+        con.register("incoming", _to_arrow(items))
         try:
             con.execute("BEGIN TRANSACTION")
             try:
-                existing_rows = con.execute(
-                    f"SELECT {_COLUMNS} FROM records WHERE record_id IN (SELECT record_id FROM incoming)"
-                ).fetchall()
-                existing = {(row[1], row[2]): _row_to_verdict(row) for row in existing_rows}
-                if len(existing) < len(items):
-                    con.execute(f"INSERT INTO records SELECT {_COLUMNS} FROM incoming "
-                                "WHERE record_id NOT IN (SELECT record_id FROM records)")
+                # The primary key decides: rows whose record_id exists are skipped, and
+                # RETURNING names the ones that were new. No scan of the whole table.
+                inserted = {r for (r,) in con.execute(
+                    f"INSERT OR IGNORE INTO records SELECT {_COLUMNS} FROM incoming RETURNING record_id").fetchall()}
+                existing: dict[tuple[str, str], Verdict] = {}
+                skipped = [record_id_for(*i.transcript.key) for i in items
+                           if record_id_for(*i.transcript.key) not in inserted]
+                if skipped:
+                    rows = con.execute(f"SELECT {_COLUMNS} FROM records WHERE record_id IN "
+                                       f"({', '.join('?' * len(skipped))})", skipped).fetchall()
+                    existing = {(row[1], row[2]): _row_to_verdict(row) for row in rows}
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
@@ -114,10 +118,7 @@ class DuckDBStore(Store):
         out: dict[tuple[str, str], tuple[Verdict, bool]] = {}
         for item in items:
             key = item.transcript.key
-            if key in existing:
-                out[key] = (existing[key], True)
-            else:
-                out[key] = (_with_record_id(item.verdict), False)
+            out[key] = (existing[key], True) if key in existing else (_with_record_id(item.verdict), False)
         return out
 
     def get(self, record_id: str | None = None, key: tuple[str, str] | None = None) -> Record | None:
@@ -140,19 +141,35 @@ def _with_record_id(verdict: Verdict) -> Verdict:
     return replace(verdict, record_id=record_id_for(verdict.source, verdict.transcript_id))
 
 
-def _to_row(item: StoreItem) -> dict:
-    t, v = item.transcript, item.verdict
-    return {
-        "record_id": record_id_for(t.source, t.id), "source": t.source, "transcript_id": t.id,
-        "content_sha256": v.content_sha256, "declared_origin": t.declared_origin.value, "language": t.language,
-        "metadata": json.dumps(t.metadata, ensure_ascii=False, sort_keys=True),
-        "turns": [{"role": turn.role.value, "text": turn.text, "ts": turn.timestamp,
-                   "declared_author": turn.declared_author.value, "bot_origin": score.bot_origin,
-                   "repetitiveness": score.repetitiveness} for turn, score in zip(t.turns, v.scores.turns)],
-        "bot_origin": v.scores.bot_origin, "repetitiveness": v.scores.repetitiveness, "decision": v.decision.value,
-        "tags": list(v.tags), "reasons": list(v.reasons), "model_version": v.model_version,
-        "policy_version": v.policy_version, "received_at": item.received_at, "decided_at": v.decided_at,
-    }
+def _to_arrow(items: list[StoreItem]) -> pa.Table:
+    """Column-wise Arrow table of a group (much faster than building a dict per row)."""
+    ts = [i.transcript for i in items]
+    vs = [i.verdict for i in items]
+    turns = [turn for t in ts for turn in t.turns]
+    scores = [score for v in vs for score in v.scores.turns]
+    offsets = pa.array([0, *accumulate(len(t.turns) for t in ts)], pa.int32())
+    turn_struct = pa.StructArray.from_arrays([
+        pa.array([x.role.value for x in turns], pa.string()),
+        pa.array([x.text for x in turns], pa.string()),
+        pa.array([x.timestamp for x in turns], pa.timestamp("us", tz="UTC")),
+        pa.array([x.declared_author.value for x in turns], pa.string()),
+        pa.array([x.bot_origin for x in scores], pa.float32()),
+        pa.array([x.repetitiveness for x in scores], pa.float32()),
+    ], fields=list(_TURN_TYPE))
+    return pa.Table.from_arrays([
+        pa.array([record_id_for(t.source, t.id) for t in ts]), pa.array([t.source for t in ts]),
+        pa.array([t.id for t in ts]), pa.array([v.content_sha256 for v in vs]),
+        pa.array([t.declared_origin.value for t in ts]), pa.array([t.language for t in ts]),
+        pa.array([json.dumps(t.metadata, ensure_ascii=False, sort_keys=True) for t in ts]),
+        pa.ListArray.from_arrays(offsets, turn_struct),
+        pa.array([v.scores.bot_origin for v in vs], pa.float32()),
+        pa.array([v.scores.repetitiveness for v in vs], pa.float32()),
+        pa.array([v.decision.value for v in vs]), pa.array([list(v.tags) for v in vs], pa.list_(pa.string())),
+        pa.array([list(v.reasons) for v in vs], pa.list_(pa.string())), pa.array([v.model_version for v in vs]),
+        pa.array([v.policy_version for v in vs]),
+        pa.array([i.received_at for i in items], pa.timestamp("us", tz="UTC")),
+        pa.array([v.decided_at for v in vs], pa.timestamp("us", tz="UTC")),
+    ], schema=_ARROW_SCHEMA)
 
 
 def _row_to_verdict(row: tuple) -> Verdict:

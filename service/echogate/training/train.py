@@ -25,6 +25,7 @@ from tqdm import tqdm
 from echogate import evaluation
 from echogate.features import HashSpec, ngram_hashes
 from echogate.text import NORMALIZATION_VERSION, normalize, pack_turns
+from echogate.training.card import render as render_card
 from echogate.training.data import Doc, load_docs
 from echogate.training.graph import build_graph
 
@@ -55,6 +56,11 @@ class TrainConfig:
     c: float = 0.5
     max_iter: int = 300
     max_turn_docs_per_dataset: int = 30_000
+    # Train only on these datasets (file stems); empty = all. Validation still scores every fold.
+    train_datasets: tuple[str, ...] = ()
+    # Extra weight per dataset (file stem), on top of the group balancing. Datasets with both
+    # labels on matched content (l2r, STAR) teach origin rather than topic.
+    dataset_weights: dict[str, float] = field(default_factory=dict)
     role_weights: dict[str, float] = field(default_factory=lambda: dict(ROLE_WEIGHTS))
 
 
@@ -125,15 +131,17 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     log.info("loaded %d documents from %s", len(docs), data_dir)
     x = featurize(docs, spec, cfg.role_weights)
     y = np.array([d.label for d in docs])
-    w = group_weights(docs)
+    w = group_weights(docs) * np.array([cfg.dataset_weights.get(d.dataset, 1.0) for d in docs])
     datasets = np.array([d.dataset for d in docs])
     kinds = np.array([d.kind for d in docs])
 
     oof_raw = np.full(len(docs), np.nan)
     folds = {name: held for name, held in FOLDS.items() if np.isin(datasets, held).any()}
+    usable = np.isin(datasets, cfg.train_datasets) if cfg.train_datasets else np.ones(len(docs), bool)
     for name, held in tqdm(folds.items(), desc="held-out folds", unit="fold"):
         test = np.isin(datasets, held)
-        clf = fit(x[~test], y[~test], w[~test], cfg)
+        train_rows = usable & ~test
+        clf = fit(x[train_rows], y[train_rows], w[train_rows], cfg)
         oof_raw[test] = clf.decision_function(x[test])
 
     calib = {k: platt(oof_raw[kinds == k], y[kinds == k]) for k in ("turn", "transcript")}
@@ -144,7 +152,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
         sel = np.isin(datasets, held)
         rows += report_rows([d for d, s in zip(docs, sel) if s], oof_prob[sel], name)
 
-    final = fit(x, y, w, cfg)
+    final = fit(x[usable], y[usable], w[usable], cfg)
     model = build_graph(
         spec, final.coef_[0], float(final.intercept_[0]), calib["turn"], calib["transcript"],
         metadata={"model_version": cfg.version, "normalization": NORMALIZATION_VERSION,
@@ -155,5 +163,6 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     report = {"config": asdict(cfg), "calibration": calib, "validation": rows,
               "documents": len(docs), "train_seconds": round(time.time() - t0, 1)}
     (out_dir / "training_report.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "MODEL_CARD.md").write_text(render_card(report))
     log.info("wrote %s in %.0fs", out_dir / "bot_origin.onnx", time.time() - t0)
     return report

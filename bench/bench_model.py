@@ -1,0 +1,74 @@
+"""Scoring speed without gRPC: the model and repetition statistics on SGD transcripts.
+
+  python bench/bench_model.py [--data ../shared/datasets] [--threads 1]
+
+Reports transcripts/s for batches of 1, 32 and 256 on one thread (per core), split into
+the ONNX model call alone and the whole Scorer (normalisation, packing, model,
+repetition), plus single-transcript latency p50/p99.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from echogate.model import BotOriginModel
+from echogate.scoring import Scorer
+from echogate.settings import default_model_path
+from echogate.text import normalize, pack_turns
+from echogate.types import Role, Transcript, Turn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(data: Path, n: int) -> list[Transcript]:
+    import json
+
+    out = []
+    with (data / "sgd.jsonl").open() as fh:
+        for i, line in zip(range(n), fh):
+            rec = json.loads(line)
+            out.append(Transcript(str(i), "bench", tuple(Turn(Role(t["role"]), t["text"]) for t in rec["turns"])))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    transcripts = load(args.data, 4096)
+    sizes = [sum(len(t.text.encode()) for t in x.turns) for x in transcripts]
+    print(f"SGD sample: {len(transcripts)} transcripts, median {statistics.median(sizes):.0f} bytes")
+    model = BotOriginModel(default_model_path(), intra_op_threads=args.threads)
+    scorer = Scorer(model)
+    for batch in (1, 32, 256):
+        chunks = [transcripts[i : i + batch] for i in range(0, len(transcripts) - batch + 1, batch)]
+        packed = []
+        for chunk in chunks:
+            texts = [normalize(t.text) for x in chunk for t in x.turns]
+            stream, byte_turn = pack_turns(texts, model.max_turn_bytes)
+            counts = [len(x.turns) for x in chunk]
+            packed.append((stream, byte_turn, np.repeat(np.arange(len(chunk)), counts),
+                           np.ones(len(texts), np.float32), len(chunk)))
+        for name, fn in (("model only", lambda i: model.run(*packed[i % len(packed)])),
+                         ("full scorer", lambda i: scorer.score(chunks[i % len(chunks)]))):
+            lat, done, i = [], 0, 0
+            end = time.perf_counter() + args.seconds
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                fn(i)
+                lat.append(time.perf_counter() - t0)
+                done += batch
+                i += 1
+            rate = done / sum(lat)
+            print(f"batch {batch:4d} {name:12s}: {rate:9.0f} transcripts/s  "
+                  f"call p50 {np.median(lat) * 1e3:7.3f} ms  p99 {np.quantile(lat, 0.99) * 1e3:7.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
