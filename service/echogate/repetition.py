@@ -1,32 +1,83 @@
-"""Within-transcript repetitiveness, per turn and per transcript.
+"""Within-transcript repetitiveness, per turn and per transcript, for a whole batch at once.
 
-A turn's repetitiveness is the share of its word trigrams (lower-cased) that the same
-role already used earlier in the conversation: 1.0 for a verbatim repeat, high for a
-template re-sent with one slot changed, 0 for new content. Turns of fewer than three
+A turn's repetitiveness is the share of its distinct word trigrams (lower-cased) that the
+same role already used earlier in the same conversation: 1.0 for a verbatim repeat, high
+for a template re-sent with one slot changed, 0 for new content. Turns of fewer than three
 words have no trigram and score 0, so a repeated "Thanks." is not looping.
 
 The transcript's score is the mean over agent turns (all turns when there is no agent
-side): the share of the bot's output that was repetition. One set intersection per turn
-against everything the role said before keeps this linear in the transcript length.
+side): the share of the bot's output that was repetition.
+
+Vectorised over the batch with NumPy (no Python loop per word): words are hashed from the
+packed bytes with a position-weighted sum (np.add.reduceat, uint64 arithmetic wraps), word
+trigrams combine three word hashes, and one sort by (conversation and role, trigram, turn)
+tells for every trigram whether an earlier turn of the same role had it.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 
-def turn_repetitiveness(roles: Sequence[str], normalized: Sequence[str]) -> list[float]:
-    scores: list[float] = []
-    seen: dict[str, set[tuple[str, str, str]]] = {}
-    for role, text in zip(roles, normalized):
-        words = text.lower().split()
-        grams = set(zip(words, words[1:], words[2:]))
-        earlier = seen.setdefault(role, set())
-        scores.append(len(grams & earlier) / len(grams) if grams else 0.0)
-        earlier |= grams
-    return scores
+ROLE_CODES = {"customer": 0, "agent": 1, "system": 2}
+_POSITION_WEIGHTS = np.random.default_rng(0x5EED).integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
+_K1, _K2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F)
 
 
-def transcript_repetitiveness(roles: Sequence[str], turn_scores: Sequence[float]) -> float:
-    agent = [s for r, s in zip(roles, turn_scores) if r == "agent"]
-    pool = agent or list(turn_scores)
-    return sum(pool) / len(pool) if pool else 0.0
+def turn_scores(normalized: Sequence[str], roles: Sequence[str], turn_transcript: np.ndarray) -> np.ndarray:
+    """Per-turn repetitiveness (float64 [R]) for turns of several transcripts.
+
+    `normalized` are whitespace-normalised turn texts (no newlines), `turn_transcript` the
+    transcript index of each turn, non-decreasing.
+    """
+    n_turns = len(normalized)
+    out = np.zeros(n_turns)
+    if n_turns == 0:
+        return out
+    b = np.frombuffer("\n".join(normalized).lower().encode("utf-8"), np.uint8)
+    is_newline = b == 10
+    turn_of_byte = np.cumsum(is_newline)
+    content = ~(is_newline | (b == 32))
+    idx = np.flatnonzero(content)
+    if idx.size == 0:
+        return out
+    starts_mask = np.empty(idx.size, bool)
+    starts_mask[0] = True
+    starts_mask[1:] = idx[1:] != idx[:-1] + 1  # a gap means a separator came before
+    word_starts = np.flatnonzero(starts_mask)
+    word_index = np.cumsum(starts_mask) - 1
+    pos_in_word = np.arange(idx.size) - word_starts[word_index]
+    contrib = (b[idx].astype(np.uint64) + np.uint64(1)) * _POSITION_WEIGHTS[pos_in_word % 64]
+    word_hash = np.add.reduceat(contrib, word_starts)
+    word_turn = turn_of_byte[idx[word_starts]]
+    if word_hash.size < 3:
+        return out
+    same_turn = word_turn[:-2] == word_turn[2:]
+    tri = (word_hash[:-2] * _K1 + word_hash[1:-1] * _K2 + word_hash[2:])[same_turn]
+    tri_turn = word_turn[:-2][same_turn]
+    if tri.size == 0:
+        return out
+    role_code = np.fromiter((ROLE_CODES.get(r, 3) for r in roles), np.int64, n_turns)
+    group = (np.asarray(turn_transcript, np.int64) * 4 + role_code)[tri_turn]
+    order = np.lexsort((tri_turn, tri, group))
+    g, t, turn = group[order], tri[order], tri_turn[order]
+    distinct = np.ones(g.size, bool)  # a trigram counts once per turn
+    distinct[1:] = (g[1:] != g[:-1]) | (t[1:] != t[:-1]) | (turn[1:] != turn[:-1])
+    g, t, turn = g[distinct], t[distinct], turn[distinct]
+    first = np.ones(g.size, bool)  # first turn of this role in this conversation to use it
+    first[1:] = (g[1:] != g[:-1]) | (t[1:] != t[:-1])
+    total = np.bincount(turn, minlength=n_turns)
+    repeated = np.bincount(turn, weights=~first, minlength=n_turns)
+    np.divide(repeated, total, out=out, where=total > 0)
+    return out
+
+
+def transcript_scores(turn_rep: np.ndarray, roles: Sequence[str], turn_transcript: np.ndarray,
+                      n_transcripts: int) -> np.ndarray:
+    """Mean turn repetitiveness over each transcript's agent turns (all turns if it has none)."""
+    agent = np.fromiter((r == "agent" for r in roles), bool, len(roles))
+    has_agent = np.bincount(turn_transcript, weights=agent, minlength=n_transcripts) > 0
+    use = agent | ~has_agent[turn_transcript]
+    total = np.bincount(turn_transcript, weights=turn_rep * use, minlength=n_transcripts)
+    count = np.bincount(turn_transcript, weights=use, minlength=n_transcripts)
+    return np.divide(total, count, out=np.zeros(n_transcripts), where=count > 0)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from echogate.model import BotOriginModel
-from echogate.repetition import transcript_repetitiveness, turn_repetitiveness
+from echogate import repetition
 from echogate.text import content_sha256, normalize, pack_turns
 from echogate.types import Scores, Transcript, TurnScore
 
@@ -33,30 +33,29 @@ class Scorer:
         return self.model.version
 
     def score(self, transcripts: Sequence[Transcript]) -> list[ScoredTranscript]:
-        roles = [[turn.role.value for turn in t.turns] for t in transcripts]
-        texts = [[normalize(turn.text) for turn in t.turns] for t in transcripts]
-        stream, byte_turn = pack_turns([s for ts in texts for s in ts], self.model.max_turn_bytes)
-        turn_counts = [len(ts) for ts in texts]
+        roles = [turn.role.value for t in transcripts for turn in t.turns]
+        texts = [normalize(turn.text) for t in transcripts for turn in t.turns]
+        counts = [len(t.turns) for t in transcripts]
+        turn_transcript = np.repeat(np.arange(len(transcripts), dtype=np.int64), counts)
+        stream, byte_turn = pack_turns(texts, self.model.max_turn_bytes)
         weights = self.model.role_weights
         out = self.model.run(
             stream=stream,
             byte_turn=byte_turn,
-            turn_transcript=np.repeat(np.arange(len(transcripts), dtype=np.int64), turn_counts),
-            turn_weight=np.array([weights.get(r, 0.0) for rs in roles for r in rs], np.float32),
+            turn_transcript=turn_transcript,
+            turn_weight=np.array([weights.get(r, 0.0) for r in roles], np.float32),
             transcript_count=len(transcripts),
         )
-        turn_probs = out.turn_bot_origin.tolist()
+        turn_rep = repetition.turn_scores(texts, roles, turn_transcript)
+        doc_rep = repetition.transcript_scores(turn_rep, roles, turn_transcript, len(transcripts)).tolist()
+        turn_scores = list(map(TurnScore, out.turn_bot_origin.tolist(), turn_rep.tolist()))
+        doc_bot = out.transcript_bot_origin.tolist()
         evidence = out.turn_ngrams.tolist()
         results, offset = [], 0
-        for i, (rs, ts) in enumerate(zip(roles, texts)):
-            n = len(ts)
-            rep = turn_repetitiveness(rs, ts)
-            scores = Scores(
-                bot_origin=float(out.transcript_bot_origin[i]),
-                repetitiveness=transcript_repetitiveness(rs, rep),
-                turns=tuple(TurnScore(p, r) for p, r in zip(turn_probs[offset : offset + n], rep)),
-            )
-            results.append(ScoredTranscript(scores, content_sha256(rs, ts, normalized=True),
-                                            tuple(evidence[offset : offset + n])))
-            offset += n
+        for i, n in enumerate(counts):
+            end = offset + n
+            scores = Scores(bot_origin=doc_bot[i], repetitiveness=doc_rep[i], turns=tuple(turn_scores[offset:end]))
+            results.append(ScoredTranscript(scores, content_sha256(roles[offset:end], texts[offset:end], normalized=True),
+                                            tuple(evidence[offset:end])))
+            offset = end
         return results
