@@ -1,6 +1,6 @@
 """End-to-end benchmark: Score, Gate and GateStream over gRPC against a real server process.
 
-The server runs in its own process (`echogate serve`, embedded DuckDB store in a temp
+The server runs in its own process (`echogate serve`, embedded SQLite store in a temp
 directory) so the load generator does not share its GIL; both share this machine's cores,
 as they would in a sidecar deployment. Transcripts are drawn from the shared datasets
 (every file, turns or plain text) with fresh ids, so every Gate really stores.
@@ -41,7 +41,8 @@ def load_pool(data: Path, size: int, seed: int) -> list[pb.Transcript]:
     rng = random.Random(seed)
     records = []
     for path in sorted(data.glob("*.jsonl")):
-        records += [rec for _, rec in read_jsonl(path)]
+        # conversations (records with turns), the traffic the gate exists for
+        records += [rec for _, rec in read_jsonl(path) if rec.get("turns") and len(rec["turns"]) > 1]
     rng.shuffle(records)
     return [transcript_from_record(rec, i, "bench") for i, rec in enumerate(records[:size])]
 
@@ -50,7 +51,7 @@ class Server:
     def __init__(self, store_dir: str):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "echogate_client.cli", "serve", "--port", "0", "--metrics-port", "0",
-             "--store", f"{store_dir}/bench.duckdb"],
+             "--store", f"{store_dir}/bench.db"],
             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         while True:
             line = self.proc.stderr.readline()

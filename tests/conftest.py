@@ -17,7 +17,7 @@ needs_datasets = pytest.mark.skipif(not DATASETS.is_dir(), reason=f"shared datas
 
 
 def make_settings(tmp_path: Path, **overrides) -> Settings:
-    return Settings(host="127.0.0.1", port=0, metrics_port=0, store={"url": str(tmp_path / "gate.duckdb")},
+    return Settings(host="127.0.0.1", port=0, metrics_port=0, store={"url": str(tmp_path / "gate.db")},
                     grace_seconds=1.0, **overrides)
 
 

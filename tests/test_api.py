@@ -107,7 +107,7 @@ async def test_server_info_reports_versions_and_limits(stub, settings):
     assert info.limits.max_batch == settings.limits.max_batch
     assert info.limits.max_turn_bytes == settings.limits.max_turn_bytes
     assert info.limits.max_message_bytes == settings.limits.max_message_bytes
-    assert info.store_backend == "duckdb"
+    assert info.store_backend == "sqlite"
 
 
 async def test_get_record_without_key_is_invalid(stub):

@@ -109,7 +109,7 @@ def test_sync_client_retries_until_the_server_is_up(tmp_path):
         verdicts = list(client.gate_all([transcript(f"b{i}", "hello") for i in range(5)], batch_size=2))
         assert [v.transcript_id for v in verdicts] == [f"b{i}" for i in range(5)]
         assert not any(v.duplicate for v in verdicts)
-        assert client.server_info().store_backend == "duckdb"
+        assert client.server_info().store_backend == "sqlite"
     done.set()
     assert started.is_set()
 

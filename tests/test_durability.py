@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
+import sqlite3
 import grpc
 import pytest
 
@@ -27,8 +27,8 @@ async def test_concurrent_retries_store_each_key_once(server, stub, settings):
         assert sum(not v.duplicate for v in verdicts) == 1  # exactly one call stored it
         assert len({v.record_id for v in verdicts}) == 1
     server.core.store.close()
-    con = duckdb.connect(settings.store.url, read_only=True)
-    assert con.execute("SELECT count(*), count(DISTINCT transcript_id) FROM records").fetchone() == (20, 20)
+    with sqlite3.connect(settings.store.url) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT transcript_id) FROM records").fetchone() == (20, 20)
 
 
 def start_server(store: Path) -> tuple[subprocess.Popen, str]:
@@ -49,7 +49,7 @@ def start_server(store: Path) -> tuple[subprocess.Popen, str]:
 
 @pytest.mark.slow
 def test_hard_kill_loses_no_acknowledged_verdict(tmp_path):
-    store = tmp_path / "kill.duckdb"
+    store = tmp_path / "kill.db"
     proc, address = start_server(store)
     acknowledged: set[str] = set()
     try:

@@ -10,7 +10,7 @@ from echogate.settings import Settings
 def test_defaults_run_on_shipped_model_and_embedded_store(monkeypatch):
     monkeypatch.delenv("ECHOGATE_CONFIG", raising=False)
     s = Settings.load()
-    assert s.model_path.endswith("bot_origin.onnx") and s.store.url.endswith(".duckdb")
+    assert s.model_path.endswith("bot_origin.onnx") and s.store.url.endswith(".db")
     assert s.port == 50051
 
 

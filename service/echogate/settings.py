@@ -47,9 +47,9 @@ class BatchingSettings(BaseModel):
 
 
 class StoreSettings(BaseModel):
-    """Where verdicts are recorded. `url` is a file path (embedded DuckDB) or `duckdb:PATH`."""
+    """Where verdicts are recorded. `url` is a file path (embedded SQLite) or `sqlite:PATH`."""
 
-    url: str = "echogate.duckdb"
+    url: str = "echogate.db"
     max_group: int = Field(4096, ge=1)
 
 

@@ -44,11 +44,8 @@ def pack_turns(normalized: Sequence[str], max_bytes: int) -> tuple[np.ndarray, n
 
 
 def content_sha256(roles: Sequence[str], texts: Sequence[str], normalized: bool = False) -> str:
-    """Hash of the canonical content: role and normalised text of each turn, in order."""
-    digest = hashlib.sha256()
-    for role, text in zip(roles, texts, strict=True):
-        digest.update(role.encode())
-        digest.update(b"\x1f")
-        digest.update((text if normalized else normalize(text)).encode("utf-8"))
-        digest.update(b"\x1e")
-    return digest.hexdigest()
+    """Hash of the canonical content: for each turn in order, role, 0x1F, normalised text, 0x1E."""
+    if not normalized:
+        texts = [normalize(t) for t in texts]
+    canonical = "".join(f"{role}\x1f{text}\x1e" for role, text in zip(roles, texts, strict=True))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
