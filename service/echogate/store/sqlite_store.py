@@ -11,12 +11,13 @@ their own connection and never block the writer (WAL). One server process owns t
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+
+import orjson
 
 from echogate.store.base import Store, StoreItem, record_id_for
 from echogate.types import DeclaredOrigin, Decision, Record, Role, Scores, Transcript, Turn, TurnScore, Verdict
@@ -136,30 +137,32 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
+def _json(value) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
 def _to_row(record_id: str, item: StoreItem) -> tuple:
     t, v = item.transcript, item.verdict
     turns = [{"role": turn.role.value, "text": turn.text, "ts": _iso(turn.timestamp) if turn.timestamp else None,
               "declared_author": turn.declared_author.value, "bot_origin": score.bot_origin,
               "repetitiveness": score.repetitiveness} for turn, score in zip(t.turns, v.scores.turns)]
-    return (record_id, t.source, t.id, v.content_sha256, t.declared_origin.value, t.language,
-            json.dumps(t.metadata, ensure_ascii=False, sort_keys=True), json.dumps(turns, ensure_ascii=False),
-            v.scores.bot_origin, v.scores.repetitiveness, v.decision.value, json.dumps(list(v.tags)),
-            json.dumps(list(v.reasons), ensure_ascii=False), v.model_version, v.policy_version,
-            _iso(item.received_at), _iso(v.decided_at))
+    return (record_id, t.source, t.id, v.content_sha256, t.declared_origin.value, t.language, _json(t.metadata),
+            _json(turns), v.scores.bot_origin, v.scores.repetitiveness, v.decision.value, _json(v.tags),
+            _json(v.reasons), v.model_version, v.policy_version, _iso(item.received_at), _iso(v.decided_at))
 
 
 def _row_to_verdict(row: tuple) -> Verdict:
-    turns = json.loads(row[7])
+    turns = orjson.loads(row[7])
     return Verdict(
         transcript_id=row[2], source=row[1], content_sha256=row[3],
         scores=Scores(row[8], row[9], tuple(TurnScore(t["bot_origin"], t["repetitiveness"]) for t in turns)),
-        decision=Decision(row[10]), tags=tuple(json.loads(row[11])), reasons=tuple(json.loads(row[12])),
+        decision=Decision(row[10]), tags=tuple(orjson.loads(row[11])), reasons=tuple(orjson.loads(row[12])),
         model_version=row[13], policy_version=row[14], decided_at=datetime.fromisoformat(row[16]), record_id=row[0],
     )
 
 
 def _row_to_transcript(row: tuple) -> Transcript:
     turns = tuple(Turn(Role(t["role"]), t["text"], datetime.fromisoformat(t["ts"]) if t["ts"] else None,
-                       DeclaredOrigin(t["declared_author"])) for t in json.loads(row[7]))
-    return Transcript(id=row[2], source=row[1], turns=turns, metadata=json.loads(row[6]),
+                       DeclaredOrigin(t["declared_author"])) for t in orjson.loads(row[7]))
+    return Transcript(id=row[2], source=row[1], turns=turns, metadata=orjson.loads(row[6]),
                       declared_origin=DeclaredOrigin(row[4]), language=row[5])

@@ -12,7 +12,7 @@ client in any language that can pack bytes can run the same file. Inputs:
 Outputs: ``turn_bot_origin`` float [R] and ``transcript_bot_origin`` float [T].
 A document's raw score is  sum(weights of its n-grams) / sqrt(n-gram count) + intercept,
 then Platt-calibrated (separately for turns and transcripts). Working on one flat stream
-with ScatterElements(add) means no padding: cost is linear in the bytes of the batch.
+means no padding: cost is linear in the bytes of the batch.
 """
 from __future__ import annotations
 
@@ -57,31 +57,51 @@ def build_graph(
     zeros_docs = node("ConstantOfShape", ["transcript_count"], "zeros_docs",
                       value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
 
-    plans = [(x, n, n * SALT, f"o{n}_") for n in spec.orders]
+    # Turn lengths and offsets in the flat stream. An n-gram of turn r starting inside it is
+    # valid iff it ends inside it, so turn r's order-n n-grams are exactly positions
+    # [start_r, start_r + max(len_r - n + 1, 0)) of that order's hash array: per-turn sums are
+    # differences of a prefix sum, with no scatter over the n-grams and no boundary mask.
+    ones = node("ConstantOfShape", [node("Shape", ["byte_turn"], "n_bytes_bt")], "ones_bytes",
+                value=helper.make_tensor("o", TensorProto.FLOAT, [1], [1.0]))
+    length_f = node("ScatterElements", [zeros_turns, "byte_turn", ones], "turn_length_f", axis=0, reduction="add")
+    length = node("Cast", [length_f], "turn_length", to=TensorProto.INT64)
+    starts = node("CumSum", [length, const("axis0", np.array(0, np.int64))], "turn_start", exclusive=1)
+    zero_d = const("zero_d", np.array([0.0], np.float64))
+
+    streams = [(x, spec.orders, 0, "o")]
     if spec.shape_orders:
         shape = node("Cast", [node("Gather", [const("shape_classes", SHAPE_CLASSES), x], "shape_u8", axis=0)],
                      "shape", to=TensorProto.INT64)
-        plans += [(shape, n, (n + SHAPE_SALT_OFFSET) * SALT, f"s{n}_") for n in spec.shape_orders]
+        streams.append((shape, spec.shape_orders, SHAPE_SALT_OFFSET, "s"))
     sums, counts = [], []
-    for x, n, salt, p in plans:
-        m = node("Max", [node("Sub", [size, const(p + "nm1", np.array([n - 1], np.int64))], p + "m_raw"), "zero_i"], p + "m")
-        g = const(p + "salt", np.array(salt, np.int64))
-        for k in range(n):
-            start = const(p + f"s{k}", np.array([k], np.int64))
-            part = node("Slice", [x, start, node("Add", [m, start], p + f"e{k}")], p + f"x{k}")
-            if k:
-                part = node("Mul", [part, const(p + f"b{k}", np.array(BASE**k, np.int64))], p + f"xb{k}")
-            g = node("Add", [g, part], p + f"g{k}")
-        h = node("Mod", [g, "table_size"], p + "h")
-        first = node("Slice", ["byte_turn", "zero_i", m], p + "t_first")
-        last_start = const(p + "ls", np.array([n - 1], np.int64))
-        last = node("Slice", ["byte_turn", last_start, node("Add", [m, last_start], p + "le")], p + "t_last")
-        valid = node("Cast", [node("Equal", [first, last], p + "same")], p + "valid", to=TensorProto.FLOAT)
-        w = node("Mul", [node("Gather", ["ngram_weights", h], p + "w_all", axis=0), valid], p + "w")
-        sums.append(node("ScatterElements", [zeros_turns, first, w], p + "sum", axis=0, reduction="add"))
-        counts.append(node("ScatterElements", [zeros_turns, first, valid], p + "cnt", axis=0, reduction="add"))
-
-    turn_sum = node("Sum", sums, "turn_sum")
+    for data, orders, salt_offset, tag in streams:
+        # Polynomial hashes built incrementally: g_n[i] = g_(n-1)[i] + data[i+n-1] * BASE**(n-1),
+        # so each order adds one Slice-Mul-Add instead of recomputing n terms.
+        g, g_order = None, 0
+        for n in sorted(orders):
+            p = f"{tag}{n}_"
+            nm1 = const(p + "nm1", np.array([n - 1], np.int64))
+            m = node("Max", [node("Sub", [size, nm1], p + "m_raw"), "zero_i"], p + "m")
+            if g is not None:
+                g = node("Slice", [g, "zero_i", m], p + "g_prev")
+            for k in range(g_order, n):
+                start = const(p + f"s{k}", np.array([k], np.int64))
+                part = node("Slice", [data, start, node("Add", [m, start], p + f"e{k}")], p + f"x{k}")
+                if k:
+                    part = node("Mul", [part, const(p + f"b{k}", np.array(BASE**k, np.int64))], p + f"xb{k}")
+                g = part if g is None else node("Add", [g, part], p + f"g{k}")
+            g_order = n
+            salt = const(p + "salt", np.array((n + salt_offset) * SALT, np.int64))
+            h = node("Mod", [node("Add", [g, salt], p + "gs"), "table_size"], p + "h")
+            w = node("Cast", [node("Gather", ["ngram_weights", h], p + "w", axis=0)], p + "w64", to=TensorProto.DOUBLE)
+            prefix = node("Concat", [zero_d, node("CumSum", [w, "axis0"], p + "cs")], p + "prefix", axis=0)
+            count = node("Max", [node("Sub", [length, nm1], p + "len_m"), "zero_i"], p + "count")
+            lo = node("Min", [starts, m], p + "lo")
+            hi = node("Min", [node("Add", [starts, count], p + "end"), m], p + "hi")
+            sums.append(node("Sub", [node("Gather", [prefix, hi], p + "p_hi", axis=0),
+                                     node("Gather", [prefix, lo], p + "p_lo", axis=0)], p + "sum"))
+            counts.append(node("Cast", [count], p + "count_f", to=TensorProto.FLOAT))
+    turn_sum = node("Cast", [node("Sum", sums, "turn_sum64")], "turn_sum", to=TensorProto.FLOAT)
     turn_cnt = node("Sum", counts, "turn_ngrams")
 
     def calibrated(total: str, count: str, ab: tuple[float, float], out: str) -> str:
