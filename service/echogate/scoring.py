@@ -33,7 +33,7 @@ class Scorer:
         return self.model.version
 
     def score(self, transcripts: Sequence[Transcript]) -> list[ScoredTranscript]:
-        roles = [turn.role.value for t in transcripts for turn in t.turns]
+        roles = [turn.role for t in transcripts for turn in t.turns]
         texts = [normalize(turn.text) for t in transcripts for turn in t.turns]
         counts = [len(t.turns) for t in transcripts]
         turn_transcript = np.repeat(np.arange(len(transcripts), dtype=np.int64), counts)

@@ -1,7 +1,8 @@
 """Plain domain types: what the core works on, free of protobuf and gRPC.
 
 The gRPC layer converts messages to these and back (echogate.grpc_api.convert); the
-core, store and CLI never see protobuf.
+core, store and CLI never see protobuf. Enums are StrEnums: a member is its own string
+value, so the hot path uses members directly where a string is needed.
 """
 from __future__ import annotations
 
@@ -11,20 +12,20 @@ from datetime import datetime
 from typing import NamedTuple
 
 
-class Role(enum.Enum):
+class Role(enum.StrEnum):
     CUSTOMER = "customer"
     AGENT = "agent"
     SYSTEM = "system"
 
 
-class DeclaredOrigin(enum.Enum):
+class DeclaredOrigin(enum.StrEnum):
     UNKNOWN = "unknown"
     HUMAN = "human"
     BOT = "bot"
     SYNTHETIC = "synthetic"
 
 
-class Decision(enum.Enum):
+class Decision(enum.StrEnum):
     ACCEPT = "accept"
     TAG = "tag"
     REVIEW = "review"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -79,7 +80,9 @@ def limits_to_pb(limits: Limits) -> pb.Limits:
                      max_message_bytes=limits.max_message_bytes)
 
 
+@lru_cache(maxsize=64)
 def _ts(dt: datetime) -> Timestamp:
+    """Cached: every verdict of a batch shares its decision time. Callers copy, never mutate."""
     ts = Timestamp()
     ts.FromDatetime(dt)
     return ts

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from dataclasses import replace
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -133,7 +134,9 @@ class SQLiteStore(Store):
         self._con.close()
 
 
+@lru_cache(maxsize=256)
 def _iso(dt: datetime) -> str:
+    # cached: a group's rows share a few received and decided times
     return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
@@ -143,11 +146,11 @@ def _json(value) -> str:
 
 def _to_row(record_id: str, item: StoreItem) -> tuple:
     t, v = item.transcript, item.verdict
-    turns = [{"role": turn.role.value, "text": turn.text, "ts": _iso(turn.timestamp) if turn.timestamp else None,
-              "declared_author": turn.declared_author.value, "bot_origin": score.bot_origin,
+    turns = [{"role": turn.role, "text": turn.text, "ts": _iso(turn.timestamp) if turn.timestamp else None,
+              "declared_author": turn.declared_author, "bot_origin": score.bot_origin,
               "repetitiveness": score.repetitiveness} for turn, score in zip(t.turns, v.scores.turns)]
-    return (record_id, t.source, t.id, v.content_sha256, t.declared_origin.value, t.language, _json(t.metadata),
-            _json(turns), v.scores.bot_origin, v.scores.repetitiveness, v.decision.value, _json(v.tags),
+    return (record_id, t.source, t.id, v.content_sha256, t.declared_origin, t.language, _json(t.metadata),
+            _json(turns), v.scores.bot_origin, v.scores.repetitiveness, v.decision, _json(v.tags),
             _json(v.reasons), v.model_version, v.policy_version, _iso(item.received_at), _iso(v.decided_at))
 
 
