@@ -8,6 +8,7 @@ in-flight calls drain within the grace period, then the store commits what is qu
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -103,6 +104,12 @@ class EchogateServer:
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     server = await EchogateServer(settings).start()
+    # The model, settings and imports live for the whole process: move them out of the
+    # collector's view, and collect young objects less often. Every request allocates many
+    # short-lived objects; fewer, cheaper collections trim the latency tail.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
