@@ -6,6 +6,7 @@ import asyncio
 import grpc
 import pytest
 
+from echogate.corpus import turn_key
 from echogate.text import content_sha256
 from echogate.v1 import gate_pb2 as pb
 from tests.conftest import transcript
@@ -30,12 +31,32 @@ async def test_score_returns_a_verdict_per_transcript_and_stores_nothing(stub):
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_score_is_deterministic_and_batch_independent(stub):
-    alone = (await stub.Score(pb.ScoreRequest(transcripts=[transcript("d", *DIALOGUE)]))).verdicts[0]
-    others = [transcript(f"o{i}", f"other text number {i} " * (i + 1)) for i in range(40)]
-    mixed = (await stub.Score(pb.ScoreRequest(transcripts=[*others, transcript("d", *DIALOGUE)]))).verdicts[-1]
+def test_score_is_deterministic_and_batch_independent():
+    """With the same corpus history, a transcript scores the same alone or inside a batch."""
+    from echogate.grpc_api.convert import transcripts_from_pb
+    from echogate.model import BotOriginModel
+    from echogate.scoring import Scorer
+    from echogate.settings import Limits, default_model_path
+
+    model = BotOriginModel(default_model_path())
+    target = transcripts_from_pb([transcript("d", *DIALOGUE)], 0, Limits())
+    others = transcripts_from_pb([transcript(f"o{i}", f"other text number {i} " * (i + 1)) for i in range(40)], 0,
+                                 Limits())
+    alone = Scorer(model).score(target)[0].scores
+    mixed = Scorer(model).score(others + target)[-1].scores
     assert mixed.bot_origin == pytest.approx(alone.bot_origin, abs=1e-6)
     assert [t.bot_origin for t in mixed.turns] == pytest.approx([t.bot_origin for t in alone.turns], abs=1e-6)
+
+
+async def test_corpus_memory_counts_turns_seen_in_earlier_transcripts(server, stub):
+    canned = "Thank you for contacting us, your request has been forwarded to our team."
+    key = turn_key("agent", canned)
+    for i in range(4):
+        await stub.Score(pb.ScoreRequest(transcripts=[transcript(f"cm{i}", f"question number {i}", canned)]))
+    assert server.core.scorer.memory.count(key) == 4
+    # a retry of an already seen transcript is not counted again
+    await stub.Score(pb.ScoreRequest(transcripts=[transcript("cm0", "question number 0", canned)]))
+    assert server.core.scorer.memory.count(key) == 4
 
 
 async def test_gate_stores_and_get_record_reads_it_back(stub):

@@ -11,7 +11,7 @@ from echogate.features import HashSpec, ngram_hashes
 from echogate.model import BotOriginModel, ModelLoadError
 from echogate.settings import default_model_path
 from echogate.text import normalize, pack_turns
-from echogate.training.graph import build_graph
+from echogate.training.graph import Calibration, build_graph
 from echogate.training.train import ROLE_WEIGHTS
 from tests.conftest import DATASETS, needs_datasets
 
@@ -36,13 +36,18 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
     weights = rng.normal(size=spec.table_size).astype(np.float32)
     meta = {"model_version": "test", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
-    onnx.save(build_graph(spec, weights, 0.25, (1.0, 0.0), (1.0, 0.0), meta), tmp_path / "m.onnx")
+    onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0, 0.5), Calibration(1.0, 0.0, 2.0), meta),
+              tmp_path / "m.onnx")
     model = BotOriginModel(tmp_path / "m.onnx")
     transcript_of_turn = np.array([0, 0, 0, 1, 1, 2, 2])
     turn_weight = np.array([1.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0], np.float32)
     turn_raw, doc_raw, counts, (stream, byte_turn) = reference(spec, weights.astype(np.float64), 0.25, TEXTS,
                                                                transcript_of_turn, turn_weight, 3)
-    out = model.run(stream, byte_turn, transcript_of_turn, turn_weight, 3)
+    seen = np.array([0.0, 1.0, 0.0, 2.0, 0.5, 0.0, 3.0], np.float32)
+    out = model.run(stream, byte_turn, transcript_of_turn, turn_weight, seen, 3)
+    turn_raw = turn_raw + 0.5 * seen
+    doc_w = np.bincount(transcript_of_turn, weights=turn_weight)
+    doc_raw = doc_raw + 2.0 * np.bincount(transcript_of_turn, weights=turn_weight * seen) / np.maximum(doc_w, 1e-6)
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731 - calibration is identity here
     np.testing.assert_allclose(logit(out.turn_bot_origin.astype(np.float64)), turn_raw, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(logit(out.transcript_bot_origin.astype(np.float64)), doc_raw, rtol=1e-3, atol=1e-3)
@@ -51,7 +56,8 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
 
 def test_model_refuses_other_normalisation(tmp_path):
     meta = {"model_version": "x", "normalization": "something-else", "role_weights": "{}", "max_turn_bytes": "10"}
-    onnx.save(build_graph(HashSpec((3,), (), 101), np.zeros(101), 0, (1, 0), (1, 0), meta), tmp_path / "m.onnx")
+    onnx.save(build_graph(HashSpec((3,), (), 101), np.zeros(101), 0, Calibration(1, 0), Calibration(1, 0), meta),
+              tmp_path / "m.onnx")
     with pytest.raises(ModelLoadError, match="normalisation"):
         BotOriginModel(tmp_path / "m.onnx")
 

@@ -46,12 +46,13 @@ class BotOriginModel:
         self.max_turn_bytes = int(meta["max_turn_bytes"])
 
     def run(self, stream: np.ndarray, byte_turn: np.ndarray, turn_transcript: np.ndarray,
-            turn_weight: np.ndarray, transcript_count: int) -> ModelOutputs:
+            turn_weight: np.ndarray, turn_seen: np.ndarray, transcript_count: int) -> ModelOutputs:
         turns, docs, ngrams = self.session.run(None, {
             "text_bytes": stream,
             "byte_turn": byte_turn,
             "turn_transcript": turn_transcript,
             "turn_weight": turn_weight,
+            "turn_seen": turn_seen,
             "transcript_count": np.array([transcript_count], np.int64),
         })
         return ModelOutputs(turns, docs, ngrams)

@@ -78,5 +78,7 @@ def _top_turns(transcript: Transcript, scored: ScoredTranscript, k: int = 2) -> 
     )[:k]
     if not ranked:
         return ""
-    parts = [f"turn {i} ({transcript.turns[i].role.value}, {p:.2f})" for p, i in ranked]
+    seen = scored.turn_seen_before
+    parts = [f"turn {i} ({transcript.turns[i].role.value}, {p:.2f}"
+             + (f", seen in {seen[i]} earlier transcripts" if seen and seen[i] >= 2 else "") + ")" for p, i in ranked]
     return "; most machine-like: " + ", ".join(parts)

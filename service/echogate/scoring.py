@@ -1,7 +1,8 @@
 """Turn a batch of transcripts into scores: one ONNX call for the whole batch.
 
 This is the hot path. Per batch: normalise each turn once, pack all turns into one byte
-stream, run the model once, then compute repetition statistics. It runs on an executor
+stream, look each turn up in the corpus memory (how often it was seen before), run the
+model once, then compute repetition statistics. It runs on an executor
 thread (see echogate.batcher), never on the event loop.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from echogate.corpus import CorpusMemory, turn_key
 from echogate.model import BotOriginModel
 from echogate import repetition
 from echogate.text import content_sha256, normalize, pack_turns
@@ -22,11 +24,13 @@ class ScoredTranscript:
     scores: Scores
     content_sha256: str
     turn_evidence: tuple[float, ...]  # n-grams each turn contributed to the model
+    turn_seen_before: tuple[int, ...] = ()  # earlier transcripts that had each turn (corpus memory)
 
 
 class Scorer:
-    def __init__(self, model: BotOriginModel):
+    def __init__(self, model: BotOriginModel, memory: CorpusMemory | None = None):
         self.model = model
+        self.memory = memory if memory is not None else CorpusMemory()
 
     @property
     def model_version(self) -> str:
@@ -38,12 +42,20 @@ class Scorer:
         counts = [len(t.turns) for t in transcripts]
         turn_transcript = np.repeat(np.arange(len(transcripts), dtype=np.int64), counts)
         stream, byte_turn = pack_turns(texts, self.model.max_turn_bytes)
+        hashes, keys, offset = [], [], 0
+        for n in counts:
+            end = offset + n
+            hashes.append(content_sha256(roles[offset:end], texts[offset:end], normalized=True))
+            keys.append([turn_key(r, t) for r, t in zip(roles[offset:end], texts[offset:end])])
+            offset = end
+        seen = self.memory.observe(list(zip(hashes, keys)))
         weights = self.model.role_weights
         out = self.model.run(
             stream=stream,
             byte_turn=byte_turn,
             turn_transcript=turn_transcript,
             turn_weight=np.array([weights.get(r, 0.0) for r in roles], np.float32),
+            turn_seen=np.concatenate(seen).astype(np.float32) if seen else np.zeros(0, np.float32),
             transcript_count=len(transcripts),
         )
         turn_rep = repetition.turn_scores(texts, roles, turn_transcript)
@@ -55,7 +67,7 @@ class Scorer:
         for i, n in enumerate(counts):
             end = offset + n
             scores = Scores(bot_origin=doc_bot[i], repetitiveness=doc_rep[i], turns=tuple(turn_scores[offset:end]))
-            results.append(ScoredTranscript(scores, content_sha256(roles[offset:end], texts[offset:end], normalized=True),
-                                            tuple(evidence[offset:end])))
+            results.append(ScoredTranscript(scores, hashes[i], tuple(evidence[offset:end]),
+                                            tuple(np.expm1(seen[i]).round().astype(int).tolist())))
             offset = end
         return results

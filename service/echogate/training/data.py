@@ -23,6 +23,7 @@ class Doc:
     dataset: str  # the file stem, e.g. "star_dialogues"
     label: int  # 1 = machine-written
     generator: str | None
+    domain: str
     kind: str  # "transcript" or "turn"
     roles: tuple[str, ...]
     texts: tuple[str, ...]
@@ -51,17 +52,17 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
         turn_docs: list[Doc] = []
         for rec in read_records(path):
             label = 1 if rec["label"] == "machine" else 0
-            dataset, generator = path.stem, rec.get("generator")
+            dataset, generator, domain = path.stem, rec.get("generator"), rec.get("domain") or ""
             if not rec.get("turns"):
                 # Plain text (l2r paragraphs, STAR single agent turns): one agent turn.
                 kind = "turn" if dataset == "star_agent_turns" else "transcript"
-                docs.append(Doc(dataset, label, generator, kind, ("agent",), (rec["text"],)))
+                docs.append(Doc(dataset, label, generator, domain, kind, ("agent",), (rec["text"],)))
                 continue
             turns = [(_role(t["role"]), t["text"]) for t in rec["turns"] if t["text"].strip()]
             if not turns:
                 continue
             if len(turns) > 1 or dataset != "banking77":
-                docs.append(Doc(dataset, label, generator, "transcript",
+                docs.append(Doc(dataset, label, generator, domain, "transcript",
                                 tuple(r for r, _ in turns), tuple(t for _, t in turns)))
             for raw, (role, text) in zip(rec["turns"], turns):
                 if dataset in SAME_HAND_BOTH_SIDES:
@@ -72,7 +73,7 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
                     continue  # STAR agent turns come from star_agent_turns.jsonl
                 else:
                     turn_label = 1 if raw.get("origin", rec["label"]) == "machine" else 0
-                turn_docs.append(Doc(dataset, turn_label, generator, "turn", (role,), (text,)))
+                turn_docs.append(Doc(dataset, turn_label, generator, domain, "turn", (role,), (text,)))
         rng.shuffle(turn_docs)
         docs.extend(turn_docs[:max_turn_docs_per_dataset])
     return docs

@@ -7,6 +7,7 @@ client in any language that can pack bytes can run the same file. Inputs:
 - ``byte_turn``       int64 [N]   index of the turn each byte belongs to (non-decreasing)
 - ``turn_transcript`` int64 [R]   index of the transcript each turn belongs to
 - ``turn_weight``     float [R]   weight of each turn in its transcript's score (role-based)
+- ``turn_seen``       float [R]   log1p(how many earlier transcripts had this turn), see echogate.corpus
 - ``transcript_count`` int64 [1]  number of transcripts T in the batch
 
 Outputs: ``turn_bot_origin`` float [R] and ``transcript_bot_origin`` float [T].
@@ -15,6 +16,8 @@ then Platt-calibrated (separately for turns and transcripts). Working on one fla
 means no padding: cost is linear in the bytes of the batch.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -25,12 +28,21 @@ from echogate.features import BASE, SALT, SHAPE_CLASSES, SHAPE_SALT_OFFSET, Hash
 OPSET = 17
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """logit = scale * raw + offset + seen_weight * seen: Platt scaling plus the corpus signal."""
+
+    scale: float
+    offset: float
+    seen_weight: float = 0.0
+
+
 def build_graph(
     spec: HashSpec,
     weights: np.ndarray,
     intercept: float,
-    turn_calibration: tuple[float, float],
-    transcript_calibration: tuple[float, float],
+    turn_calibration: "Calibration",
+    transcript_calibration: "Calibration",
     metadata: dict[str, str],
 ) -> onnx.ModelProto:
     nodes: list[onnx.NodeProto] = []
@@ -104,19 +116,28 @@ def build_graph(
     turn_sum = node("Cast", [node("Sum", sums, "turn_sum64")], "turn_sum", to=TensorProto.FLOAT)
     turn_cnt = node("Sum", counts, "turn_ngrams")
 
-    def calibrated(total: str, count: str, ab: tuple[float, float], out: str) -> str:
+    def calibrated(total: str, count: str, seen: str, cal: Calibration, out: str) -> str:
         norm = node("Sqrt", [node("Max", [count, "one_f"], out + "_cnt1")], out + "_norm")
         raw = node("Add", [node("Div", [total, norm], out + "_mean"), "intercept"], out + "_raw")
-        a = const(out + "_a", np.array(ab[0], np.float32))
-        b = const(out + "_b", np.array(ab[1], np.float32))
-        return node("Sigmoid", [node("Add", [node("Mul", [raw, a], out + "_ar"), b], out + "_logit")], out)
+        a = const(out + "_a", np.array(cal.scale, np.float32))
+        b = const(out + "_b", np.array(cal.offset, np.float32))
+        beta = const(out + "_seen_w", np.array(cal.seen_weight, np.float32))
+        logit = node("Add", [node("Add", [node("Mul", [raw, a], out + "_ar"), b], out + "_arb"),
+                             node("Mul", [seen, beta], out + "_seen")], out + "_logit")
+        return node("Sigmoid", [logit], out)
 
-    calibrated(turn_sum, turn_cnt, turn_calibration, "turn_bot_origin")
-    doc_sum = node("ScatterElements", [zeros_docs, "turn_transcript", node("Mul", [turn_sum, "turn_weight"], "ws")],
-                   "doc_sum", axis=0, reduction="add")
-    doc_cnt = node("ScatterElements", [zeros_docs, "turn_transcript", node("Mul", [turn_cnt, "turn_weight"], "wc")],
-                   "doc_cnt", axis=0, reduction="add")
-    calibrated(doc_sum, doc_cnt, transcript_calibration, "transcript_bot_origin")
+    calibrated(turn_sum, turn_cnt, "turn_seen", turn_calibration, "turn_bot_origin")
+
+    def per_doc(values: str, name: str) -> str:
+        return node("ScatterElements", [zeros_docs, "turn_transcript", values], name, axis=0, reduction="add")
+
+    doc_sum = per_doc(node("Mul", [turn_sum, "turn_weight"], "ws"), "doc_sum")
+    doc_cnt = per_doc(node("Mul", [turn_cnt, "turn_weight"], "wc"), "doc_cnt")
+    # the transcript's corpus signal: role-weighted mean of its turns' seen-before values
+    doc_seen = node("Div", [per_doc(node("Mul", ["turn_seen", "turn_weight"], "wseen"), "doc_seen_sum"),
+                            node("Max", [per_doc("turn_weight", "doc_weight"), const("eps", np.array(1e-6, np.float32))],
+                                 "doc_weight1")], "doc_seen")
+    calibrated(doc_sum, doc_cnt, doc_seen, transcript_calibration, "transcript_bot_origin")
 
     graph = helper.make_graph(
         nodes,
@@ -126,6 +147,7 @@ def build_graph(
             helper.make_tensor_value_info("byte_turn", TensorProto.INT64, ["N"]),
             helper.make_tensor_value_info("turn_transcript", TensorProto.INT64, ["R"]),
             helper.make_tensor_value_info("turn_weight", TensorProto.FLOAT, ["R"]),
+            helper.make_tensor_value_info("turn_seen", TensorProto.FLOAT, ["R"]),
             helper.make_tensor_value_info("transcript_count", TensorProto.INT64, [1]),
         ],
         outputs=[

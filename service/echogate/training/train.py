@@ -24,24 +24,55 @@ from tqdm import tqdm
 
 from echogate import evaluation
 from echogate.features import HashSpec, ngram_hashes
-from echogate.text import NORMALIZATION_VERSION, normalize, pack_turns
+from echogate.corpus import CorpusMemory, turn_key
+from echogate.text import NORMALIZATION_VERSION, content_sha256, normalize, pack_turns
 from echogate.training.card import render as render_card
 from echogate.training.data import Doc, load_docs
-from echogate.training.graph import build_graph
+from echogate.training.graph import Calibration, build_graph
 
 log = logging.getLogger(__name__)
 
 ROLE_WEIGHTS = {"agent": 1.0, "customer": 0.5, "system": 0.0}
 MAX_TURN_BYTES = 4096
 
-# Held-out groups: each fold pairs machine and human data that share no dataset with training.
-FOLDS: dict[str, tuple[str, ...]] = {
-    "cucom_vs_taskmaster4": ("cucom_ecommerce", "taskmaster4"),
-    "spc_vs_sgd": ("synthetic_persona_chat", "sgd"),
-    "l2r": ("l2r",),
-    "star": ("star_agent_turns", "star_dialogues"),
-    "banking77": ("banking77",),
-}
+L2R_GENERATORS = ("GPT-3-Turbo", "Gemini-1.5-Pro", "Llama-3-70B")
+
+
+def make_folds(docs: list[Doc]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Held-out folds as (test, excluded-from-training) masks.
+
+    - whole dialogue datasets, machine paired with human: the label follows the dataset in
+      these files, so only a model that learnt origin rather than the collection scores well;
+    - l2r: unseen domains *and* an unseen generator at once (three folds, each a third of
+      the domains with one generator's rewrites against those domains' human originals);
+    - STAR: unseen task domains, scored on agent turns whose template appears in no
+      training domain (typed human turns of those domains are the negatives);
+    - banking77: short human messages only, read as a false-positive check.
+    """
+    dataset = np.array([d.dataset for d in docs])
+    domain = np.array([d.domain for d in docs])
+    gen = np.array([d.generator or "" for d in docs])
+    label = np.array([d.label for d in docs])
+    folds = {}
+    for name, held in {"cucom_vs_taskmaster4": ("cucom_ecommerce", "taskmaster4"),
+                       "spc_vs_sgd": ("synthetic_persona_chat", "sgd"), "banking77": ("banking77",)}.items():
+        test = np.isin(dataset, held)
+        folds[name] = (test, test)
+    l2r = dataset == "l2r"
+    l2r_domains = sorted(set(domain[l2r]))
+    for i, g in enumerate(L2R_GENERATORS):
+        held_domains = l2r_domains[i :: len(L2R_GENERATORS)]
+        in_domains = l2r & np.isin(domain, held_domains)
+        folds[f"l2r_unseen_domains+{g}"] = (in_domains & ((label == 0) | (gen == g)), l2r & (in_domains | (gen == g)))
+    star = np.isin(dataset, ("star_agent_turns", "star_dialogues"))
+    star_domains = sorted(set(domain[star]))
+    for i in range(2):
+        held_domains = star_domains[i::2]
+        in_domains = star & np.isin(domain, held_domains)
+        seen_templates = set(gen[star & ~in_domains])
+        test = in_domains & (dataset == "star_agent_turns") & ((label == 0) | ~np.isin(gen, list(seen_templates)))
+        folds[f"star_unseen_domains_{i}"] = (test, in_domains)
+    return folds
 
 
 @dataclass
@@ -61,6 +92,8 @@ class TrainConfig:
     # Extra weight per dataset (file stem), on top of the group balancing. Datasets with both
     # labels on matched content (l2r, STAR) teach origin rather than topic.
     dataset_weights: dict[str, float] = field(default_factory=dict)
+    # Documents per simulated stream for the corpus (seen-before) signal; see simulate_seen.
+    stream_size: int = 3000
     role_weights: dict[str, float] = field(default_factory=lambda: dict(ROLE_WEIGHTS))
 
 
@@ -99,10 +132,40 @@ def fit(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cfg: TrainConfig) -> Log
     return clf
 
 
-def platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """1-D logistic fit of labels on raw scores: the calibration map sigmoid(a*raw + b)."""
-    lr = LogisticRegression(C=1e4).fit(raw.reshape(-1, 1), y)
-    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+def fit_calibration(raw: np.ndarray, seen: np.ndarray, y: np.ndarray) -> Calibration:
+    """Logistic fit of labels on (raw score, seen-before feature): Platt scaling that also
+    weighs the corpus signal. Fit on out-of-fold scores only."""
+    lr = LogisticRegression(C=1e4).fit(np.column_stack([raw, seen]), y)
+    return Calibration(float(lr.coef_[0, 0]), float(lr.intercept_[0]), float(lr.coef_[0, 1]))
+
+
+def apply_calibration(cal: Calibration, raw: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-(cal.scale * raw + cal.offset + cal.seen_weight * seen)))
+
+
+def simulate_seen(docs: list[Doc], role_weights: dict[str, float], seed: int, stream_size: int) -> np.ndarray:
+    """The corpus signal each document would get in a stream, as the model input sees it.
+
+    Documents are shuffled and cut into streams of `stream_size` (a customer's file, or a
+    day of one source); each stream starts with an empty CorpusMemory, exactly as
+    `echogate score` does, and a document gets its turns' log1p(prior count): the turn's
+    value for a single turn, the role-weighted mean for a transcript.
+    """
+    order = np.random.default_rng(seed).permutation(len(docs))
+    feature = np.zeros(len(docs))
+    for start in range(0, len(order), stream_size):
+        memory = CorpusMemory()
+        chunk = order[start : start + stream_size]
+        entries = []
+        for i in chunk:
+            d = docs[i]
+            texts = [normalize(t) for t in d.texts]
+            entries.append((content_sha256(d.roles, texts, normalized=True),
+                            [turn_key(r, t) for r, t in zip(d.roles, texts)]))
+        for i, seen in zip(chunk, memory.observe(entries)):
+            w = np.array([role_weights.get(r, 0.0) for r in docs[i].roles])
+            feature[i] = seen[0] if len(seen) == 1 else float((w * seen).sum() / max(w.sum(), 1e-6))
+    return feature
 
 
 def report_rows(docs: list[Doc], probs: np.ndarray, fold: str) -> list[dict]:
@@ -135,22 +198,38 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     datasets = np.array([d.dataset for d in docs])
     kinds = np.array([d.kind for d in docs])
 
-    oof_raw = np.full(len(docs), np.nan)
-    folds = {name: held for name, held in FOLDS.items() if np.isin(datasets, held).any()}
+    folds = {name: masks for name, masks in make_folds(docs).items() if masks[0].any()}
     usable = np.isin(datasets, cfg.train_datasets) if cfg.train_datasets else np.ones(len(docs), bool)
-    for name, held in tqdm(folds.items(), desc="held-out folds", unit="fold"):
-        test = np.isin(datasets, held)
-        train_rows = usable & ~test
+    fold_raw = {}
+    for name, (test, excluded) in tqdm(folds.items(), desc="held-out folds", unit="fold"):
+        train_rows = usable & ~excluded
         clf = fit(x[train_rows], y[train_rows], w[train_rows], cfg)
-        oof_raw[test] = clf.decision_function(x[test])
+        fold_raw[name] = clf.decision_function(x[test])
 
-    calib = {k: platt(oof_raw[kinds == k], y[kinds == k]) for k in ("turn", "transcript")}
-    oof_prob = np.where(kinds == "turn", 1 / (1 + np.exp(-(calib["turn"][0] * oof_raw + calib["turn"][1]))),
-                        1 / (1 + np.exp(-(calib["transcript"][0] * oof_raw + calib["transcript"][1]))))
+    # Calibrate on out-of-fold scores; a document in several folds' test sets counts once.
+    oof_raw = np.full(len(docs), np.nan)
+    for name, (test, _) in folds.items():
+        oof_raw[test] = fold_raw[name]
+    scored = ~np.isnan(oof_raw)
+    seen = simulate_seen(docs, cfg.role_weights, cfg.seed, cfg.stream_size)
+
+    def calibrate(rows: np.ndarray) -> dict[str, Calibration]:
+        return {k: fit_calibration(oof_raw[rows & (kinds == k)], seen[rows & (kinds == k)], y[rows & (kinds == k)])
+                for k in ("turn", "transcript")}
+
     rows = []
-    for name, held in folds.items():
-        sel = np.isin(datasets, held)
-        rows += report_rows([d for d, s in zip(docs, sel) if s], oof_prob[sel], name)
+    for name, (test, _) in folds.items():
+        # calibration for the report comes from the *other* folds, so it is held out too
+        cal = calibrate(scored & ~test)
+        probs = np.where(kinds[test] == "turn", apply_calibration(cal["turn"], fold_raw[name], seen[test]),
+                         apply_calibration(cal["transcript"], fold_raw[name], seen[test]))
+        rows += report_rows([d for d, s in zip(docs, test) if s], probs, name)
+    calib = calibrate(scored)
+
+    headline = [r for r in rows if r["slice"] == ("turns" if r["fold"].startswith("star") else "transcripts")
+                and not np.isnan(r["auroc"])]
+    macro = float(np.mean([r["auroc"] for r in headline])) if headline else float("nan")
+    log.info("macro AUROC over held-out folds: %.3f", macro)
 
     final = fit(x[usable], y[usable], w[usable], cfg)
     model = build_graph(
@@ -160,7 +239,8 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx.save(model, out_dir / "bot_origin.onnx")
-    report = {"config": asdict(cfg), "calibration": calib, "validation": rows,
+    report = {"config": asdict(cfg), "calibration": {k: asdict(v) for k, v in calib.items()}, "macro_auroc": macro,
+              "validation": rows,
               "documents": len(docs), "train_seconds": round(time.time() - t0, 1)}
     (out_dir / "training_report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "MODEL_CARD.md").write_text(render_card(report))
