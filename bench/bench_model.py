@@ -54,7 +54,7 @@ def main() -> None:
             stream, byte_turn = pack_turns(texts, model.max_turn_bytes)
             counts = [len(x.turns) for x in chunk]
             packed.append((stream, byte_turn, np.repeat(np.arange(len(chunk)), counts),
-                           np.ones(len(texts), np.float32), len(chunk)))
+                           np.ones(len(texts), np.float32), np.zeros(len(texts), np.float32), len(chunk)))
         for name, fn in (("model only", lambda i: model.run(*packed[i % len(packed)])),
                          ("full scorer", lambda i: scorer.score(chunks[i % len(chunks)]))):
             lat, done, i = [], 0, 0

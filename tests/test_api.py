@@ -51,12 +51,19 @@ def test_score_is_deterministic_and_batch_independent():
 async def test_corpus_memory_counts_turns_seen_in_earlier_transcripts(server, stub):
     canned = "Thank you for contacting us, your request has been forwarded to our team."
     key = turn_key("agent", canned)
-    for i in range(4):
-        await stub.Score(pb.ScoreRequest(transcripts=[transcript(f"cm{i}", f"question number {i}", canned)]))
+    questions = ["where is my parcel", "how do refunds work", "can I change my address", "why was I charged twice"]
+    for i, question in enumerate(questions):
+        await stub.Score(pb.ScoreRequest(transcripts=[transcript(f"cm{i}", question, canned)]))
     assert server.core.scorer.memory.count(key) == 4
     # a retry of an already seen transcript is not counted again
-    await stub.Score(pb.ScoreRequest(transcripts=[transcript("cm0", "question number 0", canned)]))
+    retry = (await stub.Score(pb.ScoreRequest(transcripts=[transcript("cm0", questions[0], canned)]))).verdicts[0]
     assert server.core.scorer.memory.count(key) == 4
+    # counts include the first submission of this same transcript: its question once, the canned reply four times
+    assert [t.seen_before for t in retry.turns] == [1, 4]
+    assert retry.corpus_duplicate == pytest.approx(1.0)  # its only agent turn was seen before
+    fresh = (await stub.Score(pb.ScoreRequest(transcripts=[transcript("cm9", "a new question", "A reply never sent "
+                                                                      "before in any conversation.")]))).verdicts[0]
+    assert [t.seen_before for t in fresh.turns] == [0, 0] and fresh.corpus_duplicate == 0.0
 
 
 async def test_gate_stores_and_get_record_reads_it_back(stub):

@@ -52,8 +52,21 @@ def test_score_command_appends_echogate_object_in_order(tmp_path):
     for original, scored in zip(RECORDS, out):
         assert {k: v for k, v in scored.items() if k != "echogate"} == original
         e = scored["echogate"]
-        assert set(e) >= {"bot_origin", "repetitiveness", "decision", "tags", "reasons", "turns"}
+        assert set(e) >= {"bot_origin", "repetitiveness", "corpus_duplicate", "decision", "tags", "reasons", "turns"}
         assert len(e["turns"]) == len(original.get("turns") or [])
+        assert all(set(t) == {"bot_origin", "repetitiveness", "seen_before"} for t in e["turns"])
+
+
+def test_score_command_counts_turns_seen_earlier_in_the_file(tmp_path):
+    """A file is scored as a stream: a canned reply is counted against every earlier record."""
+    canned = "Thank you for reaching out! Your ticket has been escalated to our specialists."
+    records = [{"id": f"t{i}", "turns": [{"role": "customer", "text": q}, {"role": "agent", "text": canned}]}
+               for i, q in enumerate(["parcel lost", "refund please", "wrong size", "late again"])]
+    result = _cli("score", str(_write(tmp_path / "in.jsonl", records)))
+    assert result.returncode == 0, result.stderr
+    out = [json.loads(line)["echogate"] for line in result.stdout.splitlines()]
+    assert [e["turns"][1]["seen_before"] for e in out] == [0, 1, 2, 3]
+    assert [e["corpus_duplicate"] for e in out] == [0.0, 1.0, 1.0, 1.0]
 
 
 def test_eval_command_reports_metrics(tmp_path):

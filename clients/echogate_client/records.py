@@ -69,8 +69,10 @@ def transcript_from_record(record: dict, line: int, default_source: str = "") ->
 
 def verdict_to_dict(v: pb.Verdict, with_turns: bool = True) -> dict:
     out = {"bot_origin": round(v.bot_origin, 6), "repetitiveness": round(v.repetitiveness, 6),
+           "corpus_duplicate": round(v.corpus_duplicate, 6),
            "decision": DECISION_NAMES[v.decision], "tags": list(v.tags), "reasons": list(v.reasons),
-           "turns": [{"bot_origin": round(t.bot_origin, 6), "repetitiveness": round(t.repetitiveness, 6)}
+           "turns": [{"bot_origin": round(t.bot_origin, 6), "repetitiveness": round(t.repetitiveness, 6),
+                      "seen_before": t.seen_before}
                      for t in v.turns] if with_turns else [],
            "model_version": v.model_version, "policy_version": v.policy_version,
            "content_sha256": v.content_sha256}

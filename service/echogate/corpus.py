@@ -8,8 +8,9 @@ same key becomes the model's `turn_seen` input (log1p of the count).
 
 Counts are in memory, per process, bounded: when more than `capacity` keys are held, all
 counts are halved and the zeros dropped, so the memory keeps what is frequent and
-recent. A transcript whose content hash was already observed (a retry) is not counted
-again.
+recent. A transcript whose (source, id) was already observed (a retry) is not counted
+again; two different transcripts with the same text both count, because a template bot
+sending the same turn a thousand times is exactly what this memory is for.
 """
 from __future__ import annotations
 
@@ -50,19 +51,19 @@ class CorpusMemory:
         return self._counts.get(key, 0) if key is not None else 0
 
     def observe(self, transcripts: Sequence[tuple[str, Sequence[int | None]]]) -> list[np.ndarray]:
-        """For each (content hash, turn keys) in order: the prior count of each turn, then count it.
+        """For each (transcript key, turn keys) in order: the prior count of each turn, then count it.
 
         Returns one float array per transcript: log1p(prior count), 0 for keyless turns.
         """
         out = []
         with self._lock:
             counts = self._counts
-            for content_hash, keys in transcripts:
+            for transcript_key, keys in transcripts:
                 prior = np.fromiter((counts.get(k, 0) if k is not None else 0 for k in keys), np.float64, len(keys))
                 out.append(np.log1p(prior))
-                if content_hash in self._transcripts:
+                if transcript_key in self._transcripts:
                     continue
-                self._transcripts[content_hash] = None
+                self._transcripts[transcript_key] = None
                 if len(self._transcripts) > self._max_transcripts:
                     self._transcripts.popitem(last=False)
                 for k in set(keys):

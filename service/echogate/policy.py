@@ -78,7 +78,8 @@ def _top_turns(transcript: Transcript, scored: ScoredTranscript, k: int = 2) -> 
     )[:k]
     if not ranked:
         return ""
-    seen = scored.turn_seen_before
+    turns = scored.scores.turns
     parts = [f"turn {i} ({transcript.turns[i].role.value}, {p:.2f}"
-             + (f", seen in {seen[i]} earlier transcripts" if seen and seen[i] >= 2 else "") + ")" for p, i in ranked]
+             + (f", seen in {turns[i].seen_before} earlier transcripts" if turns[i].seen_before >= 2 else "") + ")"
+             for p, i in ranked]
     return "; most machine-like: " + ", ".join(parts)

@@ -24,7 +24,6 @@ class ScoredTranscript:
     scores: Scores
     content_sha256: str
     turn_evidence: tuple[float, ...]  # n-grams each turn contributed to the model
-    turn_seen_before: tuple[int, ...] = ()  # earlier transcripts that had each turn (corpus memory)
 
 
 class Scorer:
@@ -48,26 +47,30 @@ class Scorer:
             hashes.append(content_sha256(roles[offset:end], texts[offset:end], normalized=True))
             keys.append([turn_key(r, t) for r, t in zip(roles[offset:end], texts[offset:end])])
             offset = end
-        seen = self.memory.observe(list(zip(hashes, keys)))
+        seen = self.memory.observe([(f"{t.source}\x1f{t.id}", k) for t, k in zip(transcripts, keys)])
+        all_seen = np.concatenate(seen) if seen else np.zeros(0)
         weights = self.model.role_weights
         out = self.model.run(
             stream=stream,
             byte_turn=byte_turn,
             turn_transcript=turn_transcript,
             turn_weight=np.array([weights.get(r, 0.0) for r in roles], np.float32),
-            turn_seen=np.concatenate(seen).astype(np.float32) if seen else np.zeros(0, np.float32),
+            turn_seen=all_seen.astype(np.float32),
             transcript_count=len(transcripts),
         )
         turn_rep = repetition.turn_scores(texts, roles, turn_transcript)
         doc_rep = repetition.transcript_scores(turn_rep, roles, turn_transcript, len(transcripts)).tolist()
-        turn_scores = list(map(TurnScore, out.turn_bot_origin.tolist(), turn_rep.tolist()))
+        seen_counts = np.rint(np.expm1(all_seen)).astype(np.int64)
+        turn_scores = list(map(TurnScore, out.turn_bot_origin.tolist(), turn_rep.tolist(), seen_counts.tolist()))
+        doc_dup = repetition.transcript_scores((seen_counts > 0).astype(np.float64), roles, turn_transcript,
+                                               len(transcripts)).tolist()
         doc_bot = out.transcript_bot_origin.tolist()
         evidence = out.turn_ngrams.tolist()
         results, offset = [], 0
         for i, n in enumerate(counts):
             end = offset + n
-            scores = Scores(bot_origin=doc_bot[i], repetitiveness=doc_rep[i], turns=tuple(turn_scores[offset:end]))
-            results.append(ScoredTranscript(scores, hashes[i], tuple(evidence[offset:end]),
-                                            tuple(np.expm1(seen[i]).round().astype(int).tolist())))
+            scores = Scores(bot_origin=doc_bot[i], repetitiveness=doc_rep[i], turns=tuple(turn_scores[offset:end]),
+                            corpus_duplicate=doc_dup[i])
+            results.append(ScoredTranscript(scores, hashes[i], tuple(evidence[offset:end])))
             offset = end
         return results

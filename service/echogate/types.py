@@ -58,6 +58,7 @@ class Transcript:
 class TurnScore(NamedTuple):
     bot_origin: float
     repetitiveness: float
+    seen_before: int = 0  # earlier transcripts that had this turn (echogate.corpus)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class Scores:
     bot_origin: float
     repetitiveness: float
     turns: tuple[TurnScore, ...]
+    # share of the agent side (all turns when there is none) seen in earlier transcripts
+    corpus_duplicate: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,9 @@ def verdict_to_pb(v: Verdict) -> pb.Verdict:
         transcript_id=v.transcript_id, source=v.source, record_id=v.record_id, content_sha256=v.content_sha256,
         bot_origin=v.scores.bot_origin, repetitiveness=v.scores.repetitiveness,
         # dicts instead of TurnScore objects: about 3x faster to build, one per turn on the hot path
-        turns=[{"bot_origin": t.bot_origin, "repetitiveness": t.repetitiveness} for t in v.scores.turns],
+        turns=[{"bot_origin": t.bot_origin, "repetitiveness": t.repetitiveness, "seen_before": t.seen_before}
+               for t in v.scores.turns],
+        corpus_duplicate=v.scores.corpus_duplicate,
         decision=_DECISION_TO_PB[v.decision], tags=v.tags, reasons=v.reasons, model_version=v.model_version,
         policy_version=v.policy_version, duplicate=v.duplicate, decided_at=_ts(v.decided_at),
     )

@@ -35,7 +35,7 @@ _MIGRATIONS = {
         declared_origin TEXT NOT NULL,
         language        TEXT NOT NULL,
         metadata        TEXT NOT NULL,  -- JSON object
-        turns           TEXT NOT NULL,  -- JSON array: role, text, ts, declared_author, bot_origin, repetitiveness
+        turns           TEXT NOT NULL,  -- JSON array: role, text, ts, declared_author, bot_origin, repetitiveness, seen_before
         bot_origin      REAL NOT NULL,
         repetitiveness  REAL NOT NULL,
         decision        TEXT NOT NULL,
@@ -45,6 +45,7 @@ _MIGRATIONS = {
         policy_version  TEXT NOT NULL,
         received_at     TEXT NOT NULL,  -- ISO 8601, UTC
         decided_at      TEXT NOT NULL,
+        corpus_duplicate REAL NOT NULL DEFAULT 0,  -- share of agent turns seen in earlier transcripts
         UNIQUE (source, transcript_id)
     );
     CREATE INDEX records_decided_at ON records (decided_at);
@@ -53,8 +54,8 @@ _MIGRATIONS = {
 
 _COLUMNS = ("record_id, source, transcript_id, content_sha256, declared_origin, language, metadata, turns, "
             "bot_origin, repetitiveness, decision, tags, reasons, model_version, policy_version, received_at, "
-            "decided_at")
-_INSERT = f"INSERT OR IGNORE INTO records ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+            "decided_at, corpus_duplicate")
+_INSERT = f"INSERT OR IGNORE INTO records ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
 _MAX_PARAMS = 900  # SQLite builds may cap host parameters per statement
 
 
@@ -148,17 +149,21 @@ def _to_row(record_id: str, item: StoreItem) -> tuple:
     t, v = item.transcript, item.verdict
     turns = [{"role": turn.role, "text": turn.text, "ts": _iso(turn.timestamp) if turn.timestamp else None,
               "declared_author": turn.declared_author, "bot_origin": score.bot_origin,
-              "repetitiveness": score.repetitiveness} for turn, score in zip(t.turns, v.scores.turns)]
+              "repetitiveness": score.repetitiveness, "seen_before": score.seen_before}
+             for turn, score in zip(t.turns, v.scores.turns)]
     return (record_id, t.source, t.id, v.content_sha256, t.declared_origin, t.language, _json(t.metadata),
             _json(turns), v.scores.bot_origin, v.scores.repetitiveness, v.decision, _json(v.tags),
-            _json(v.reasons), v.model_version, v.policy_version, _iso(item.received_at), _iso(v.decided_at))
+            _json(v.reasons), v.model_version, v.policy_version, _iso(item.received_at), _iso(v.decided_at),
+            v.scores.corpus_duplicate)
 
 
 def _row_to_verdict(row: tuple) -> Verdict:
     turns = orjson.loads(row[7])
     return Verdict(
         transcript_id=row[2], source=row[1], content_sha256=row[3],
-        scores=Scores(row[8], row[9], tuple(TurnScore(t["bot_origin"], t["repetitiveness"]) for t in turns)),
+        scores=Scores(row[8], row[9], tuple(TurnScore(t["bot_origin"], t["repetitiveness"], t.get("seen_before", 0))
+                                            for t in turns),
+                      corpus_duplicate=row[17]),
         decision=Decision(row[10]), tags=tuple(orjson.loads(row[11])), reasons=tuple(orjson.loads(row[12])),
         model_version=row[13], policy_version=row[14], decided_at=datetime.fromisoformat(row[16]), record_id=row[0],
     )

@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import scipy.sparse as sp
+from scipy.optimize import minimize
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
 from echogate import evaluation
 from echogate.features import HashSpec, ngram_hashes
 from echogate.corpus import CorpusMemory, turn_key
-from echogate.text import NORMALIZATION_VERSION, content_sha256, normalize, pack_turns
+from echogate.text import NORMALIZATION_VERSION, normalize, pack_turns
 from echogate.training.card import render as render_card
 from echogate.training.data import Doc, load_docs
 from echogate.training.graph import Calibration, build_graph
@@ -46,7 +47,8 @@ def make_folds(docs: list[Doc]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     - l2r: unseen domains *and* an unseen generator at once (three folds, each a third of
       the domains with one generator's rewrites against those domains' human originals);
     - STAR: unseen task domains, scored on agent turns whose template appears in no
-      training domain (typed human turns of those domains are the negatives);
+      training domain (typed human turns of those domains are the negatives), and on
+      those domains' whole dialogues;
     - banking77: short human messages only, read as a false-positive check.
     """
     dataset = np.array([d.dataset for d in docs])
@@ -70,7 +72,8 @@ def make_folds(docs: list[Doc]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         held_domains = star_domains[i::2]
         in_domains = star & np.isin(domain, held_domains)
         seen_templates = set(gen[star & ~in_domains])
-        test = in_domains & (dataset == "star_agent_turns") & ((label == 0) | ~np.isin(gen, list(seen_templates)))
+        unseen_turns = (dataset == "star_agent_turns") & ((label == 0) | ~np.isin(gen, list(seen_templates)))
+        test = in_domains & (unseen_turns | (dataset == "star_dialogues"))
         folds[f"star_unseen_domains_{i}"] = (test, in_domains)
     return folds
 
@@ -79,10 +82,10 @@ def make_folds(docs: list[Doc]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 class TrainConfig:
     """Everything that determines the model; saved next to it for reproducibility."""
 
-    version: str = "bot-origin-0.1.0"
+    version: str = "bot-origin-0.2.0"
     seed: int = 20261124
     orders: tuple[int, ...] = (3, 4, 5)
-    shape_orders: tuple[int, ...] = ()
+    shape_orders: tuple[int, ...] = (4, 6)
     table_size: int = 524_287
     c: float = 0.5
     max_iter: int = 300
@@ -132,11 +135,35 @@ def fit(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cfg: TrainConfig) -> Log
     return clf
 
 
-def fit_calibration(raw: np.ndarray, seen: np.ndarray, y: np.ndarray) -> Calibration:
-    """Logistic fit of labels on (raw score, seen-before feature): Platt scaling that also
-    weighs the corpus signal. Fit on out-of-fold scores only."""
-    lr = LogisticRegression(C=1e4).fit(np.column_stack([raw, seen]), y)
-    return Calibration(float(lr.coef_[0, 0]), float(lr.intercept_[0]), float(lr.coef_[0, 1]))
+def fit_calibration(raw: np.ndarray, seen: np.ndarray, y: np.ndarray, fold: np.ndarray,
+                    exact: np.ndarray) -> Calibration:
+    """Calibration on out-of-fold scores: sigmoid(scale * raw + offset + seen_weight * seen).
+
+    The corpus weight is learnt on `exact` rows only (STAR: per-turn labels on matched
+    content, where a repeat means a template and not a collection's habit), jointly with
+    the raw score, and kept non-negative: a turn repeated verbatim across conversations is
+    evidence of a script, never of a person. Scale and offset are then fitted on every
+    row with that corpus term fixed, each held-out fold weighing the same, so no one
+    dataset's size sets the calibration.
+    """
+    beta = 0.0
+    if exact.any() and len(set(y[exact])) == 2:
+        joint = LogisticRegression(C=1e4).fit(np.column_stack([raw[exact], seen[exact]]), y[exact])
+        beta = max(0.0, float(joint.coef_[0, 1]))
+    _, inverse, sizes = np.unique(fold, return_inverse=True, return_counts=True)
+    w = 1.0 / sizes[inverse]
+    w *= len(w) / w.sum()
+    base = beta * seen
+
+    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+        z = params[0] * raw + params[1] + base
+        p = 1 / (1 + np.exp(-z))
+        nll = np.sum(w * (np.logaddexp(0, z) - y * z))
+        g = w * (p - y)
+        return float(nll), np.array([np.sum(g * raw), np.sum(g)])
+
+    scale, offset = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B").x
+    return Calibration(float(scale), float(offset), beta)
 
 
 def apply_calibration(cal: Calibration, raw: np.ndarray, seen: np.ndarray) -> np.ndarray:
@@ -146,25 +173,24 @@ def apply_calibration(cal: Calibration, raw: np.ndarray, seen: np.ndarray) -> np
 def simulate_seen(docs: list[Doc], role_weights: dict[str, float], seed: int, stream_size: int) -> np.ndarray:
     """The corpus signal each document would get in a stream, as the model input sees it.
 
-    Documents are shuffled and cut into streams of `stream_size` (a customer's file, or a
-    day of one source); each stream starts with an empty CorpusMemory, exactly as
-    `echogate score` does, and a document gets its turns' log1p(prior count): the turn's
-    value for a single turn, the role-weighted mean for a transcript.
+    Each dataset's documents are shuffled and cut into streams of `stream_size` (a
+    customer's file, or a day of one source); each stream starts with an empty
+    CorpusMemory, exactly as `echogate score` does, and a document gets its turns'
+    log1p(prior count): the turn's value for a single turn, the role-weighted mean for a
+    transcript.
     """
-    order = np.random.default_rng(seed).permutation(len(docs))
+    rng = np.random.default_rng(seed)
+    dataset = np.array([d.dataset for d in docs])
     feature = np.zeros(len(docs))
-    for start in range(0, len(order), stream_size):
-        memory = CorpusMemory()
-        chunk = order[start : start + stream_size]
-        entries = []
-        for i in chunk:
-            d = docs[i]
-            texts = [normalize(t) for t in d.texts]
-            entries.append((content_sha256(d.roles, texts, normalized=True),
-                            [turn_key(r, t) for r, t in zip(d.roles, texts)]))
-        for i, seen in zip(chunk, memory.observe(entries)):
-            w = np.array([role_weights.get(r, 0.0) for r in docs[i].roles])
-            feature[i] = seen[0] if len(seen) == 1 else float((w * seen).sum() / max(w.sum(), 1e-6))
+    for name in sorted(set(dataset)):
+        order = rng.permutation(np.flatnonzero(dataset == name))
+        for start in range(0, len(order), stream_size):
+            chunk = order[start : start + stream_size]
+            entries = [(str(i), [turn_key(r, normalize(t)) for r, t in zip(docs[i].roles, docs[i].texts)])
+                       for i in chunk]
+            for i, seen in zip(chunk, CorpusMemory().observe(entries)):
+                w = np.array([role_weights.get(r, 0.0) for r in docs[i].roles])
+                feature[i] = seen[0] if len(seen) == 1 else float((w * seen).sum() / max(w.sum(), 1e-6))
     return feature
 
 
@@ -187,6 +213,45 @@ def report_rows(docs: list[Doc], probs: np.ndarray, fold: str) -> list[dict]:
     return rows
 
 
+def cross_validate(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, folds: dict[str, tuple[np.ndarray, np.ndarray]],
+                   usable: np.ndarray, cfg: TrainConfig) -> dict[str, np.ndarray]:
+    """Raw scores of each fold's held-out rows, from a model that never saw them."""
+    fold_raw = {}
+    for name, (test, excluded) in tqdm(folds.items(), desc="held-out folds", unit="fold"):
+        train_rows = usable & ~excluded
+        fold_raw[name] = fit(x[train_rows], y[train_rows], w[train_rows], cfg).decision_function(x[test])
+    return fold_raw
+
+
+def calibrate_and_report(docs: list[Doc], folds: dict[str, tuple[np.ndarray, np.ndarray]],
+                         fold_raw: dict[str, np.ndarray], seen: np.ndarray) -> tuple[list[dict], dict[str, Calibration]]:
+    """Fit the shipped calibration on all out-of-fold scores, and report each fold with a
+    calibration fitted on the *other* folds, so its probabilities are held out too."""
+    y = np.array([d.label for d in docs])
+    kinds = np.array([d.kind for d in docs])
+    exact = np.array([d.dataset.startswith("star") for d in docs])
+    fold_of = np.full(len(docs), "", dtype=object)
+    raw = np.full(len(docs), np.nan)
+    for name, (test, _) in folds.items():  # a row in several folds' test sets keeps the last
+        fold_of[test], raw[test] = name, fold_raw[name]
+
+    def calibrate(rows: np.ndarray) -> dict[str, Calibration]:
+        out = {}
+        for k in ("turn", "transcript"):
+            r = rows & (kinds == k)
+            out[k] = fit_calibration(raw[r], seen[r], y[r], fold_of[r], exact[r])
+        return out
+
+    scored = ~np.isnan(raw)
+    rows = []
+    for name, (test, _) in folds.items():
+        cal = calibrate(scored & (fold_of != name))
+        probs = np.where(kinds[test] == "turn", apply_calibration(cal["turn"], fold_raw[name], seen[test]),
+                         apply_calibration(cal["transcript"], fold_raw[name], seen[test]))
+        rows += report_rows([d for d, s in zip(docs, test) if s], probs, name)
+    return rows, calibrate(scored)
+
+
 def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     t0 = time.time()
     spec = HashSpec(cfg.orders, cfg.shape_orders, cfg.table_size)
@@ -196,36 +261,12 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     y = np.array([d.label for d in docs])
     w = group_weights(docs) * np.array([cfg.dataset_weights.get(d.dataset, 1.0) for d in docs])
     datasets = np.array([d.dataset for d in docs])
-    kinds = np.array([d.kind for d in docs])
 
     folds = {name: masks for name, masks in make_folds(docs).items() if masks[0].any()}
     usable = np.isin(datasets, cfg.train_datasets) if cfg.train_datasets else np.ones(len(docs), bool)
-    fold_raw = {}
-    for name, (test, excluded) in tqdm(folds.items(), desc="held-out folds", unit="fold"):
-        train_rows = usable & ~excluded
-        clf = fit(x[train_rows], y[train_rows], w[train_rows], cfg)
-        fold_raw[name] = clf.decision_function(x[test])
-
-    # Calibrate on out-of-fold scores; a document in several folds' test sets counts once.
-    oof_raw = np.full(len(docs), np.nan)
-    for name, (test, _) in folds.items():
-        oof_raw[test] = fold_raw[name]
-    scored = ~np.isnan(oof_raw)
+    fold_raw = cross_validate(x, y, w, folds, usable, cfg)
     seen = simulate_seen(docs, cfg.role_weights, cfg.seed, cfg.stream_size)
-
-    def calibrate(rows: np.ndarray) -> dict[str, Calibration]:
-        return {k: fit_calibration(oof_raw[rows & (kinds == k)], seen[rows & (kinds == k)], y[rows & (kinds == k)])
-                for k in ("turn", "transcript")}
-
-    rows = []
-    for name, (test, _) in folds.items():
-        # calibration for the report comes from the *other* folds, so it is held out too
-        cal = calibrate(scored & ~test)
-        probs = np.where(kinds[test] == "turn", apply_calibration(cal["turn"], fold_raw[name], seen[test]),
-                         apply_calibration(cal["transcript"], fold_raw[name], seen[test]))
-        rows += report_rows([d for d, s in zip(docs, test) if s], probs, name)
-    calib = calibrate(scored)
-
+    rows, calib = calibrate_and_report(docs, folds, fold_raw, seen)
     headline = [r for r in rows if r["slice"] == ("turns" if r["fold"].startswith("star") else "transcripts")
                 and not np.isnan(r["auroc"])]
     macro = float(np.mean([r["auroc"] for r in headline])) if headline else float("nan")
