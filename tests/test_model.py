@@ -39,15 +39,16 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
     onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0, 0.5), Calibration(1.0, 0.0, 2.0), meta),
               tmp_path / "m.onnx")
     model = BotOriginModel(tmp_path / "m.onnx")
-    transcript_of_turn = np.array([0, 0, 0, 1, 1, 2, 2])
+    transcript_of_turn = np.array([0, 0, 0, 1, 1, 2, 3])  # transcript 3 is a single text
     turn_weight = np.array([1.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0], np.float32)
     turn_raw, doc_raw, counts, (stream, byte_turn) = reference(spec, weights.astype(np.float64), 0.25, TEXTS,
-                                                               transcript_of_turn, turn_weight, 3)
+                                                               transcript_of_turn, turn_weight, 4)
     seen = np.array([0.0, 1.0, 0.0, 2.0, 0.5, 0.0, 3.0], np.float32)
-    out = model.run(stream, byte_turn, transcript_of_turn, turn_weight, seen, 3)
+    out = model.run(stream, byte_turn, transcript_of_turn, turn_weight, seen, 4)
     turn_raw = turn_raw + 0.5 * seen
     doc_w = np.bincount(transcript_of_turn, weights=turn_weight)
     doc_raw = doc_raw + 2.0 * np.bincount(transcript_of_turn, weights=turn_weight * seen) / np.maximum(doc_w, 1e-6)
+    doc_raw[[2, 3]] = turn_raw[[5, 6]]  # one-turn transcripts take their turn's (single-text) calibration
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731 - calibration is identity here
     np.testing.assert_allclose(logit(out.turn_bot_origin.astype(np.float64)), turn_raw, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(logit(out.transcript_bot_origin.astype(np.float64)), doc_raw, rtol=1e-3, atol=1e-3)

@@ -42,12 +42,17 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   normalised first (NFKC, zero-width characters removed, whitespace collapsed:
   `echogate.text.normalize`, version recorded in the model metadata).
 - Transcript score: the role-weighted pool of its turns' n-grams (weights {cfg['role_weights']}).
+- Calibration maps (logit = scale x raw + offset + seen_weight x corpus signal): single texts
+  {cal['turn']['scale']:.3f} / {cal['turn']['offset']:.3f} / {cal['turn']['seen_weight']:.3f}, dialogues
+  {cal['transcript']['scale']:.3f} / {cal['transcript']['offset']:.3f} / {cal['transcript']['seen_weight']:.3f}.
 - **Corpus signal.** The graph's `turn_seen` input is log1p(how many earlier transcripts had
   the same turn, lower-cased with digits folded), kept by `echogate.corpus.CorpusMemory` over
   the stream of scored transcripts. Scripted bots repeat verbatim; people rarely do. It enters
   the calibrated logit with a learnt, non-negative weight ({seen}).
-- Probabilities are Platt-calibrated on **out-of-fold** scores (each from a model that never saw
-  that dataset), separately for turns and transcripts. The corpus signal for calibration is
+- Probabilities are calibrated on **out-of-fold** scores (each from a model that never saw
+  that data), every fold weighing the same: single texts on those with exact labels (STAR
+  turns, l2r paragraphs, BANKING77 messages), dialogues on the held-out dialogue folds. A
+  one-turn record takes the single-text calibration. The corpus signal for calibration is
   simulated as `echogate score` sees it: each dataset shuffled into streams of
   {cfg.get('stream_size', 0):,} records, each stream starting with an empty memory.
 - Trained on: {train_on}. Logistic regression, C={cfg['c']}, classes balanced so that every
@@ -70,8 +75,9 @@ is fitted on the *other* folds, so every number here is for data the model never
 - `banking77`: short human messages only (no AUROC; its mean probability is the false-positive
   tendency on short human text).
 
-`turns` are single turns, `<20w` the short ones. Macro AUROC over the headline rows (transcripts;
-turns for STAR): **{_f(report.get('macro_auroc', float('nan')))}**.
+`turns` are single texts (a turn, a paragraph, a message: what a one-turn record is), `<20w` the
+short ones, `transcripts` dialogues of several turns. Macro AUROC over the headline rows (single
+texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', float('nan')))}**.
 
 | fold | slice | n | machine | AUROC | TPR@1%FPR | ECE | mean p (human) | mean p (machine) |
 |---|---|---|---|---|---|---|---|---|

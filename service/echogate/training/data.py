@@ -54,9 +54,9 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
             label = 1 if rec["label"] == "machine" else 0
             dataset, generator, domain = path.stem, rec.get("generator"), rec.get("domain") or ""
             if not rec.get("turns"):
-                # Plain text (l2r paragraphs, STAR single agent turns): one agent turn.
-                kind = "turn" if dataset == "star_agent_turns" else "transcript"
-                docs.append(Doc(dataset, label, generator, domain, kind, ("agent",), (rec["text"],)))
+                # Plain text (l2r paragraphs, STAR single agent turns): one agent turn, a single
+                # text, scored like a one-turn transcript (see echogate.training.graph).
+                docs.append(Doc(dataset, label, generator, domain, "turn", ("agent",), (rec["text"],)))
                 continue
             turns = [(_role(t["role"]), t["text"]) for t in rec["turns"] if t["text"].strip()]
             if not turns:

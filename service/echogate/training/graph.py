@@ -10,7 +10,8 @@ client in any language that can pack bytes can run the same file. Inputs:
 - ``turn_seen``       float [R]   log1p(how many earlier transcripts had this turn), see echogate.corpus
 - ``transcript_count`` int64 [1]  number of transcripts T in the batch
 
-Outputs: ``turn_bot_origin`` float [R] and ``transcript_bot_origin`` float [T].
+Outputs: ``turn_bot_origin`` float [R] and ``transcript_bot_origin`` float [T]; a
+transcript of one turn takes that turn's probability (single texts have their own calibration).
 A document's raw score is  sum(weights of its n-grams) / sqrt(n-gram count) + intercept,
 then Platt-calibrated (separately for turns and transcripts). Working on one flat stream
 means no padding: cost is linear in the bytes of the batch.
@@ -126,7 +127,7 @@ def build_graph(
                              node("Mul", [seen, beta], out + "_seen")], out + "_logit")
         return node("Sigmoid", [logit], out)
 
-    calibrated(turn_sum, turn_cnt, "turn_seen", turn_calibration, "turn_bot_origin")
+    turn_prob = calibrated(turn_sum, turn_cnt, "turn_seen", turn_calibration, "turn_bot_origin")
 
     def per_doc(values: str, name: str) -> str:
         return node("ScatterElements", [zeros_docs, "turn_transcript", values], name, axis=0, reduction="add")
@@ -137,7 +138,13 @@ def build_graph(
     doc_seen = node("Div", [per_doc(node("Mul", ["turn_seen", "turn_weight"], "wseen"), "doc_seen_sum"),
                             node("Max", [per_doc("turn_weight", "doc_weight"), const("eps", np.array(1e-6, np.float32))],
                                  "doc_weight1")], "doc_seen")
-    calibrated(doc_sum, doc_cnt, doc_seen, transcript_calibration, "transcript_bot_origin")
+    dialogue_prob = calibrated(doc_sum, doc_cnt, doc_seen, transcript_calibration, "dialogue_bot_origin")
+    # A one-turn transcript (a plain text, a single logged message) is a single text: it takes
+    # its turn's probability, calibrated on single texts, not the dialogue calibration.
+    doc_turns = per_doc(node("ConstantOfShape", ["n_turns"], "ones_turns",
+                             value=helper.make_tensor("o", TensorProto.FLOAT, [1], [1.0])), "doc_turns")
+    single = node("Equal", [doc_turns, "one_f"], "single_turn")
+    node("Where", [single, per_doc(turn_prob, "doc_turn_prob"), dialogue_prob], "transcript_bot_origin")
 
     graph = helper.make_graph(
         nodes,

@@ -37,6 +37,9 @@ ROLE_WEIGHTS = {"agent": 1.0, "customer": 0.5, "system": 0.0}
 MAX_TURN_BYTES = 4096
 
 L2R_GENERATORS = ("GPT-3-Turbo", "Gemini-1.5-Pro", "Llama-3-70B")
+EXACT_SINGLE_TEXTS = ("star_agent_turns", "star_dialogues", "l2r", "banking77")
+# What each fold is judged on in the macro AUROC: single texts for l2r and STAR, dialogues elsewhere.
+HEADLINE_SLICE = {"l2r": "turns", "star": "turns"}
 
 
 def make_folds(docs: list[Doc]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -135,35 +138,28 @@ def fit(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cfg: TrainConfig) -> Log
     return clf
 
 
-def fit_calibration(raw: np.ndarray, seen: np.ndarray, y: np.ndarray, fold: np.ndarray,
-                    exact: np.ndarray) -> Calibration:
+def fit_calibration(raw: np.ndarray, seen: np.ndarray, y: np.ndarray, fold: np.ndarray) -> Calibration:
     """Calibration on out-of-fold scores: sigmoid(scale * raw + offset + seen_weight * seen).
 
-    The corpus weight is learnt on `exact` rows only (STAR: per-turn labels on matched
-    content, where a repeat means a template and not a collection's habit), jointly with
-    the raw score, and kept non-negative: a turn repeated verbatim across conversations is
-    evidence of a script, never of a person. Scale and offset are then fitted on every
-    row with that corpus term fixed, each held-out fold weighing the same, so no one
-    dataset's size sets the calibration.
+    A weighted logistic fit in which every held-out fold weighs the same, so no one
+    dataset's size sets the calibration. Both slopes are kept non-negative: a map that
+    inverts the model's score is not a calibration, and a turn repeated verbatim across
+    conversations is evidence of a script, never of a person. Where a fit wants a negative
+    corpus weight (human collections whose writers reused formulaic lines), the signal is
+    dropped rather than inverted.
     """
-    beta = 0.0
-    if exact.any() and len(set(y[exact])) == 2:
-        joint = LogisticRegression(C=1e4).fit(np.column_stack([raw[exact], seen[exact]]), y[exact])
-        beta = max(0.0, float(joint.coef_[0, 1]))
     _, inverse, sizes = np.unique(fold, return_inverse=True, return_counts=True)
     w = 1.0 / sizes[inverse]
     w *= len(w) / w.sum()
-    base = beta * seen
 
     def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
-        z = params[0] * raw + params[1] + base
-        p = 1 / (1 + np.exp(-z))
-        nll = np.sum(w * (np.logaddexp(0, z) - y * z))
-        g = w * (p - y)
-        return float(nll), np.array([np.sum(g * raw), np.sum(g)])
+        z = params[0] * raw + params[1] + params[2] * seen
+        g = w * (1 / (1 + np.exp(-z)) - y)
+        return float(np.sum(w * (np.logaddexp(0, z) - y * z))), np.array([g @ raw, g.sum(), g @ seen])
 
-    scale, offset = minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B").x
-    return Calibration(float(scale), float(offset), beta)
+    bounds = [(0.0, None), (None, None), (0.0, None)]
+    scale, offset, beta = minimize(loss, np.array([1.0, 0.0, 0.0]), jac=True, method="L-BFGS-B", bounds=bounds).x
+    return Calibration(float(scale), float(offset), float(beta))
 
 
 def apply_calibration(cal: Calibration, raw: np.ndarray, seen: np.ndarray) -> np.ndarray:
@@ -229,7 +225,12 @@ def calibrate_and_report(docs: list[Doc], folds: dict[str, tuple[np.ndarray, np.
     calibration fitted on the *other* folds, so its probabilities are held out too."""
     y = np.array([d.label for d in docs])
     kinds = np.array([d.kind for d in docs])
-    exact = np.array([d.dataset.startswith("star") for d in docs])
+    # Single texts are calibrated where each one's label is exact: STAR turns (matched content,
+    # template or typed), l2r paragraphs (matched content, original or rewrite) and BANKING77
+    # messages (short human text). A turn cut out of another dialogue only inherits the
+    # dialogue's label: a customer's "yes" in an LLM-written dialogue says nothing of how
+    # machine text reads.
+    exact_turn = np.array([d.kind == "turn" and d.dataset in EXACT_SINGLE_TEXTS for d in docs])
     fold_of = np.full(len(docs), "", dtype=object)
     raw = np.full(len(docs), np.nan)
     for name, (test, _) in folds.items():  # a row in several folds' test sets keeps the last
@@ -237,9 +238,8 @@ def calibrate_and_report(docs: list[Doc], folds: dict[str, tuple[np.ndarray, np.
 
     def calibrate(rows: np.ndarray) -> dict[str, Calibration]:
         out = {}
-        for k in ("turn", "transcript"):
-            r = rows & (kinds == k)
-            out[k] = fit_calibration(raw[r], seen[r], y[r], fold_of[r], exact[r])
+        for k, r in (("turn", rows & exact_turn), ("transcript", rows & (kinds == "transcript"))):
+            out[k] = fit_calibration(raw[r], seen[r], y[r], fold_of[r])
         return out
 
     scored = ~np.isnan(raw)
@@ -267,7 +267,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     fold_raw = cross_validate(x, y, w, folds, usable, cfg)
     seen = simulate_seen(docs, cfg.role_weights, cfg.seed, cfg.stream_size)
     rows, calib = calibrate_and_report(docs, folds, fold_raw, seen)
-    headline = [r for r in rows if r["slice"] == ("turns" if r["fold"].startswith("star") else "transcripts")
+    headline = [r for r in rows if r["slice"] == HEADLINE_SLICE.get(r["fold"].split("_")[0], "transcripts")
                 and not np.isnan(r["auroc"])]
     macro = float(np.mean([r["auroc"] for r in headline])) if headline else float("nan")
     log.info("macro AUROC over held-out folds: %.3f", macro)
