@@ -48,6 +48,11 @@ async def test_metrics_endpoint_has_red_saturation_and_score_series(server, stub
                  "echogate_reasons_total"):
         assert name in text, name
     assert '"m0"' not in text and '"m1"' not in text  # never transcript ids as label values
+    # the corpus watch: "How can I help?" was new in m0 and seen before in m1..m4 (the retry counts nothing)
+    assert 'echogate_agent_turns_total{seen="true",source="test"} 4.0' in text
+    assert 'echogate_agent_turns_total{seen="false",source="test"} 1.0' in text
+    assert "echogate_corpus_memory_turns 1.0" in text  # "hi" is too short to be counted
+    assert "echogate_corpus_most_repeated_turn_transcripts 5.0" in text
 
 
 async def test_source_label_cardinality_is_bounded(server, stub):

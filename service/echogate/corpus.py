@@ -42,6 +42,7 @@ class CorpusMemory:
         self._transcripts: OrderedDict[str, None] = OrderedDict()
         self._max_transcripts = seen_transcripts
         self._lock = threading.Lock()
+        self.most_repeated = 0  # the highest count held: how often the most common turn was seen
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -68,7 +69,10 @@ class CorpusMemory:
                     self._transcripts.popitem(last=False)
                 for k in set(keys):
                     if k is not None:
-                        counts[k] = counts.get(k, 0) + 1
+                        c = counts[k] = counts.get(k, 0) + 1
+                        if c > self.most_repeated:
+                            self.most_repeated = c
             if len(counts) > self.capacity:
                 self._counts = {k: c // 2 for k, c in counts.items() if c > 1}
+                self.most_repeated //= 2
         return out

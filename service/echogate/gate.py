@@ -36,6 +36,9 @@ class GateCore:
         if store is not None:
             store.set_commit_observer(metrics.observe_commit)
         metrics.set_model(self.model_version, self.policy.version)
+        memory = self.scorer.memory
+        metrics.corpus_keys.set_function(lambda: len(memory))
+        metrics.most_repeated.set_function(lambda: memory.most_repeated)
 
     @property
     def model_version(self) -> str:
@@ -57,7 +60,7 @@ class GateCore:
         verdicts = await self.score(transcripts, mode="gate")
         items = [StoreItem(t, v, received) for t, v in zip(transcripts, verdicts)]
         stored = await asyncio.wrap_future(self.store.put(items))
-        self.metrics.observe_gated(stored)
+        self.metrics.observe_gated(transcripts, stored)
         return stored
 
     async def get_record(self, record_id: str | None = None, key: tuple[str, str] | None = None) -> Record:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 import echogate
-from echogate.types import Verdict
+from echogate.types import Transcript, Verdict
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _SCORE_BUCKETS = tuple(i / 20 for i in range(1, 21))
@@ -52,6 +52,15 @@ class Metrics:
                                     buckets=_SCORE_BUCKETS, registry=r)
         self.repetitiveness = Histogram("echogate_repetitiveness_score", "Transcript repetitiveness (gated).",
                                         buckets=_SCORE_BUCKETS, registry=r)
+        self.agent_turns = Counter(
+            "echogate_agent_turns_total", "Agent turns of gated transcripts, by source and by whether an earlier "
+            "transcript had the same turn (seen=true): their ratio is the corpus near-duplicate share.",
+            ("source", "seen"), registry=r)
+        self.corpus_keys = Gauge("echogate_corpus_memory_turns", "Distinct turns held by the corpus memory.",
+                                 registry=r)
+        self.most_repeated = Gauge("echogate_corpus_most_repeated_turn_transcripts",
+                                   "Earlier transcripts that had the most repeated turn held by the corpus memory.",
+                                   registry=r)
         self.store_commit = Histogram("echogate_store_commit_seconds", "Time of one group commit.",
                                       buckets=_LATENCY_BUCKETS, registry=r)
         self.store_commit_records = Histogram("echogate_store_commit_records", "Records per group commit.",
@@ -86,16 +95,22 @@ class Metrics:
         else:
             self.store_errors.inc()
 
-    def observe_gated(self, verdicts: Iterable[Verdict]) -> None:
-        for v in verdicts:
+    def observe_gated(self, transcripts: Iterable[Transcript], verdicts: Iterable[Verdict]) -> None:
+        for t, v in zip(transcripts, verdicts):
             if v.duplicate:
                 self.duplicates.inc()
                 continue
-            self.decisions.labels(v.decision.value, self.source_label(v.source or "default")).inc()
+            source = self.source_label(v.source or "default")
+            self.decisions.labels(v.decision.value, source).inc()
             for reason in v.reasons:
                 self.reasons.labels(reason.split(":", 1)[0]).inc()
             self.bot_origin.observe(v.scores.bot_origin)
             self.repetitiveness.observe(v.scores.repetitiveness)
+            agent = [score.seen_before > 0 for turn, score in zip(t.turns, v.scores.turns) if turn.role == "agent"]
+            if agent:
+                seen = sum(agent)
+                self.agent_turns.labels(source, "true").inc(seen)
+                self.agent_turns.labels(source, "false").inc(len(agent) - seen)
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; returns the bound port (port 0 picks a free one)."""
