@@ -6,8 +6,8 @@ import asyncio
 import grpc
 import pytest
 
-from echogate.corpus import turn_key
-from echogate.text import content_sha256
+from echogate.corpus import turn_keys
+from echogate.text import content_sha256, pack_turns
 from echogate.v1 import gate_pb2 as pb
 from tests.conftest import transcript
 
@@ -50,7 +50,8 @@ def test_score_is_deterministic_and_batch_independent():
 
 async def test_corpus_memory_counts_turns_seen_in_earlier_transcripts(server, stub):
     canned = "Thank you for contacting us, your request has been forwarded to our team."
-    key = turn_key("agent", canned)
+    stream, byte_turn = pack_turns([canned], 4096)
+    key = turn_keys(stream, byte_turn, ["agent"])[0]
     questions = ["where is my parcel", "how do refunds work", "can I change my address", "why was I charged twice"]
     for i, question in enumerate(questions):
         await stub.Score(pb.ScoreRequest(transcripts=[transcript(f"cm{i}", question, canned)]))

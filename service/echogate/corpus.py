@@ -2,20 +2,20 @@
 
 Scripted bots and generic neural bots repeat the same turns verbatim across thousands of
 conversations; people rarely write the same sentence twice. Each turn of at least
-`MIN_WORDS` words is keyed by its role and its text, lower-cased with digits folded
-(so "order 123" and "order 456" match); the count of earlier transcripts that had the
-same key becomes the model's `turn_seen` input (log1p of the count).
+`MIN_WORDS` words is keyed by its role and its text, ASCII letters lower-cased and digits
+folded (so "order 123" and "Order 456" match); the count of earlier transcripts that had
+the same key becomes the model's `turn_seen` input (log1p of the count).
 
-Counts are in memory, per process, bounded: when more than `capacity` keys are held, all
-counts are halved and the zeros dropped, so the memory keeps what is frequent and
-recent. A transcript whose (source, id) was already observed (a retry) is not counted
-again; two different transcripts with the same text both count, because a template bot
-sending the same turn a thousand times is exactly what this memory is for.
+Keys are computed for a whole batch at once from the packed byte stream the model reads
+(`turn_keys`): no Python loop per turn or per byte. Counts are in memory, per process,
+bounded: when more than `capacity` keys are held, all counts are halved and the zeros
+dropped, so the memory keeps what is frequent and recent. A transcript whose (source, id)
+was already observed (a retry) is not counted again; two different transcripts with the
+same text both count, because a template bot sending the same turn a thousand times is
+exactly what this memory is for.
 """
 from __future__ import annotations
 
-import hashlib
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -23,16 +23,48 @@ from collections.abc import Sequence
 import numpy as np
 
 MIN_WORDS = 3
-_DIGITS = re.compile(r"\d")
+MAX_KEY_BYTES = 4096  # bytes of a turn that make its key (the model reads no more either)
+NO_KEY = np.uint64(0)
+
+_FOLD = np.arange(256, dtype=np.uint64)
+_FOLD[ord("A") : ord("Z") + 1] += 32  # ASCII letters lower-cased
+_FOLD[ord("0") : ord("9") + 1] = ord("0")  # digits folded
+_FOLD += np.uint64(1)  # no byte contributes zero
+_POWERS = np.cumprod(np.full(MAX_KEY_BYTES, 0x100000001B3, dtype=np.uint64))  # wraps mod 2**64
+_ROLE_SALT = {"customer": np.uint64(0x9E3779B97F4A7C15), "agent": np.uint64(0xC2B2AE3D27D4EB4F),
+              "system": np.uint64(0x165667B19E3779F9)}
 
 
-def turn_key(role: str, normalized_text: str) -> int | None:
-    """Stable 64-bit key of a turn, or None for turns too short to be telling."""
-    if normalized_text.count(" ") + 1 < MIN_WORDS:
-        return None
-    folded = _DIGITS.sub("0", normalized_text.lower())
-    digest = hashlib.blake2b(f"{role}\x1f{folded}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+def turn_keys(stream: np.ndarray, byte_turn: np.ndarray, roles: Sequence[str]) -> np.ndarray:
+    """uint64 key per turn of a packed batch (see echogate.text.pack_turns); NO_KEY for turns
+    of fewer than MIN_WORDS words.
+
+    A polynomial hash of the folded bytes (position weights are powers of an odd 64-bit
+    constant, arithmetic wraps), mixed with the role and finalised with splitmix64, so
+    that every process and replica derives the same key for the same turn.
+    """
+    n_turns = len(roles)
+    keys = np.zeros(n_turns, np.uint64)
+    if n_turns == 0 or stream.size == 0:
+        return keys
+    lengths = np.bincount(byte_turn, minlength=n_turns)
+    starts = np.zeros(n_turns, np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    position = np.minimum(np.arange(stream.size) - starts[byte_turn], MAX_KEY_BYTES - 1)  # pack_turns cuts turns
+    contrib = _FOLD[stream] * _POWERS[position]
+    h = np.zeros(n_turns, np.uint64)
+    nonempty = lengths > 0
+    h[nonempty] = np.add.reduceat(contrib, starts[nonempty])
+    h ^= np.fromiter((_ROLE_SALT.get(r, np.uint64(0x27D4EB2F165667C5)) for r in roles), np.uint64, n_turns)
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    words = np.bincount(byte_turn, weights=stream == 32, minlength=n_turns) + (lengths > 0)
+    keyed = words >= MIN_WORDS
+    keys[keyed] = h[keyed] | np.uint64(1)  # never NO_KEY
+    return keys
 
 
 class CorpusMemory:
@@ -47,32 +79,40 @@ class CorpusMemory:
     def __len__(self) -> int:
         return len(self._counts)
 
-    def count(self, key: int | None) -> int:
+    def count(self, key: int) -> int:
         """How many earlier transcripts had this turn key (read-only)."""
-        return self._counts.get(key, 0) if key is not None else 0
+        return self._counts.get(int(key), 0)
 
-    def observe(self, transcripts: Sequence[tuple[str, Sequence[int | None]]]) -> list[np.ndarray]:
-        """For each (transcript key, turn keys) in order: the prior count of each turn, then count it.
+    def observe(self, transcript_keys: Sequence[str], keys: np.ndarray, turns_per_transcript: Sequence[int]) -> np.ndarray:
+        """For each transcript in order: the prior count of each of its turns, then count them.
 
-        Returns one float array per transcript: log1p(prior count), 0 for keyless turns.
+        `transcript_keys` identify transcripts (retries are not counted twice), `keys` are
+        the flat turn keys of the batch (`turn_keys`), `turns_per_transcript` how many belong
+        to each. Returns log1p(prior count) per turn (0 for keyless turns), float64.
         """
-        out = []
+        flat = keys.tolist()
+        prior = [0] * len(flat)
         with self._lock:
             counts = self._counts
-            for transcript_key, keys in transcripts:
-                prior = np.fromiter((counts.get(k, 0) if k is not None else 0 for k in keys), np.float64, len(keys))
-                out.append(np.log1p(prior))
+            offset = 0
+            for transcript_key, n in zip(transcript_keys, turns_per_transcript):
+                end = offset + n
+                own = flat[offset:end]
+                for i, k in enumerate(own, offset):
+                    if k:
+                        prior[i] = counts.get(k, 0)
+                offset = end
                 if transcript_key in self._transcripts:
                     continue
                 self._transcripts[transcript_key] = None
                 if len(self._transcripts) > self._max_transcripts:
                     self._transcripts.popitem(last=False)
-                for k in set(keys):
-                    if k is not None:
+                for k in set(own):
+                    if k:
                         c = counts[k] = counts.get(k, 0) + 1
                         if c > self.most_repeated:
                             self.most_repeated = c
             if len(counts) > self.capacity:
                 self._counts = {k: c // 2 for k, c in counts.items() if c > 1}
                 self.most_repeated //= 2
-        return out
+        return np.log1p(np.array(prior, np.float64))

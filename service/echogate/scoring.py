@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from echogate.corpus import CorpusMemory, turn_key
+from echogate.corpus import CorpusMemory, turn_keys
 from echogate.model import BotOriginModel
 from echogate import repetition
 from echogate.text import content_sha256, normalize, pack_turns
@@ -41,14 +41,13 @@ class Scorer:
         counts = [len(t.turns) for t in transcripts]
         turn_transcript = np.repeat(np.arange(len(transcripts), dtype=np.int64), counts)
         stream, byte_turn = pack_turns(texts, self.model.max_turn_bytes)
-        hashes, keys, offset = [], [], 0
+        hashes, offset = [], 0
         for n in counts:
             end = offset + n
             hashes.append(content_sha256(roles[offset:end], texts[offset:end], normalized=True))
-            keys.append([turn_key(r, t) for r, t in zip(roles[offset:end], texts[offset:end])])
             offset = end
-        seen = self.memory.observe([(f"{t.source}\x1f{t.id}", k) for t, k in zip(transcripts, keys)])
-        all_seen = np.concatenate(seen) if seen else np.zeros(0)
+        all_seen = self.memory.observe([f"{t.source}\x1f{t.id}" for t in transcripts],
+                                       turn_keys(stream, byte_turn, roles), counts)
         weights = self.model.role_weights
         out = self.model.run(
             stream=stream,

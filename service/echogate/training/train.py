@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from echogate import evaluation
 from echogate.features import HashSpec, ngram_hashes
-from echogate.corpus import CorpusMemory, turn_key
+from echogate.corpus import CorpusMemory, turn_keys
 from echogate.text import NORMALIZATION_VERSION, normalize, pack_turns
 from echogate.training.card import render as render_card
 from echogate.training.data import Doc, load_docs
@@ -182,11 +182,16 @@ def simulate_seen(docs: list[Doc], role_weights: dict[str, float], seed: int, st
         order = rng.permutation(np.flatnonzero(dataset == name))
         for start in range(0, len(order), stream_size):
             chunk = order[start : start + stream_size]
-            entries = [(str(i), [turn_key(r, normalize(t)) for r, t in zip(docs[i].roles, docs[i].texts)])
-                       for i in chunk]
-            for i, seen in zip(chunk, CorpusMemory().observe(entries)):
-                w = np.array([role_weights.get(r, 0.0) for r in docs[i].roles])
-                feature[i] = seen[0] if len(seen) == 1 else float((w * seen).sum() / max(w.sum(), 1e-6))
+            roles = [r for i in chunk for r in docs[i].roles]
+            stream, byte_turn = pack_turns([normalize(t) for i in chunk for t in docs[i].texts], MAX_TURN_BYTES)
+            counts = [len(docs[i].texts) for i in chunk]
+            seen = CorpusMemory().observe([str(i) for i in chunk], turn_keys(stream, byte_turn, roles), counts)
+            weight = np.array([role_weights.get(r, 0.0) for r in roles])
+            doc = np.repeat(np.arange(len(chunk)), counts)
+            pooled = np.bincount(doc, weights=weight * seen, minlength=len(chunk)) / np.maximum(
+                np.bincount(doc, weights=weight, minlength=len(chunk)), 1e-6)
+            # a single text's signal is its own turn's, whatever its role weight (as in the graph)
+            feature[chunk] = np.where(np.array(counts) == 1, seen[np.cumsum(counts) - 1], pooled)
     return feature
 
 

@@ -1,0 +1,49 @@
+"""echogate.corpus: turn keys computed over a packed batch, and the bounded corpus memory."""
+from __future__ import annotations
+
+import numpy as np
+
+from echogate.corpus import NO_KEY, CorpusMemory, turn_keys
+from echogate.text import normalize, pack_turns
+
+
+def keys(texts, roles=None):
+    roles = roles or ["agent"] * len(texts)
+    stream, byte_turn = pack_turns([normalize(t) for t in texts], 4096)
+    return turn_keys(stream, byte_turn, roles)
+
+
+def test_case_and_digits_are_folded_but_words_and_roles_are_not():
+    k = keys(["Your order 123 has shipped", "your ORDER 987 has shipped", "your order 123 has left",
+              "Your order 123 has shipped"], ["agent", "agent", "agent", "customer"])
+    assert k[0] == k[1]
+    assert k[0] != k[2] and k[0] != k[3]
+
+
+def test_short_and_empty_turns_have_no_key():
+    k = keys(["ok", "", "thank you", "thank you very much", ""])
+    assert list(k[:3] == NO_KEY) == [True, True, True] and k[3] != NO_KEY and k[4] == NO_KEY
+
+
+def test_a_turn_keys_the_same_alone_or_inside_any_batch():
+    alone = keys(["Is there anything else I can help you with?"])[0]
+    batch = keys(["hello there friend", "", "Is there anything else I can help you with?", "bye now then"])
+    assert batch[2] == alone
+    # stable across processes and replicas: a fixed function of the text, not of the run
+    assert int(alone) == int(keys(["is there anything else i can help you with?"])[0])
+
+
+def test_memory_counts_earlier_transcripts_once_each_and_skips_retries():
+    memory = CorpusMemory()
+    k = keys(["we will refund you shortly", "we will refund you shortly", "a different reply entirely"])
+    seen = memory.observe(["a", "b", "a", "c"], np.array([k[0], k[1], k[0], k[2]]), [1, 1, 1, 1])
+    # b sees a; the retry of a sees a and b but is not counted; c is new
+    assert np.expm1(seen).round().tolist() == [0, 1, 2, 0]
+    assert memory.count(k[0]) == 2 and memory.most_repeated == 2
+
+
+def test_memory_is_bounded_by_halving():
+    memory = CorpusMemory(capacity=10)
+    many = keys([f"distinct reply number {chr(97 + i)} here" for i in range(20)])
+    memory.observe([f"t{i}" for i in range(20)], many, [1] * 20)
+    assert len(memory) <= 10
