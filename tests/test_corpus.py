@@ -47,3 +47,52 @@ def test_memory_is_bounded_by_halving():
     many = keys([f"distinct reply number {chr(97 + i)} here" for i in range(20)])
     memory.observe([f"t{i}" for i in range(20)], many, [1] * 20)
     assert len(memory) <= 10
+
+
+CANNED = "Thanks for your patience, a specialist will contact you within 24 hours."
+
+
+async def _score(address: str, tid: str, question: str):
+    import grpc
+
+    from echogate.v1 import gate_pb2 as pb
+    from echogate.v1 import gate_pb2_grpc
+    from tests.conftest import transcript
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await gate_pb2_grpc.QualityGateStub(channel).Score(
+            pb.ScoreRequest(transcripts=[transcript(tid, question, CANNED)]))
+    return reply.verdicts[0]
+
+
+async def test_corpus_counts_survive_a_restart(tmp_path):
+    from echogate.grpc_api.server import EchogateServer
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    async with EchogateServer(settings) as first:
+        for i, q in enumerate(["parcel missing", "refund status", "address change"]):
+            await _score(first.address, f"r{i}", q)
+    async with EchogateServer(settings) as second:  # same store file, a new process state
+        verdict = await _score(second.address, "r9", "invoice copy")
+    assert verdict.turns[1].seen_before == 3
+
+
+async def test_corpus_counts_are_flushed_while_serving(tmp_path):
+    import asyncio
+    import sqlite3
+
+    from echogate.grpc_api.server import EchogateServer
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, corpus={"flush_seconds": 0.05})
+    async with EchogateServer(settings) as server:
+        await _score(server.address, "f1", "parcel missing")
+        await _score(server.address, "f2", "refund status")
+        for _ in range(100):  # the flusher runs every 50 ms; give it up to 5 s on a loaded machine
+            with sqlite3.connect(settings.store.url) as con:
+                rows = con.execute("SELECT seen FROM corpus_turns").fetchall()
+            if (2,) in rows:
+                break
+            await asyncio.sleep(0.05)
+    assert (2,) in rows  # the canned reply, counted twice, saved before any shutdown

@@ -9,7 +9,9 @@ the same key becomes the model's `turn_seen` input (log1p of the count).
 Keys are computed for a whole batch at once from the packed byte stream the model reads
 (`turn_keys`): no Python loop per turn or per byte. Counts are in memory, per process,
 bounded: when more than `capacity` keys are held, all counts are halved and the zeros
-dropped, so the memory keeps what is frequent and recent. A transcript whose (source, id)
+dropped, so the memory keeps what is frequent and recent. The counts survive restarts:
+the server loads them from its store on start and writes the changed ones back every few
+seconds (`drain_changes`), so a hard kill loses at most those seconds of counting. A transcript whose (source, id)
 was already observed (a retry) is not counted again; two different transcripts with the
 same text both count, because a template bot sending the same turn a thousand times is
 exactly what this memory is for.
@@ -75,6 +77,25 @@ class CorpusMemory:
         self._max_transcripts = seen_transcripts
         self._lock = threading.Lock()
         self.most_repeated = 0  # the highest count held: how often the most common turn was seen
+        self._changed: set[int] = set()  # keys counted since the last drain_changes
+        self._halved = False  # counts were halved since the last drain: the saved state is stale as a whole
+
+    def load(self, counts: dict[int, int]) -> None:
+        """Start from saved counts (see echogate.store: load_corpus)."""
+        with self._lock:
+            self._counts = dict(counts)
+            self.most_repeated = max(self._counts.values(), default=0)
+
+    def drain_changes(self) -> tuple[dict[int, int], bool]:
+        """(key -> count for every key counted since the last call, whether to replace the saved
+        state whole): what a store needs to bring its copy up to date."""
+        with self._lock:
+            full = self._halved
+            source = self._counts if full else {k: self._counts.get(k, 0) for k in self._changed}
+            changes = dict(source)
+            self._changed.clear()
+            self._halved = False
+        return changes, full
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -82,6 +103,12 @@ class CorpusMemory:
     def count(self, key: int) -> int:
         """How many earlier transcripts had this turn key (read-only)."""
         return self._counts.get(int(key), 0)
+
+    def requeue(self, changes: dict[int, int], full: bool) -> None:
+        """Mark drained changes as unsaved again (their save failed)."""
+        with self._lock:
+            self._changed.update(changes)
+            self._halved = self._halved or full
 
     def observe(self, transcript_keys: Sequence[str], keys: np.ndarray, turns_per_transcript: Sequence[int]) -> np.ndarray:
         """For each transcript in order: the prior count of each of its turns, then count them.
@@ -110,9 +137,11 @@ class CorpusMemory:
                 for k in set(own):
                     if k:
                         c = counts[k] = counts.get(k, 0) + 1
+                        self._changed.add(k)
                         if c > self.most_repeated:
                             self.most_repeated = c
             if len(counts) > self.capacity:
                 self._counts = {k: c // 2 for k, c in counts.items() if c > 1}
                 self.most_repeated //= 2
+                self._halved = True
         return np.log1p(np.array(prior, np.float64))

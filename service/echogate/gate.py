@@ -6,11 +6,14 @@ transcript gets the same verdict whichever way it arrives.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from echogate import __version__
 from echogate.batcher import Batcher
+from echogate.corpus import CorpusMemory
 from echogate.errors import NotFound
 from echogate.metrics import Metrics
 from echogate.model import BotOriginModel
@@ -21,12 +24,17 @@ from echogate.store import Store, StoreItem
 from echogate.types import Record, Transcript, Verdict
 from echogate.validation import validate_batch
 
+log = logging.getLogger(__name__)
+
 
 class GateCore:
     def __init__(self, settings: Settings, metrics: Metrics, store: Store | None):
         self.settings = settings
         self.metrics = metrics
-        self.scorer = Scorer(BotOriginModel(settings.model_path, settings.batching.intra_op_threads))
+        memory = CorpusMemory(capacity=settings.corpus.capacity)
+        if store is not None:
+            memory.load(store.load_corpus())
+        self.scorer = Scorer(BotOriginModel(settings.model_path, settings.batching.intra_op_threads), memory)
         self.policy = Policy(settings.policy)
         self.store = store
         b = settings.batching
@@ -36,9 +44,13 @@ class GateCore:
         if store is not None:
             store.set_commit_observer(metrics.observe_commit)
         metrics.set_model(self.model_version, self.policy.version)
-        memory = self.scorer.memory
         metrics.corpus_keys.set_function(lambda: len(memory))
         metrics.most_repeated.set_function(lambda: memory.most_repeated)
+        self._stop_flushing = threading.Event()
+        self._flusher = None
+        if store is not None:
+            self._flusher = threading.Thread(target=self._flush_corpus_loop, name="echogate-corpus-flush", daemon=True)
+            self._flusher.start()
 
     @property
     def model_version(self) -> str:
@@ -83,7 +95,26 @@ class GateCore:
                        decision=outcome.decision, tags=outcome.tags, reasons=outcome.reasons,
                        model_version=self.model_version, policy_version=self.policy.version, decided_at=now)
 
+    def _flush_corpus_loop(self) -> None:
+        while not self._stop_flushing.wait(self.settings.corpus.flush_seconds):
+            self._flush_corpus()
+
+    def _flush_corpus(self) -> None:
+        """Write the corpus counts changed since the last flush to the store; a failure keeps them
+        for the next try (the counts are a soft signal: verdicts never wait for this)."""
+        changes, full = self.scorer.memory.drain_changes()
+        if not changes and not full:
+            return
+        try:
+            self.store.save_corpus(changes, full)
+        except Exception:
+            log.exception("could not save %d corpus counts; will retry", len(changes))
+            self.scorer.memory.requeue(changes, full)
+
     def close(self) -> None:
         self.batcher.close()
         if self.store is not None:
+            self._stop_flushing.set()
+            self._flusher.join()
+            self._flush_corpus()
             self.store.close()

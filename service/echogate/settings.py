@@ -53,6 +53,13 @@ class StoreSettings(BaseModel):
     max_group: int = Field(4096, ge=1)
 
 
+class CorpusSettings(BaseModel):
+    """The corpus memory (turns seen in earlier transcripts, see echogate.corpus)."""
+
+    capacity: int = Field(500_000, ge=1)  # distinct turns held before all counts are halved
+    flush_seconds: float = Field(5.0, gt=0)  # how often changed counts are written to the store
+
+
 class PolicySettings(BaseModel):
     """Thresholds of the built-in default policy (bot origin and repetitiveness, 0..1)."""
 
@@ -75,6 +82,7 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     batching: BatchingSettings = BatchingSettings()
     store: StoreSettings = StoreSettings()
+    corpus: CorpusSettings = CorpusSettings()
     policy: PolicySettings = PolicySettings()
 
     @classmethod

@@ -138,3 +138,11 @@ class Store(ABC):
 
     @abstractmethod
     def _close(self) -> None: ...
+
+    @abstractmethod
+    def load_corpus(self) -> dict[int, int]:
+        """The saved corpus-memory counts (turn key -> transcripts that had it)."""
+
+    @abstractmethod
+    def save_corpus(self, changes: dict[int, int], replace_all: bool) -> None:
+        """Write changed corpus counts (all of them, dropping the rest, when `replace_all`)."""

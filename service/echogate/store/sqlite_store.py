@@ -23,7 +23,7 @@ import orjson
 from echogate.store.base import Store, StoreItem, record_id_for
 from echogate.types import DeclaredOrigin, Decision, Record, Role, Scores, Transcript, Turn, TurnScore, Verdict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS = {
     1: """
@@ -50,12 +50,19 @@ _MIGRATIONS = {
     );
     CREATE INDEX records_decided_at ON records (decided_at);
     """,
+    2: """
+    CREATE TABLE corpus_turns (
+        turn_key INTEGER NOT NULL PRIMARY KEY,  -- echogate.corpus.turn_keys, as a signed 64-bit integer
+        seen     INTEGER NOT NULL                -- earlier transcripts that had this turn (decayed)
+    );
+    """,
 }
 
 _COLUMNS = ("record_id, source, transcript_id, content_sha256, declared_origin, language, metadata, turns, "
             "bot_origin, repetitiveness, decision, tags, reasons, model_version, policy_version, received_at, "
             "decided_at, corpus_duplicate")
 _INSERT = f"INSERT OR IGNORE INTO records ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
+_U64 = (1 << 64) - 1
 _MAX_PARAMS = 900  # SQLite builds may cap host parameters per statement
 
 
@@ -129,6 +136,24 @@ class SQLiteStore(Store):
             return None
         return Record(verdict=_row_to_verdict(row), transcript=_row_to_transcript(row),
                       received_at=datetime.fromisoformat(row[15]))
+
+    def load_corpus(self) -> dict[int, int]:
+        with self._read_lock:
+            return {k & _U64: c for k, c in self._reader.execute("SELECT turn_key, seen FROM corpus_turns")}
+
+    def save_corpus(self, changes: dict[int, int], replace_all: bool) -> None:
+        # Its own connection and transaction: the writer thread keeps committing verdicts meanwhile.
+        con = _connect(self.path)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            if replace_all:
+                con.execute("DELETE FROM corpus_turns")
+            con.executemany("INSERT INTO corpus_turns (turn_key, seen) VALUES (?, ?) "
+                            "ON CONFLICT (turn_key) DO UPDATE SET seen = excluded.seen",
+                            [(k - (1 << 64) if k >= 1 << 63 else k, c) for k, c in changes.items()])
+            con.execute("COMMIT")
+        finally:
+            con.close()
 
     def _close(self) -> None:
         self._reader.close()
