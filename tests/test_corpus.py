@@ -1,10 +1,18 @@
-"""echogate.corpus: turn keys computed over a packed batch, and the bounded corpus memory."""
+"""echogate.corpus: turn keys over a packed batch, the bounded corpus memory, and its persistence."""
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+
+import grpc
 import numpy as np
 
 from echogate.corpus import NO_KEY, CorpusMemory, turn_keys
+from echogate.grpc_api.server import EchogateServer
 from echogate.text import normalize, pack_turns
+from echogate.v1 import gate_pb2 as pb
+from echogate.v1 import gate_pb2_grpc
+from tests.conftest import make_settings, transcript
 
 
 def keys(texts, roles=None):
@@ -53,12 +61,6 @@ CANNED = "Thanks for your patience, a specialist will contact you within 24 hour
 
 
 async def _score(address: str, tid: str, question: str):
-    import grpc
-
-    from echogate.v1 import gate_pb2 as pb
-    from echogate.v1 import gate_pb2_grpc
-    from tests.conftest import transcript
-
     async with grpc.aio.insecure_channel(address) as channel:
         reply = await gate_pb2_grpc.QualityGateStub(channel).Score(
             pb.ScoreRequest(transcripts=[transcript(tid, question, CANNED)]))
@@ -66,9 +68,6 @@ async def _score(address: str, tid: str, question: str):
 
 
 async def test_corpus_counts_survive_a_restart(tmp_path):
-    from echogate.grpc_api.server import EchogateServer
-    from tests.conftest import make_settings
-
     settings = make_settings(tmp_path)
     async with EchogateServer(settings) as first:
         for i, q in enumerate(["parcel missing", "refund status", "address change"]):
@@ -79,12 +78,7 @@ async def test_corpus_counts_survive_a_restart(tmp_path):
 
 
 async def test_corpus_counts_are_flushed_while_serving(tmp_path):
-    import asyncio
-    import sqlite3
-
     from echogate.grpc_api.server import EchogateServer
-    from tests.conftest import make_settings
-
     settings = make_settings(tmp_path, corpus={"flush_seconds": 0.05})
     async with EchogateServer(settings) as server:
         await _score(server.address, "f1", "parcel missing")
