@@ -78,7 +78,6 @@ async def test_corpus_counts_survive_a_restart(tmp_path):
 
 
 async def test_corpus_counts_are_flushed_while_serving(tmp_path):
-    from echogate.grpc_api.server import EchogateServer
     settings = make_settings(tmp_path, corpus={"flush_seconds": 0.05})
     async with EchogateServer(settings) as server:
         await _score(server.address, "f1", "parcel missing")
