@@ -3,8 +3,9 @@
   python bench/bench_model.py [--data ../shared/datasets] [--threads 1]
 
 Reports transcripts/s for batches of 1, 32 and 256 on one thread (per core), split into
-the ONNX model call alone and the whole Scorer (normalisation, packing, model,
-repetition), plus single-transcript latency p50/p99.
+the ONNX model call alone, the within-transcript repetition statistics alone, and the
+whole Scorer (normalisation, packing, corpus memory, model, repetition), plus call
+latency p50/p99.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from echogate import repetition
 from echogate.model import BotOriginModel
 from echogate.scoring import Scorer
 from echogate.settings import default_model_path
@@ -55,7 +57,19 @@ def main() -> None:
             counts = [len(x.turns) for x in chunk]
             packed.append((stream, byte_turn, np.repeat(np.arange(len(chunk)), counts),
                            np.ones(len(texts), np.float32), np.zeros(len(texts), np.float32), len(chunk)))
+        rep_inputs = []
+        for chunk in chunks:
+            texts = [normalize(t.text) for x in chunk for t in x.turns]
+            roles = [t.role for x in chunk for t in x.turns]
+            rep_inputs.append((texts, roles, np.repeat(np.arange(len(chunk)), [len(x.turns) for x in chunk])))
+
+        def repetition_only(i: int) -> None:
+            texts, roles, turn_transcript = rep_inputs[i % len(rep_inputs)]
+            per_turn = repetition.turn_scores(texts, roles, turn_transcript)
+            repetition.transcript_scores(per_turn, roles, turn_transcript, turn_transcript[-1] + 1)
+
         for name, fn in (("model only", lambda i: model.run(*packed[i % len(packed)])),
+                         ("repetition", repetition_only),
                          ("full scorer", lambda i: scorer.score(chunks[i % len(chunks)]))):
             lat, done, i = [], 0, 0
             end = time.perf_counter() + args.seconds
