@@ -9,6 +9,7 @@ import numpy as np
 
 from echogate.corpus import NO_KEY, CorpusMemory, turn_keys
 from echogate.grpc_api.server import EchogateServer
+from echogate.store.sqlite_store import SQLiteStore
 from echogate.text import normalize, pack_turns
 from echogate.v1 import gate_pb2 as pb
 from echogate.v1 import gate_pb2_grpc
@@ -70,8 +71,11 @@ async def _score(address: str, tid: str, question: str):
 async def test_corpus_counts_survive_a_restart(tmp_path):
     settings = make_settings(tmp_path)
     async with EchogateServer(settings) as first:
-        for i, q in enumerate(["parcel missing", "refund status", "address change"]):
+        for i, q in enumerate(["my parcel is missing", "what is my refund status", "please change my address"]):
             await _score(first.address, f"r{i}", q)
+    with sqlite3.connect(settings.store.url) as con:
+        # the canned reply, seen three times; questions seen once are not worth a row each
+        assert con.execute("SELECT seen FROM corpus_turns").fetchall() == [(3,)]
     async with EchogateServer(settings) as second:  # same store file, a new process state
         verdict = await _score(second.address, "r9", "invoice copy")
     assert verdict.turns[1].seen_before == 3
@@ -89,3 +93,15 @@ async def test_corpus_counts_are_flushed_while_serving(tmp_path):
                 break
             await asyncio.sleep(0.05)
     assert (2,) in rows  # the canned reply, counted twice, saved before any shutdown
+
+
+def test_store_round_trips_every_64_bit_key_and_replaces_on_halving(tmp_path):
+    store = SQLiteStore(str(tmp_path / "c.db"))
+    try:
+        store.save_corpus({2**64 - 1: 3, 2**63 + 5: 2, 2**63 - 1: 9, 7: 1}, replace_all=False)
+        store.save_corpus({7: 4}, replace_all=False)
+        assert store.load_corpus() == {2**64 - 1: 3, 2**63 + 5: 2, 2**63 - 1: 9, 7: 4}
+        store.save_corpus({7: 2}, replace_all=True)
+        assert store.load_corpus() == {7: 2}
+    finally:
+        store.close()

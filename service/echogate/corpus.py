@@ -10,8 +10,8 @@ Keys are computed for a whole batch at once from the packed byte stream the mode
 (`turn_keys`): no Python loop per turn or per byte. Counts are in memory, per process,
 bounded: when more than `capacity` keys are held, all counts are halved and the zeros
 dropped, so the memory keeps what is frequent and recent. The counts survive restarts:
-the server loads them from its store on start and writes the changed ones back every few
-seconds (`drain_changes`), so a hard kill loses at most those seconds of counting. A transcript whose (source, id)
+the server loads them from its store on start and writes the changed repeated ones back
+every few seconds (`drain_changes`), so a hard kill loses at most those seconds of counting. A transcript whose (source, id)
 was already observed (a retry) is not counted again; two different transcripts with the
 same text both count, because a template bot sending the same turn a thousand times is
 exactly what this memory is for.
@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 MIN_WORDS = 3
+MIN_SAVED_COUNT = 2  # a turn is saved to the store once a second transcript has had it
 MAX_KEY_BYTES = 4096  # bytes of a turn that make its key (the model reads no more either)
 NO_KEY = np.uint64(0)
 
@@ -87,12 +88,20 @@ class CorpusMemory:
             self.most_repeated = max(self._counts.values(), default=0)
 
     def drain_changes(self) -> tuple[dict[int, int], bool]:
-        """(key -> count for every key counted since the last call, whether to replace the saved
-        state whole): what a store needs to bring its copy up to date."""
+        """(key -> count for every repeated key counted since the last call, whether to replace
+        the saved state whole): what a store needs to bring its copy up to date.
+
+        Turns seen only once are not saved: they are most of a human corpus, and after a
+        restart forgetting them costs one count, while saving them would cost a database row
+        for nearly every turn ever scored.
+        """
         with self._lock:
+            counts = self._counts
+            if self._halved:
+                changes = {k: c for k, c in counts.items() if c >= MIN_SAVED_COUNT}
+            else:
+                changes = {k: c for k in self._changed if (c := counts.get(k, 0)) >= MIN_SAVED_COUNT}
             full = self._halved
-            source = self._counts if full else {k: self._counts.get(k, 0) for k in self._changed}
-            changes = dict(source)
             self._changed.clear()
             self._halved = False
         return changes, full

@@ -57,7 +57,7 @@ class CorpusSettings(BaseModel):
     """The corpus memory (turns seen in earlier transcripts, see echogate.corpus)."""
 
     capacity: int = Field(500_000, ge=1)  # distinct turns held before all counts are halved
-    flush_seconds: float = Field(5.0, gt=0)  # how often changed counts are written to the store
+    flush_seconds: float = Field(30.0, gt=0)  # how often changed counts are written to the store
 
 
 class PolicySettings(BaseModel):

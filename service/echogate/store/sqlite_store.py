@@ -18,6 +18,7 @@ from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from echogate.store.base import Store, StoreItem, record_id_for
@@ -63,6 +64,10 @@ _COLUMNS = ("record_id, source, transcript_id, content_sha256, declared_origin, 
             "decided_at, corpus_duplicate")
 _INSERT = f"INSERT OR IGNORE INTO records ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
 _U64 = (1 << 64) - 1
+_CORPUS_CHUNK = 1000
+_UPSERT_CORPUS = ("INSERT INTO corpus_turns (turn_key, seen) "
+                  "SELECT value ->> 0, value ->> 1 FROM json_each(?) WHERE true "
+                  "ON CONFLICT (turn_key) DO UPDATE SET seen = excluded.seen")
 _MAX_PARAMS = 900  # SQLite builds may cap host parameters per statement
 
 
@@ -141,17 +146,25 @@ class SQLiteStore(Store):
         with self._read_lock:
             return {k & _U64: c for k, c in self._reader.execute("SELECT turn_key, seen FROM corpus_turns")}
 
+
     def save_corpus(self, changes: dict[int, int], replace_all: bool) -> None:
-        # Its own connection and transaction: the writer thread keeps committing verdicts meanwhile.
+        # Its own connection, and short transactions of _CORPUS_CHUNK rows without a sync of their
+        # own (synchronous=NORMAL; the next verdict commit syncs the WAL): SQLite has one writer,
+        # and verdict commits, which callers wait on, must never queue long behind a flush. Each
+        # chunk is one JSON parameter that SQLite unpacks itself: binding rows one by one would
+        # hold the GIL for the whole flush and stall the event loop.
+        keys = np.fromiter(changes.keys(), np.uint64, len(changes)).view(np.int64)
+        rows = np.column_stack([keys, np.fromiter(changes.values(), np.int64, len(changes))])
         con = _connect(self.path)
+        con.execute("PRAGMA synchronous=NORMAL")
         try:
-            con.execute("BEGIN IMMEDIATE")
-            if replace_all:
-                con.execute("DELETE FROM corpus_turns")
-            con.executemany("INSERT INTO corpus_turns (turn_key, seen) VALUES (?, ?) "
-                            "ON CONFLICT (turn_key) DO UPDATE SET seen = excluded.seen",
-                            [(k - (1 << 64) if k >= 1 << 63 else k, c) for k, c in changes.items()])
-            con.execute("COMMIT")
+            for start in range(0, max(len(rows), 1), _CORPUS_CHUNK):
+                con.execute("BEGIN IMMEDIATE")
+                if replace_all and start == 0:
+                    con.execute("DELETE FROM corpus_turns")
+                con.execute(_UPSERT_CORPUS, (orjson.dumps(rows[start : start + _CORPUS_CHUNK],
+                                                          option=orjson.OPT_SERIALIZE_NUMPY),))
+                con.execute("COMMIT")
         finally:
             con.close()
 
