@@ -28,7 +28,7 @@ def render(report: dict) -> str:
         for r in report["validation"])
     train_on = ", ".join(cfg["train_datasets"]) if cfg.get("train_datasets") else "every file below"
     cal = report["calibration"]
-    seen = (f"turns {cal['turn']['seen_weight']:.2f}, transcripts {cal['transcript']['seen_weight']:.2f} "
+    seen = (f"single texts {cal['turn']['seen_weight']:.2f}, dialogues {cal['transcript']['seen_weight']:.2f} "
             "per unit of log1p(count)")
     return f"""# Model card: {cfg['version']}
 
@@ -46,7 +46,7 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   {cal['turn']['scale']:.3f} / {cal['turn']['offset']:.3f} / {cal['turn']['seen_weight']:.3f}, dialogues
   {cal['transcript']['scale']:.3f} / {cal['transcript']['offset']:.3f} / {cal['transcript']['seen_weight']:.3f}.
 - **Corpus signal.** The graph's `turn_seen` input is log1p(how many earlier transcripts had
-  the same turn, lower-cased with digits folded), kept by `echogate.corpus.CorpusMemory` over
+  the same turn, ASCII letters lower-cased and digits folded), kept by `echogate.corpus.CorpusMemory` over
   the stream of scored transcripts. Scripted bots repeat verbatim; people rarely do. It enters
   the calibrated logit with a learnt, non-negative weight ({seen}).
 - Probabilities are calibrated on **out-of-fold** scores (each from a model that never saw
@@ -90,6 +90,11 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
   ranking first, and calibrate thresholds on a labelled sample of it (`echogate eval`).
 - **Short texts** (under 20 words) carry little evidence; their scores stay near the prior
   unless the corpus signal fires.
+- **The corpus signal cuts both ways on dialogues.** Human crowd-written collections (SGD,
+  Taskmaster) reuse formulaic agent lines, so on the held-out dialogue folds the corpus term
+  lowers AUROC; it raises it on template bots (STAR) and is what catches them at all. Its
+  weight for dialogues is fitted with every fold weighing the same; a platform whose human
+  agents paste macros should raise the policy thresholds or retrain on its own labels.
 - **The corpus signal needs a stream.** A template bot's turn is recognised by repetition only
   after it has been seen; the first occurrences score on style alone. Human agents who paste
   the same macro many times look scripted too (that is often the right call for training data,
