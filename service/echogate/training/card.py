@@ -51,8 +51,10 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   the calibrated logit with a learnt, non-negative weight ({seen}).
 - Probabilities are calibrated on **out-of-fold** scores (each from a model that never saw
   that data), every fold weighing the same: single texts on those with exact labels (STAR
-  turns, l2r paragraphs, BANKING77 messages), dialogues on the held-out dialogue folds. A
-  one-turn record takes the single-text calibration. The corpus signal for calibration is
+  turns, l2r paragraphs, BANKING77 messages), dialogues on the held-out dialogue folds. The
+  offset is then refitted with both labels of each fold weighing the same, so the
+  collections' machine shares do not become the prior. A one-turn record takes the
+  single-text calibration. The corpus signal for calibration is
   simulated as `echogate score` sees it: each dataset shuffled into streams of
   {cfg.get('stream_size', 0):,} records, each stream starting with an empty memory.
 - Trained on: {train_on}. Logistic regression, C={cfg['c']}, classes balanced so that every

@@ -142,23 +142,33 @@ def fit_calibration(raw: np.ndarray, seen: np.ndarray, y: np.ndarray, fold: np.n
     """Calibration on out-of-fold scores: sigmoid(scale * raw + offset + seen_weight * seen).
 
     A weighted logistic fit in which every held-out fold weighs the same, so no one
-    dataset's size sets the calibration. Both slopes are kept non-negative: a map that
+    dataset's size sets the calibration; the offset is then refitted with the labels
+    balanced within each fold, so that no collection's machine share becomes the prior. Both slopes are kept non-negative: a map that
     inverts the model's score is not a calibration, and a turn repeated verbatim across
     conversations is evidence of a script, never of a person. Where a fit wants a negative
     corpus weight (human collections whose writers reused formulaic lines), the signal is
     dropped rather than inverted.
     """
-    _, inverse, sizes = np.unique(fold, return_inverse=True, return_counts=True)
-    w = 1.0 / sizes[inverse]
-    w *= len(w) / w.sum()
+    def balanced(groups: np.ndarray) -> np.ndarray:
+        _, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+        w = 1.0 / sizes[inverse]
+        return w * len(w) / w.sum()
 
-    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
-        z = params[0] * raw + params[1] + params[2] * seen
-        g = w * (1 / (1 + np.exp(-z)) - y)
-        return float(np.sum(w * (np.logaddexp(0, z) - y * z))), np.array([g @ raw, g.sum(), g @ seen])
+    def fit(w: np.ndarray, free: np.ndarray, start: np.ndarray) -> np.ndarray:
+        def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+            z = params[0] * raw + params[1] + params[2] * seen
+            g = w * (1 / (1 + np.exp(-z)) - y)
+            return float(np.sum(w * (np.logaddexp(0, z) - y * z))), np.array([g @ raw, g.sum(), g @ seen]) * free
 
-    bounds = [(0.0, None), (None, None), (0.0, None)]
-    scale, offset, beta = minimize(loss, np.array([1.0, 0.0, 0.0]), jac=True, method="L-BFGS-B", bounds=bounds).x
+        bounds = [(0.0, None), (None, None), (0.0, None)]
+        return minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds).x
+
+    # Slopes from a fit where every fold weighs the same; then the offset alone refitted with
+    # each fold's two labels weighing the same, so the folds' machine shares (which are the
+    # collections', not the world's) do not become the model's prior.
+    scale, _, beta = fit(balanced(fold), np.ones(3), np.array([1.0, 0.0, 0.0]))
+    _, offset, _ = fit(balanced(np.char.add(fold.astype(str), y.astype(str))), np.array([0.0, 1.0, 0.0]),
+                       np.array([scale, 0.0, beta]))
     return Calibration(float(scale), float(offset), float(beta))
 
 
