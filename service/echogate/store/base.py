@@ -7,6 +7,10 @@ everything queued while the previous commit ran and writes it in a single transa
 
 Idempotency: (source, transcript_id) is unique. Within a group the first occurrence of a
 key wins; a key already stored comes back as the stored verdict with duplicate=True.
+
+The corpus-memory counts (echogate.corpus) are written by the same writer thread, a chunk
+at a time between verdict groups: a second writer would contend for the database's lock,
+and a verdict commit must never wait behind a large background write.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from echogate.errors import Unavailable
@@ -29,6 +33,18 @@ log = logging.getLogger(__name__)
 def record_id_for(source: str, transcript_id: str) -> str:
     """Deterministic record id: every replica derives the same id for the same key."""
     return hashlib.sha256(f"{source}\x1f{transcript_id}".encode()).hexdigest()[:32]
+
+
+CORPUS_CHUNK = 1000  # corpus rows per write between two verdict groups
+
+
+@dataclass
+class _CorpusJob:
+    keys: list[int]
+    counts: list[int]
+    replace_all: bool
+    future: Future = field(default_factory=Future)
+    done: int = 0  # rows written so far
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,7 @@ class Store(ABC):
     def __init__(self, max_group: int, on_commit=None):
         self._max_group = max_group
         self._on_commit = on_commit or (lambda items, seconds, ok: None)
-        self._queue: queue.Queue[tuple[list[StoreItem], Future] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[list[StoreItem], Future] | _CorpusJob | None] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._closed = False
 
@@ -65,12 +81,24 @@ class Store(ABC):
             self._queue.put((items, future))
         return future
 
+    def save_corpus(self, changes: dict[int, int], replace_all: bool) -> None:
+        """Write changed corpus counts (all of them, dropping the rest, when `replace_all`);
+        blocks until written. Runs on the writer thread, a chunk between verdict groups."""
+        job = _CorpusJob(list(changes), list(changes.values()), replace_all)
+        if self._closed:
+            raise Unavailable("store is closed")
+        self._queue.put(job)
+        job.future.result()
+
     def _write_loop(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
                 return
-            group = [first]
+            if isinstance(first, _CorpusJob):
+                self._corpus_step(first)
+                continue
+            group, deferred = [first], []
             size = len(first[0])
             while size < self._max_group:
                 try:
@@ -80,9 +108,29 @@ class Store(ABC):
                 if nxt is None:
                     self._queue.put(None)  # finish this group, then stop
                     break
+                if isinstance(nxt, _CorpusJob):
+                    deferred.append(nxt)
+                    continue
                 group.append(nxt)
                 size += len(nxt[0])
             self._commit_group(group)
+            for job in deferred:
+                self._queue.put(job)
+
+    def _corpus_step(self, job: _CorpusJob) -> None:
+        """Write the next chunk of a corpus job, then queue the rest behind waiting verdicts."""
+        end = job.done + CORPUS_CHUNK
+        try:
+            self._write_corpus_chunk(job.keys[job.done : end], job.counts[job.done : end],
+                                     clear_first=job.replace_all and job.done == 0)
+        except Exception as exc:
+            job.future.set_exception(exc)
+            return
+        job.done = end
+        if job.done < len(job.keys):
+            self._queue.put(job)
+        else:
+            job.future.set_result(None)
 
     def _commit_group(self, group: list[tuple[list[StoreItem], Future]]) -> None:
         # Deduplicate keys inside the group: the first occurrence is the one written.
@@ -134,6 +182,10 @@ class Store(ABC):
         self._queue.put(None)
         if self._writer is not None:
             self._writer.join()
+        while not self._queue.empty():  # a corpus job re-queued behind the stop: tell its waiter
+            job = self._queue.get_nowait()
+            if isinstance(job, _CorpusJob):
+                job.future.set_exception(Unavailable("store is closed"))
         self._close()
 
     @abstractmethod
@@ -144,5 +196,5 @@ class Store(ABC):
         """The saved corpus-memory counts (turn key -> transcripts that had it)."""
 
     @abstractmethod
-    def save_corpus(self, changes: dict[int, int], replace_all: bool) -> None:
-        """Write changed corpus counts (all of them, dropping the rest, when `replace_all`)."""
+    def _write_corpus_chunk(self, keys: list[int], counts: list[int], clear_first: bool) -> None:
+        """Upsert corpus counts in one transaction (after deleting all saved ones if `clear_first`)."""

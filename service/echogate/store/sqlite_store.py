@@ -64,7 +64,6 @@ _COLUMNS = ("record_id, source, transcript_id, content_sha256, declared_origin, 
             "decided_at, corpus_duplicate")
 _INSERT = f"INSERT OR IGNORE INTO records ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
 _U64 = (1 << 64) - 1
-_CORPUS_CHUNK = 1000
 _UPSERT_CORPUS = ("INSERT INTO corpus_turns (turn_key, seen) "
                   "SELECT value ->> 0, value ->> 1 FROM json_each(?) WHERE true "
                   "ON CONFLICT (turn_key) DO UPDATE SET seen = excluded.seen")
@@ -147,26 +146,24 @@ class SQLiteStore(Store):
             return {k & _U64: c for k, c in self._reader.execute("SELECT turn_key, seen FROM corpus_turns")}
 
 
-    def save_corpus(self, changes: dict[int, int], replace_all: bool) -> None:
-        # Its own connection, and short transactions of _CORPUS_CHUNK rows without a sync of their
-        # own (synchronous=NORMAL; the next verdict commit syncs the WAL): SQLite has one writer,
-        # and verdict commits, which callers wait on, must never queue long behind a flush. Each
-        # chunk is one JSON parameter that SQLite unpacks itself: binding rows one by one would
-        # hold the GIL for the whole flush and stall the event loop.
-        keys = np.fromiter(changes.keys(), np.uint64, len(changes)).view(np.int64)
-        rows = np.column_stack([keys, np.fromiter(changes.values(), np.int64, len(changes))])
-        con = _connect(self.path)
+    def _write_corpus_chunk(self, keys: list[int], counts: list[int], clear_first: bool) -> None:
+        # One JSON parameter that SQLite unpacks itself (binding rows one by one would hold the
+        # GIL), and no sync of its own: the next verdict commit (synchronous=FULL) syncs the WAL.
+        rows = np.column_stack([np.array(keys, np.uint64).view(np.int64), np.array(counts, np.int64)])
+        con = self._con
         con.execute("PRAGMA synchronous=NORMAL")
         try:
-            for start in range(0, max(len(rows), 1), _CORPUS_CHUNK):
-                con.execute("BEGIN IMMEDIATE")
-                if replace_all and start == 0:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                if clear_first:
                     con.execute("DELETE FROM corpus_turns")
-                con.execute(_UPSERT_CORPUS, (orjson.dumps(rows[start : start + _CORPUS_CHUNK],
-                                                          option=orjson.OPT_SERIALIZE_NUMPY),))
+                con.execute(_UPSERT_CORPUS, (orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY),))
                 con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
         finally:
-            con.close()
+            con.execute("PRAGMA synchronous=FULL")
 
     def _close(self) -> None:
         self._reader.close()
