@@ -6,9 +6,7 @@ transcript gets the same verdict whichever way it arrives.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -98,10 +96,6 @@ class GateCore:
                        model_version=self.model_version, policy_version=self.policy.version, decided_at=now)
 
     def _flush_corpus_loop(self) -> None:
-        # The flush is background work: on Linux a thread has its own nice value, and SQLite
-        # runs with the GIL released, so under load the cores go to scoring and serving first.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         while not self._stop_flushing.wait(self.settings.corpus.flush_seconds):
             self._flush_corpus()
 
