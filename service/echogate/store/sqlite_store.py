@@ -145,7 +145,6 @@ class SQLiteStore(Store):
         with self._read_lock:
             return {k & _U64: c for k, c in self._reader.execute("SELECT turn_key, seen FROM corpus_turns")}
 
-
     def _write_corpus_chunk(self, keys: list[int], counts: list[int], clear_first: bool) -> None:
         # One JSON parameter that SQLite unpacks itself (binding rows one by one would hold the
         # GIL), and no sync of its own: the next verdict commit (synchronous=FULL) syncs the WAL.
