@@ -53,8 +53,8 @@ def main() -> None:
           f"mean {per_doc[y].mean():.3f} vs {per_doc[~y].mean():.3f}")
     stream, byte_turn = pack_turns(texts, 4096)
     counts = np.bincount(doc, minlength=len(dialogues)).tolist()
-    seen = np.expm1(CorpusMemory().observe([str(i) for i in range(len(dialogues))],
-                                           turn_keys(stream, byte_turn, roles), counts))
+    seen = CorpusMemory().observe([str(i) for i in range(len(dialogues))], turn_keys(stream, byte_turn, roles),
+                                  counts)
     print(f"seen in an earlier dialogue: template turns {np.mean(seen[agent & machine] > 0):.1%}, typed turns "
           f"{np.mean(seen[agent & ~machine] > 0):.1%}; AUROC of seen_before alone "
           f"{auroc(machine[agent], seen[agent]):.3f}")

@@ -47,7 +47,7 @@ def test_memory_counts_earlier_transcripts_once_each_and_skips_retries():
     k = keys(["we will refund you shortly", "we will refund you shortly", "a different reply entirely"])
     seen = memory.observe(["a", "b", "a", "c"], np.array([k[0], k[1], k[0], k[2]]), [1, 1, 1, 1])
     # b sees a; the retry of a sees a and b but is not counted; c is new
-    assert np.expm1(seen).round().tolist() == [0, 1, 2, 0]
+    assert seen.tolist() == [0, 1, 2, 0]
     assert memory.count(k[0]) == 2 and memory.most_repeated == 2
 
 

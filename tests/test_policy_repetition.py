@@ -51,6 +51,10 @@ def test_repetition_is_per_transcript_and_matches_a_plain_python_reference():
     d0 = [k for k in range(300) if doc[k] == doc[0]]
     pool = [got[k] for k in d0 if roles[k] == "agent"] or [got[k] for k in d0]
     assert agent_only[doc[0]] == pytest.approx(sum(pool) / len(pool))
+    # several per-turn values at once give the same means as one at a time
+    other = rng.random(300)
+    both = transcript_scores(np.stack([got, other]), roles, doc, 40)
+    np.testing.assert_allclose(both, [agent_only, transcript_scores(other, roles, doc, 40)])
 
 
 def _scored(bot: float, rep: float = 0.0) -> ScoredTranscript:

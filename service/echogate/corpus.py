@@ -4,17 +4,17 @@ Scripted bots and generic neural bots repeat the same turns verbatim across thou
 conversations; people rarely write the same sentence twice. Each turn of at least
 `MIN_WORDS` words is keyed by its role and its text, ASCII letters lower-cased and digits
 folded (so "order 123" and "Order 456" match); the count of earlier transcripts that had
-the same key becomes the model's `turn_seen` input (log1p of the count).
+the same key is the verdict's `seen_before`, and its log1p the model's `turn_seen` input.
 
 Keys are computed for a whole batch at once from the packed byte stream the model reads
 (`turn_keys`): no Python loop per turn or per byte. Counts are in memory, per process,
 bounded: when more than `capacity` keys are held, all counts are halved and the zeros
 dropped, so the memory keeps what is frequent and recent. The counts survive restarts:
 the server loads them from its store on start and writes the changed repeated ones back
-every few seconds (`drain_changes`), so a hard kill loses at most those seconds of counting. A transcript whose (source, id)
-was already observed (a retry) is not counted again; two different transcripts with the
-same text both count, because a template bot sending the same turn a thousand times is
-exactly what this memory is for.
+every `corpus.flush_seconds` (`drain_changes`), so a hard kill loses at most that much
+counting. A transcript whose (source, id) was already observed (a retry) is not counted
+again; two different transcripts with the same text both count, because a template bot
+sending the same turn a thousand times is exactly what this memory is for.
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ class CorpusMemory:
 
         `transcript_keys` identify transcripts (retries are not counted twice), `keys` are
         the flat turn keys of the batch (`turn_keys`), `turns_per_transcript` how many belong
-        to each. Returns log1p(prior count) per turn (0 for keyless turns), float64.
+        to each. Returns the prior count per turn (0 for keyless turns), int64.
         """
         flat = keys.tolist()
         prior = [0] * len(flat)
@@ -153,4 +153,4 @@ class CorpusMemory:
                 self._counts = {k: c // 2 for k, c in counts.items() if c > 1}
                 self.most_repeated //= 2
                 self._halved = True
-        return np.log1p(np.array(prior, np.float64))
+        return np.array(prior, np.int64)

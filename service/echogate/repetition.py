@@ -85,12 +85,20 @@ def turn_scores(normalized: Sequence[str], roles: Sequence[str], turn_transcript
     return out
 
 
-def transcript_scores(turn_rep: np.ndarray, roles: Sequence[str], turn_transcript: np.ndarray,
+def transcript_scores(turn_values: np.ndarray, roles: Sequence[str], turn_transcript: np.ndarray,
                       n_transcripts: int) -> np.ndarray:
-    """Mean turn repetitiveness over each transcript's agent turns (all turns if it has none)."""
+    """Mean of per-turn values over each transcript's agent turns (all turns if it has none).
+
+    `turn_values` is [R] (one score per turn: the result is [T]) or [k, R] (k scores per
+    turn, sharing one pass over the roles: the result is [k, T]).
+    """
     agent = np.fromiter((r == "agent" for r in roles), bool, len(roles))
     has_agent = np.bincount(turn_transcript, weights=agent, minlength=n_transcripts) > 0
     use = agent | ~has_agent[turn_transcript]
-    total = np.bincount(turn_transcript, weights=turn_rep * use, minlength=n_transcripts)
     count = np.bincount(turn_transcript, weights=use, minlength=n_transcripts)
-    return np.divide(total, count, out=np.zeros(n_transcripts), where=count > 0)
+    rows = np.atleast_2d(turn_values)
+    means = np.zeros((len(rows), n_transcripts))
+    for row, out in zip(rows, means):
+        np.divide(np.bincount(turn_transcript, weights=row * use, minlength=n_transcripts), count, out=out,
+                  where=count > 0)
+    return means if np.ndim(turn_values) == 2 else means[0]

@@ -41,28 +41,22 @@ class Scorer:
         counts = [len(t.turns) for t in transcripts]
         turn_transcript = np.repeat(np.arange(len(transcripts), dtype=np.int64), counts)
         stream, byte_turn = pack_turns(texts, self.model.max_turn_bytes)
-        hashes, offset = [], 0
-        for n in counts:
-            end = offset + n
-            hashes.append(content_sha256(roles[offset:end], texts[offset:end], normalized=True))
-            offset = end
-        all_seen = self.memory.observe([f"{t.source}\x1f{t.id}" for t in transcripts],
-                                       turn_keys(stream, byte_turn, roles), counts)
+        seen = self.memory.observe([f"{t.source}\x1f{t.id}" for t in transcripts],
+                                   turn_keys(stream, byte_turn, roles), counts)
         weights = self.model.role_weights
         out = self.model.run(
             stream=stream,
             byte_turn=byte_turn,
             turn_transcript=turn_transcript,
             turn_weight=np.array([weights.get(r, 0.0) for r in roles], np.float32),
-            turn_seen=all_seen.astype(np.float32),
+            turn_seen=np.log1p(seen).astype(np.float32),
             transcript_count=len(transcripts),
         )
         turn_rep = repetition.turn_scores(texts, roles, turn_transcript)
-        doc_rep = repetition.transcript_scores(turn_rep, roles, turn_transcript, len(transcripts)).tolist()
-        seen_counts = np.rint(np.expm1(all_seen)).astype(np.int64)
-        turn_scores = list(map(TurnScore, out.turn_bot_origin.tolist(), turn_rep.tolist(), seen_counts.tolist()))
-        doc_dup = repetition.transcript_scores((seen_counts > 0).astype(np.float64), roles, turn_transcript,
-                                               len(transcripts)).tolist()
+        # one pass over the roles for both agent-side means: repetition and corpus duplicates
+        doc_rep, doc_dup = repetition.transcript_scores(np.stack([turn_rep, seen > 0]), roles, turn_transcript,
+                                                        len(transcripts)).tolist()
+        turn_scores = list(map(TurnScore, out.turn_bot_origin.tolist(), turn_rep.tolist(), seen.tolist()))
         doc_bot = out.transcript_bot_origin.tolist()
         evidence = out.turn_ngrams.tolist()
         results, offset = [], 0
@@ -70,6 +64,7 @@ class Scorer:
             end = offset + n
             scores = Scores(bot_origin=doc_bot[i], repetitiveness=doc_rep[i], turns=tuple(turn_scores[offset:end]),
                             corpus_duplicate=doc_dup[i])
-            results.append(ScoredTranscript(scores, hashes[i], tuple(evidence[offset:end])))
+            results.append(ScoredTranscript(scores, content_sha256(roles[offset:end], texts[offset:end], normalized=True),
+                                            tuple(evidence[offset:end])))
             offset = end
         return results

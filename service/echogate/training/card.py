@@ -73,7 +73,8 @@ is fitted on the *other* folds, so every number here is for data the model never
 - `l2r_unseen_domains+G`: a third of the l2r text domains *and* generator G held out at once
   (G's rewrites of those domains against their human originals).
 - `star_unseen_domains_i`: half of STAR's task domains held out; single agent turns whose
-  template appears in no training domain, against the typed turns of those domains.
+  template appears in no training domain, against the typed turns of those domains, and
+  those domains' whole dialogues.
 - `banking77`: short human messages only (no AUROC; its mean probability is the false-positive
   tendency on short human text).
 

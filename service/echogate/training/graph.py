@@ -42,8 +42,8 @@ def build_graph(
     spec: HashSpec,
     weights: np.ndarray,
     intercept: float,
-    turn_calibration: "Calibration",
-    transcript_calibration: "Calibration",
+    turn_calibration: Calibration,
+    transcript_calibration: Calibration,
     metadata: dict[str, str],
 ) -> onnx.ModelProto:
     nodes: list[onnx.NodeProto] = []

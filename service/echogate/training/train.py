@@ -142,12 +142,12 @@ def fit_calibration(raw: np.ndarray, seen: np.ndarray, y: np.ndarray, fold: np.n
     """Calibration on out-of-fold scores: sigmoid(scale * raw + offset + seen_weight * seen).
 
     A weighted logistic fit in which every held-out fold weighs the same, so no one
-    dataset's size sets the calibration; the offset is then refitted with the labels
-    balanced within each fold, so that no collection's machine share becomes the prior. Both slopes are kept non-negative: a map that
-    inverts the model's score is not a calibration, and a turn repeated verbatim across
-    conversations is evidence of a script, never of a person. Where a fit wants a negative
-    corpus weight (human collections whose writers reused formulaic lines), the signal is
-    dropped rather than inverted.
+    dataset's size sets the slopes; the offset is then refitted with both labels of each
+    fold weighing the same, so that no collection's machine share becomes the prior. Both
+    slopes are kept non-negative: a map that inverts the model's score is not a
+    calibration, and a turn repeated verbatim across conversations is evidence of a script,
+    never of a person. Where a fit wants a negative corpus weight (human collections whose
+    writers reused formulaic lines), the signal is dropped rather than inverted.
     """
     def balanced(groups: np.ndarray) -> np.ndarray:
         _, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
@@ -163,9 +163,6 @@ def fit_calibration(raw: np.ndarray, seen: np.ndarray, y: np.ndarray, fold: np.n
         bounds = [(0.0, None), (None, None), (0.0, None)]
         return minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds).x
 
-    # Slopes from a fit where every fold weighs the same; then the offset alone refitted with
-    # each fold's two labels weighing the same, so the folds' machine shares (which are the
-    # collections', not the world's) do not become the model's prior.
     scale, _, beta = fit(balanced(fold), np.ones(3), np.array([1.0, 0.0, 0.0]))
     _, offset, _ = fit(balanced(np.char.add(fold.astype(str), y.astype(str))), np.array([0.0, 1.0, 0.0]),
                        np.array([scale, 0.0, beta]))
@@ -195,7 +192,8 @@ def simulate_seen(docs: list[Doc], role_weights: dict[str, float], seed: int, st
             roles = [r for i in chunk for r in docs[i].roles]
             stream, byte_turn = pack_turns([normalize(t) for i in chunk for t in docs[i].texts], MAX_TURN_BYTES)
             counts = [len(docs[i].texts) for i in chunk]
-            seen = CorpusMemory().observe([str(i) for i in chunk], turn_keys(stream, byte_turn, roles), counts)
+            seen = np.log1p(CorpusMemory().observe([str(i) for i in chunk], turn_keys(stream, byte_turn, roles),
+                                                   counts))
             weight = np.array([role_weights.get(r, 0.0) for r in roles])
             doc = np.repeat(np.arange(len(chunk)), counts)
             pooled = np.bincount(doc, weights=weight * seen, minlength=len(chunk)) / np.maximum(
