@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make run    install into .venv and serve on the embedded defaults (shipped model, DuckDB file)
+#   make run    install into .venv and serve on the embedded defaults (shipped model, SQLite file)
 #   make test   install everything the tests need (Python packages, Prometheus) and run them
 PYTHON ?= python3
 VENV   := .venv
@@ -26,11 +26,14 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(BIN)/echogate serve
 
-# Debian packages the tests use: a real Prometheus scrapes the server in tests/test_metrics.py.
+# Debian packages and services the tests use: a real Prometheus scrapes the server in
+# tests/test_metrics.py; the store suite runs against the PostgreSQL server at 127.0.0.1:5432.
 system-deps:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  echo "installing prometheus (Debian package)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { echo "starting PostgreSQL"; service postgresql start >/dev/null; \
+	  for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; }
 
 test: install-test system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider

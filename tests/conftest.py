@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 
 from echogate.grpc_api.server import EchogateServer
@@ -14,6 +16,29 @@ from echogate.v1 import gate_pb2_grpc
 
 DATASETS = Path(os.environ.get("ECHOGATE_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 needs_datasets = pytest.mark.skipif(not DATASETS.is_dir(), reason=f"shared datasets not found at {DATASETS}")
+
+
+# The real PostgreSQL server every machine runs (CI included); each test gets its own schema.
+POSTGRES = os.environ.get("ECHOGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def postgres_url():
+    """URL of a fresh, empty schema in the test database; dropped after the test."""
+    schema = f"echogate_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as con:
+        con.execute(f"CREATE SCHEMA {schema}")
+    yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(POSTGRES, autocommit=True) as con:
+        con.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """Each backend in turn: the embedded file and the real PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    return request.getfixturevalue("postgres_url")
 
 
 def make_settings(tmp_path: Path, **overrides) -> Settings:

@@ -21,10 +21,12 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from echogate.errors import Unavailable
+from echogate.query import CountGroup, Cursor, GroupBy, RecordFilter
 from echogate.types import Record, Transcript, Verdict
 
 log = logging.getLogger(__name__)
@@ -190,6 +192,28 @@ class Store(ABC):
 
     @abstractmethod
     def _close(self) -> None: ...
+
+    @abstractmethod
+    def query(self, f: RecordFilter, after: Cursor | None = None, limit: int = 100) -> list[Record]:
+        """Records matching `f` in (decided_at, record_id) order, starting after the cursor."""
+
+    @abstractmethod
+    def count(self, f: RecordFilter, group_by: tuple[GroupBy, ...] = ()) -> list[CountGroup]:
+        """How many records match `f`, per group (one group with every field None when ungrouped)."""
+
+    @abstractmethod
+    def purge(self, f: RecordFilter) -> list[CountGroup]:
+        """Delete the records matching `f` in one transaction; returns what was removed per
+        (source, decision)."""
+
+    def iter_records(self, f: RecordFilter, page_size: int = 2000) -> Iterator[Record]:
+        """Every record matching `f`, page by page (keyset pagination: constant memory, and rows
+        committed while it runs are picked up if they sort after the current page)."""
+        after = None
+        while page := self.query(f, after, page_size):
+            yield from page
+            last = page[-1].verdict
+            after = Cursor(last.decided_at, last.record_id)
 
     @abstractmethod
     def load_corpus(self) -> dict[int, int]:

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import replace
-from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import orjson
 
-from echogate.store.base import Store, StoreItem, record_id_for
-from echogate.types import DeclaredOrigin, Decision, Record, Role, Scores, Transcript, Turn, TurnScore, Verdict
-
-SCHEMA_VERSION = 2
+from echogate.store.base import StoreItem, record_id_for
+from echogate.store.sql import COLUMN_LIST, COLUMNS, Dialect, SQLStore, iso, row_to_verdict, row_values
+from echogate.types import Verdict
 
 _MIGRATIONS = {
     1: """
@@ -57,17 +56,30 @@ _MIGRATIONS = {
         seen     INTEGER NOT NULL                -- earlier transcripts that had this turn (decayed)
     );
     """,
+    3: """
+    DROP INDEX records_decided_at;
+    CREATE INDEX records_decided_at ON records (decided_at, record_id);
+    CREATE INDEX records_source_decided_at ON records (source, decided_at);
+    CREATE INDEX records_decision_decided_at ON records (decision, decided_at);
+    """,
 }
 
-_COLUMNS = ("record_id, source, transcript_id, content_sha256, declared_origin, language, metadata, turns, "
-            "bot_origin, repetitiveness, decision, tags, reasons, model_version, policy_version, received_at, "
-            "decided_at, corpus_duplicate")
-_INSERT = f"INSERT OR IGNORE INTO records ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
+_INSERT = f"INSERT OR IGNORE INTO records ({COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _U64 = (1 << 64) - 1
 _UPSERT_CORPUS = ("INSERT INTO corpus_turns (turn_key, seen) "
                   "SELECT value ->> 0, value ->> 1 FROM json_each(?) WHERE true "
                   "ON CONFLICT (turn_key) DO UPDATE SET seen = excluded.seen")
 _MAX_PARAMS = 900  # SQLite builds may cap host parameters per statement
+
+DIALECT = Dialect(
+    param="?",
+    time_param=iso,
+    any_of=lambda column, values: (f"{column} IN ({', '.join('?' * len(values))})", values),
+    has_tag="EXISTS (SELECT 1 FROM json_each(records.tags) WHERE json_each.value = ?)",
+    # LIKE folds ASCII letters only (SQLite has no Unicode case folding without ICU)
+    text_match="EXISTS (SELECT 1 FROM json_each(records.turns) WHERE json_each.value ->> 'text' LIKE ? ESCAPE '\\')",
+    day="substr(decided_at, 1, 10)",
+)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -77,8 +89,9 @@ def _connect(path: str) -> sqlite3.Connection:
     return con
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLStore):
     backend = "sqlite"
+    dialect = DIALECT
 
     def __init__(self, path: str, max_group: int = 4096):
         super().__init__(max_group)
@@ -100,7 +113,7 @@ class SQLiteStore(Store):
                 for statement in _MIGRATIONS[version].split(";"):
                     if statement.strip():
                         con.execute(statement)
-                con.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, _iso(datetime.now(timezone.utc))))
+                con.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, iso(datetime.now(timezone.utc))))
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -114,10 +127,10 @@ class SQLiteStore(Store):
             existing = {}
             for start in range(0, len(ids), _MAX_PARAMS):
                 chunk = ids[start : start + _MAX_PARAMS]
-                for row in con.execute(f"SELECT {_COLUMNS} FROM records WHERE record_id IN "
+                for row in con.execute(f"SELECT {COLUMN_LIST} FROM records WHERE record_id IN "
                                        f"({', '.join('?' * len(chunk))})", chunk):
-                    existing[(row[1], row[2])] = _row_to_verdict(row)
-            con.executemany(_INSERT, [_to_row(rid, item) for rid, item in zip(ids, items)
+                    existing[(row[1], row[2])] = row_to_verdict(row)
+            con.executemany(_INSERT, [row_values(rid, item) for rid, item in zip(ids, items)
                                       if item.transcript.key not in existing])
             con.execute("COMMIT")
         except BaseException:
@@ -129,17 +142,23 @@ class SQLiteStore(Store):
             out[key] = (existing[key], True) if key in existing else (replace(item.verdict, record_id=rid), False)
         return out
 
-    def get(self, record_id: str | None = None, key: tuple[str, str] | None = None) -> Record | None:
-        if record_id is None:
-            if key is None:
-                raise ValueError("record_id or key is required")
-            record_id = record_id_for(*key)
+    def _fetch(self, sql: str, params: list) -> list[tuple]:
         with self._read_lock:
-            row = self._reader.execute(f"SELECT {_COLUMNS} FROM records WHERE record_id = ?", (record_id,)).fetchone()
-        if row is None:
-            return None
-        return Record(verdict=_row_to_verdict(row), transcript=_row_to_transcript(row),
-                      received_at=datetime.fromisoformat(row[15]))
+            return self._reader.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _admin_transaction(self):
+        con = _connect(self.path)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
 
     def load_corpus(self) -> dict[int, int]:
         with self._read_lock:
@@ -167,44 +186,3 @@ class SQLiteStore(Store):
     def _close(self) -> None:
         self._reader.close()
         self._con.close()
-
-
-@lru_cache(maxsize=256)
-def _iso(dt: datetime) -> str:
-    # cached: a group's rows share a few received and decided times
-    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _json(value) -> str:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-
-
-def _to_row(record_id: str, item: StoreItem) -> tuple:
-    t, v = item.transcript, item.verdict
-    turns = [{"role": turn.role, "text": turn.text, "ts": _iso(turn.timestamp) if turn.timestamp else None,
-              "declared_author": turn.declared_author, "bot_origin": score.bot_origin,
-              "repetitiveness": score.repetitiveness, "seen_before": score.seen_before}
-             for turn, score in zip(t.turns, v.scores.turns)]
-    return (record_id, t.source, t.id, v.content_sha256, t.declared_origin, t.language, _json(t.metadata),
-            _json(turns), v.scores.bot_origin, v.scores.repetitiveness, v.decision, _json(v.tags),
-            _json(v.reasons), v.model_version, v.policy_version, _iso(item.received_at), _iso(v.decided_at),
-            v.scores.corpus_duplicate)
-
-
-def _row_to_verdict(row: tuple) -> Verdict:
-    turns = orjson.loads(row[7])
-    return Verdict(
-        transcript_id=row[2], source=row[1], content_sha256=row[3],
-        scores=Scores(row[8], row[9], tuple(TurnScore(t["bot_origin"], t["repetitiveness"], t.get("seen_before", 0))
-                                            for t in turns),
-                      corpus_duplicate=row[17]),
-        decision=Decision(row[10]), tags=tuple(orjson.loads(row[11])), reasons=tuple(orjson.loads(row[12])),
-        model_version=row[13], policy_version=row[14], decided_at=datetime.fromisoformat(row[16]), record_id=row[0],
-    )
-
-
-def _row_to_transcript(row: tuple) -> Transcript:
-    turns = tuple(Turn(Role(t["role"]), t["text"], datetime.fromisoformat(t["ts"]) if t["ts"] else None,
-                       DeclaredOrigin(t["declared_author"])) for t in orjson.loads(row[7]))
-    return Transcript(id=row[2], source=row[1], turns=turns, metadata=orjson.loads(row[6]),
-                      declared_origin=DeclaredOrigin(row[4]), language=row[5])

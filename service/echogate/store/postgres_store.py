@@ -1,0 +1,183 @@
+"""The PostgreSQL store, for several echogate replicas sharing one database.
+
+Semantics are the embedded store's (the same test suite runs against both): a verdict is
+acknowledged after its transaction commits (synchronous_commit as the server sets it, `on`
+by default), and (source, transcript_id) is stored once however many replicas receive it.
+
+Concurrency between replicas: rows are inserted with ON CONFLICT DO NOTHING, so a key
+another replica is inserting at the same moment waits for that transaction and is then
+read back as a duplicate. Each group inserts its rows in record_id order, so two replicas
+lock keys in the same order and cannot deadlock each other; should the server still abort
+a transaction (deadlock, serialization failure), the group is retried.
+
+Schema migrations take an advisory lock, so replicas starting together migrate once. The
+tables live in the connection's current schema (`?options=-csearch_path%3Dname` picks one).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from echogate.store.base import StoreItem, record_id_for
+from echogate.store.sql import COLUMN_LIST, COLUMNS, Dialect, SQLStore, row_to_verdict, row_values
+from echogate.types import Verdict
+
+log = logging.getLogger(__name__)
+
+_MIGRATIONS = {
+    1: """
+    CREATE TABLE records (
+        record_id        TEXT NOT NULL PRIMARY KEY,
+        source           TEXT NOT NULL,
+        transcript_id    TEXT NOT NULL,
+        content_sha256   TEXT NOT NULL,
+        declared_origin  TEXT NOT NULL,
+        language         TEXT NOT NULL,
+        metadata         JSONB NOT NULL,
+        turns            JSONB NOT NULL,
+        bot_origin       DOUBLE PRECISION NOT NULL,
+        repetitiveness   DOUBLE PRECISION NOT NULL,
+        decision         TEXT NOT NULL,
+        tags             JSONB NOT NULL,
+        reasons          JSONB NOT NULL,
+        model_version    TEXT NOT NULL,
+        policy_version   TEXT NOT NULL,
+        received_at      TIMESTAMPTZ NOT NULL,
+        decided_at       TIMESTAMPTZ NOT NULL,
+        corpus_duplicate DOUBLE PRECISION NOT NULL DEFAULT 0,
+        UNIQUE (source, transcript_id)
+    );
+    CREATE INDEX records_decided_at ON records (decided_at, record_id);
+    CREATE INDEX records_source_decided_at ON records (source, decided_at);
+    CREATE INDEX records_decision_decided_at ON records (decision, decided_at);
+    CREATE INDEX records_tags ON records USING gin (tags jsonb_path_ops);
+    CREATE TABLE corpus_turns (
+        turn_key BIGINT NOT NULL PRIMARY KEY,
+        seen     BIGINT NOT NULL
+    );
+    """,
+}
+
+# Column types for unnest(): JSON goes in as text and is cast, so each row is one parameter
+# per column and one statement per group, whatever the group size.
+_TYPES = ("text", "text", "text", "text", "text", "text", "text", "text", "float8", "float8", "text", "text",
+          "text", "text", "text", "timestamptz", "timestamptz", "float8")
+_JSON = {"metadata", "turns", "tags", "reasons"}
+_INSERT = (
+    f"INSERT INTO records ({COLUMN_LIST}) SELECT "
+    + ", ".join(f"{c}::jsonb" if c in _JSON else c for c in COLUMNS)
+    + " FROM unnest(" + ", ".join(f"%s::{t}[]" for t in _TYPES) + f") AS u({COLUMN_LIST}) "
+    "ON CONFLICT DO NOTHING RETURNING record_id"
+)
+_UPSERT_CORPUS = ("INSERT INTO corpus_turns (turn_key, seen) SELECT * FROM unnest(%s::int8[], %s::int8[]) "
+                  "ON CONFLICT (turn_key) DO UPDATE SET seen = excluded.seen")
+_U64 = (1 << 64) - 1
+_RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+DIALECT = Dialect(
+    param="%s",
+    time_param=lambda dt: dt,
+    any_of=lambda column, values: (f"{column} = ANY(%s)", [values]),
+    has_tag="tags ? %s",
+    text_match="EXISTS (SELECT 1 FROM jsonb_array_elements(records.turns) t WHERE t ->> 'text' ILIKE %s)",
+    day="to_char(decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+)
+
+
+def _connect(url: str) -> psycopg.Connection:
+    """An autocommit connection: every write runs in an explicit `transaction()` block."""
+    con = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    con.execute("SET TIME ZONE 'UTC'")
+    return con
+
+
+class PostgresStore(SQLStore):
+    backend = "postgresql"
+    dialect = DIALECT
+
+    def __init__(self, url: str, max_group: int = 4096):
+        super().__init__(max_group)
+        self.url = url
+        self._con = _connect(url)
+        self._migrate()
+        self._reader = _connect(url)
+        self._read_lock = threading.Lock()
+        self.start()
+
+    def _migrate(self) -> None:
+        con = self._con
+        with con.transaction():
+            con.execute("SELECT pg_advisory_xact_lock(hashtext('echogate-migrate:' || current_schema()))")
+            con.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                        "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)")
+            applied = {v for (v,) in con.execute("SELECT version FROM schema_migrations")}
+            for version in sorted(set(_MIGRATIONS) - applied):
+                con.execute(_MIGRATIONS[version])
+                con.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (version, datetime.now(timezone.utc)))
+
+    def _writer_connection(self) -> psycopg.Connection:
+        """The writer's connection, reopened if the server restarted or the link broke."""
+        if self._con.closed or self._con.broken:
+            log.warning("reconnecting the verdict writer to PostgreSQL")
+            self._con = _connect(self.url)
+        return self._con
+
+    def _commit(self, items: list[StoreItem]) -> dict[tuple[str, str], tuple[Verdict, bool]]:
+        ids = [record_id_for(*item.transcript.key) for item in items]
+        rows = sorted((row_values(rid, item, time=lambda dt: dt) for rid, item in zip(ids, items)),
+                      key=lambda row: row[0])  # one lock order for every replica
+        columns = [list(col) for col in zip(*rows)]
+        for attempt in range(3):
+            con = self._writer_connection()
+            try:
+                with con.transaction():
+                    inserted = {rid for (rid,) in con.execute(_INSERT, columns).fetchall()}
+                    others = [rid for rid in ids if rid not in inserted]
+                    existing = {}
+                    if others:
+                        for row in con.execute(f"SELECT {COLUMN_LIST} FROM records WHERE record_id = ANY(%s)",
+                                               (others,)):
+                            existing[(row[1], row[2])] = row_to_verdict(row)
+                break
+            except _RETRIED:
+                if attempt == 2:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        out: dict[tuple[str, str], tuple[Verdict, bool]] = {}
+        for rid, item in zip(ids, items):
+            key = item.transcript.key
+            out[key] = (existing[key], True) if key in existing else (replace(item.verdict, record_id=rid), False)
+        return out
+
+    def _fetch(self, sql: str, params: list) -> list[tuple]:
+        with self._read_lock:
+            if self._reader.closed or self._reader.broken:
+                self._reader = _connect(self.url)
+            return self._reader.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _admin_transaction(self):
+        with _connect(self.url) as con, con.transaction():
+            yield con
+
+    def load_corpus(self) -> dict[int, int]:
+        return {k & _U64: c for k, c in self._fetch("SELECT turn_key, seen FROM corpus_turns", [])}
+
+    def _write_corpus_chunk(self, keys: list[int], counts: list[int], clear_first: bool) -> None:
+        signed = [k - (1 << 64) if k >= 1 << 63 else k for k in keys]
+        con = self._writer_connection()
+        with con.transaction():
+            if clear_first:
+                con.execute("DELETE FROM corpus_turns")
+            con.execute(_UPSERT_CORPUS, (signed, counts))
+
+    def _close(self) -> None:
+        self._reader.close()
+        self._con.close()

@@ -1,0 +1,197 @@
+"""SQL shared by the backends: the records columns, row conversion, and filters as bound parameters.
+
+Both backends hold the same columns; they differ in types (SQLite keeps JSON and ISO 8601
+times as TEXT, PostgreSQL uses JSONB and TIMESTAMPTZ) and in a few expressions, which a
+`Dialect` supplies. Row conversion accepts either form, so each backend decodes the same way.
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any, Callable
+
+import orjson
+
+from echogate.query import CountGroup, Cursor, GroupBy, RecordFilter
+from echogate.store.base import Store, StoreItem, record_id_for
+from echogate.types import DeclaredOrigin, Decision, Record, Role, Scores, Transcript, Turn, TurnScore, Verdict
+
+COLUMNS = ("record_id", "source", "transcript_id", "content_sha256", "declared_origin", "language", "metadata",
+           "turns", "bot_origin", "repetitiveness", "decision", "tags", "reasons", "model_version",
+           "policy_version", "received_at", "decided_at", "corpus_duplicate")
+COLUMN_LIST = ", ".join(COLUMNS)
+_IX = {name: i for i, name in enumerate(COLUMNS)}
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between SQLite and PostgreSQL in the statements echogate builds."""
+
+    param: str  # placeholder: "?" or "%s"
+    time_param: Callable[[datetime], Any]  # how a time is bound
+    any_of: Callable[[str, list], tuple[str, list]]  # column IN values
+    has_tag: str  # condition that the record's tags contain one bound tag
+    text_match: str  # condition that some turn's text contains a bound LIKE pattern, case-insensitively
+    day: str  # expression: UTC date of decided_at as YYYY-MM-DD
+
+
+def where(f: RecordFilter, d: Dialect, after: Cursor | None = None) -> tuple[str, list]:
+    """The WHERE clause (with its parameters) for a filter, and for a page after a cursor."""
+    p = d.param
+    parts: list[str] = []
+    params: list = []
+    if f.since:
+        parts.append(f"decided_at >= {p}")
+        params.append(d.time_param(f.since))
+    if f.until:
+        parts.append(f"decided_at < {p}")
+        params.append(d.time_param(f.until))
+    for column, values in (("source", f.sources), ("decision", [str(x) for x in f.decisions]),
+                           ("declared_origin", [str(x) for x in f.declared_origins]),
+                           ("model_version", f.model_versions)):
+        if values:
+            sql, values_params = d.any_of(column, list(values))
+            parts.append(sql)
+            params += values_params
+    for tag in f.tags:
+        parts.append(d.has_tag)
+        params.append(tag)
+    for column in ("bot_origin", "repetitiveness", "corpus_duplicate"):
+        r = getattr(f, column)
+        if r.at_least is not None:
+            parts.append(f"{column} >= {p}")
+            params.append(r.at_least)
+        if r.below is not None:
+            parts.append(f"{column} < {p}")
+            params.append(r.below)
+    if f.text_contains:
+        parts.append(d.text_match)
+        escaped = f.text_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params.append(f"%{escaped}%")
+    if after is not None:
+        parts.append(f"(decided_at, record_id) > ({p}, {p})")
+        params += [d.time_param(after.decided_at), after.record_id]
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+def page_query(f: RecordFilter, d: Dialect, after: Cursor | None, limit: int) -> tuple[str, list]:
+    clause, params = where(f, d, after)
+    return (f"SELECT {COLUMN_LIST} FROM records{clause} ORDER BY decided_at, record_id LIMIT {int(limit)}",
+            params)
+
+
+def count_query(f: RecordFilter, d: Dialect, group_by: tuple[GroupBy, ...]) -> tuple[str, list]:
+    clause, params = where(f, d)
+    exprs = [d.day if g is GroupBy.DAY else str(g) for g in group_by]
+    if not exprs:
+        return f"SELECT count(*) FROM records{clause}", params
+    cols = ", ".join(exprs)
+    return (f"SELECT {cols}, count(*) FROM records{clause} GROUP BY {cols} ORDER BY {cols}", params)
+
+
+def count_groups(rows, group_by: tuple[GroupBy, ...]) -> list[CountGroup]:
+    out = []
+    for row in rows:
+        values = dict(zip(group_by, row))
+        decision = values.get(GroupBy.DECISION)
+        out.append(CountGroup(decision=Decision(decision) if decision is not None else None,
+                              source=values.get(GroupBy.SOURCE), day=values.get(GroupBy.DAY), count=int(row[-1])))
+    return out
+
+
+@lru_cache(maxsize=256)
+def iso(dt: datetime) -> str:
+    """ISO 8601 in UTC with microseconds: sorts as text in time order (cached: a group's rows
+    share a few received and decided times)."""
+    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def dumps(value) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def turns_json(item: StoreItem) -> list[dict]:
+    t, v = item.transcript, item.verdict
+    return [{"role": turn.role, "text": turn.text, "ts": iso(turn.timestamp) if turn.timestamp else None,
+             "declared_author": turn.declared_author, "bot_origin": score.bot_origin,
+             "repetitiveness": score.repetitiveness, "seen_before": score.seen_before}
+            for turn, score in zip(t.turns, v.scores.turns)]
+
+
+def row_values(record_id: str, item: StoreItem, encode_json: Callable = dumps, time=iso) -> tuple:
+    """One records row, in COLUMNS order."""
+    t, v = item.transcript, item.verdict
+    return (record_id, t.source, t.id, v.content_sha256, str(t.declared_origin), t.language,
+            encode_json(t.metadata), encode_json(turns_json(item)), v.scores.bot_origin, v.scores.repetitiveness,
+            str(v.decision), encode_json(list(v.tags)), encode_json(list(v.reasons)), v.model_version,
+            v.policy_version, time(item.received_at), time(v.decided_at), v.scores.corpus_duplicate)
+
+
+def _json(value):
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _time(value) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def row_to_verdict(row) -> Verdict:
+    turns = _json(row[_IX["turns"]])
+    return Verdict(
+        transcript_id=row[2], source=row[1], content_sha256=row[3],
+        scores=Scores(row[8], row[9], tuple(TurnScore(t["bot_origin"], t["repetitiveness"], t.get("seen_before", 0))
+                                            for t in turns),
+                      corpus_duplicate=row[17]),
+        decision=Decision(row[10]), tags=tuple(_json(row[11])), reasons=tuple(_json(row[12])),
+        model_version=row[13], policy_version=row[14], decided_at=_time(row[16]), record_id=row[0],
+    )
+
+
+def row_to_record(row) -> Record:
+    turns = tuple(Turn(Role(t["role"]), t["text"], datetime.fromisoformat(t["ts"]) if t["ts"] else None,
+                       DeclaredOrigin(t["declared_author"])) for t in _json(row[7]))
+    transcript = Transcript(id=row[2], source=row[1], turns=turns, metadata=_json(row[6]),
+                            declared_origin=DeclaredOrigin(row[4]), language=row[5])
+    return Record(verdict=row_to_verdict(row), transcript=transcript, received_at=_time(row[15]))
+
+
+class SQLStore(Store):
+    """Reads shared by the SQL backends; each supplies its dialect, a read and a write transaction."""
+
+    dialect: Dialect
+
+    @abstractmethod
+    def _fetch(self, sql: str, params: list) -> list[tuple]:
+        """Run one read-only statement on the reader connection."""
+
+    @abstractmethod
+    def _admin_transaction(self) -> AbstractContextManager:
+        """A connection in a write transaction, apart from the verdict writer (purges)."""
+
+    def get(self, record_id: str | None = None, key: tuple[str, str] | None = None) -> Record | None:
+        if record_id is None:
+            if key is None:
+                raise ValueError("record_id or key is required")
+            record_id = record_id_for(*key)
+        rows = self._fetch(f"SELECT {COLUMN_LIST} FROM records WHERE record_id = {self.dialect.param}", [record_id])
+        return row_to_record(rows[0]) if rows else None
+
+    def query(self, f: RecordFilter, after: Cursor | None = None, limit: int = 100) -> list[Record]:
+        sql, params = page_query(f, self.dialect, after, limit)
+        return [row_to_record(row) for row in self._fetch(sql, params)]
+
+    def count(self, f: RecordFilter, group_by: tuple[GroupBy, ...] = ()) -> list[CountGroup]:
+        sql, params = count_query(f, self.dialect, group_by)
+        return count_groups(self._fetch(sql, params), group_by)
+
+    def purge(self, f: RecordFilter) -> list[CountGroup]:
+        clause, params = where(f, self.dialect)
+        group_by = (GroupBy.SOURCE, GroupBy.DECISION)
+        with self._admin_transaction() as con:
+            rows = con.execute(f"SELECT source, decision, count(*) FROM records{clause} "
+                               "GROUP BY source, decision ORDER BY source, decision", params).fetchall()
+            con.execute(f"DELETE FROM records{clause}", params)
+        return count_groups(rows, group_by)
