@@ -4,6 +4,9 @@
   echogate gate FILE.jsonl --target HOST:PORT       gate a JSONL file through a server
   echogate get --target HOST:PORT (--record-id ID | --source S --id ID)
   echogate info --target HOST:PORT
+  echogate query --target HOST:PORT [--where COND]... [--count-by FIELDS] [--format table|jsonl]
+  echogate export --store URL [--where COND]... --format parquet|jsonl OUT
+  echogate purge --store URL [--where COND]... [--older-than DAYS] [--dry-run]
   echogate score INPUT.jsonl > OUTPUT.jsonl         offline scoring, the server's code path
   echogate eval INPUT.jsonl [--json]                accuracy on a labelled file
   echogate train --data DIR --out DIR               train the bot-origin model
@@ -48,6 +51,30 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("info", help="server versions and limits")
     p.add_argument("--target", default="127.0.0.1:50051")
+
+    where_help = "a condition such as source=acme, decision=accept,tag, tag=X, text~refund, bot_origin<0.3, " \
+                 "decided_at>=2026-07-01 (repeatable; all must hold)"
+    p = sub.add_parser("query", help="list or count stored records through a running server")
+    p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("--where", action="append", default=[], metavar="COND", help=where_help)
+    p.add_argument("--limit", type=int, default=0, help="at most this many records (0: all)")
+    p.add_argument("--format", choices=("table", "jsonl"), default="table")
+    p.add_argument("--count-by", metavar="FIELDS", help="count instead of listing: comma-separated "
+                   "decision, source, day ('' for one total)")
+
+    p = sub.add_parser("export", help="write stored records as a training set (reads the store directly)")
+    p.add_argument("out", type=Path, help="a new directory (parquet) or file (jsonl)")
+    p.add_argument("--store", help="store URL or file (default: the server's, from settings)")
+    p.add_argument("--config", help="YAML settings file")
+    p.add_argument("--where", action="append", default=[], metavar="COND", help=where_help)
+    p.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
+
+    p = sub.add_parser("purge", help="delete stored records by source, age or any condition")
+    p.add_argument("--store", help="store URL or file (default: the server's, from settings)")
+    p.add_argument("--config", help="YAML settings file")
+    p.add_argument("--where", action="append", default=[], metavar="COND", help=where_help)
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="decided more than DAYS days ago")
+    p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
 
     p = sub.add_parser("score", help="score a JSONL file offline (no server, nothing stored)")
     p.add_argument("file", type=Path)
@@ -142,6 +169,121 @@ def _info(args) -> int:
     return 0
 
 
+def _filter(args):
+    """The --where conditions (and --older-than) as a RecordFilter; exits 2 with the reason if bad."""
+    from dataclasses import replace
+    from datetime import datetime, timedelta, timezone
+
+    from echogate.errors import InvalidArgument
+    from echogate_client.where import WhereError, parse_where
+
+    try:
+        f = parse_where(args.where)
+        if getattr(args, "older_than", None) is not None:
+            cutoff = datetime.now(timezone.utc) - timedelta(days=args.older_than)
+            f = replace(f, until=min(f.until, cutoff) if f.until else cutoff)
+        return f
+    except (WhereError, InvalidArgument) as exc:
+        print(f"echogate {args.command}: --where {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _open_store(args):
+    from echogate.settings import Settings
+    from echogate.store import open_store
+
+    return open_store(args.store or Settings.load(args.config).store.url)
+
+
+def _query(args) -> int:
+    import grpc
+
+    from echogate.export import record_row
+    from echogate.grpc_api.convert import filter_to_pb, record_from_pb
+    from echogate.v1 import gate_pb2 as pb
+    from echogate_client.client import Client
+    from echogate_client.records import DECISION_NAMES
+
+    f = filter_to_pb(_filter(args))
+    try:
+        with Client(args.target) as client:
+            if args.count_by is not None:
+                names = [x.strip() for x in args.count_by.split(",") if x.strip()]
+                groups = [getattr(pb, f"GROUP_BY_{n.upper()}", None) for n in names]
+                if None in groups:
+                    print("echogate query: --count-by takes decision, source, day", file=sys.stderr)
+                    return 2
+                reply = client.count_records(f, groups)
+                for g in reply.groups if names else ():
+                    cells = {"decision": DECISION_NAMES[g.decision], "source": g.source, "day": g.day}
+                    print("  ".join(f"{cells[n]:12s}" for n in names) + f"  {g.count:10d}")
+                print(f"total {reply.total}")
+                return 0
+            if args.format == "table":
+                print(f"{'decided_at':20s} {'source':14s} {'transcript_id':24s} {'decision':8s} {'bot':>5s} "
+                      f"{'rep':>5s} {'dup':>5s}  tags")
+            for record in client.query_records(f, limit=args.limit):
+                row = record_row(record_from_pb(record))
+                if args.format == "jsonl":
+                    sys.stdout.write(_jsonl_line(row))
+                else:
+                    print(f"{row['decided_at']:%Y-%m-%d %H:%M:%S}  {row['source'][:14]:14s} "
+                          f"{row['transcript_id'][:24]:24s} {row['decision']:8s} {row['bot_origin']:5.2f} "
+                          f"{row['repetitiveness']:5.2f} {row['corpus_duplicate']:5.2f}  {','.join(row['tags'])}")
+    except grpc.RpcError as err:
+        from echogate_client.client import field_violations
+
+        print(f"echogate query: {err.code().name}: {err.details()}", file=sys.stderr)
+        for field, why in field_violations(err):
+            print(f"  {field}: {why}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _jsonl_line(row: dict) -> str:
+    import orjson
+
+    return orjson.dumps(row, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC).decode() + "\n"
+
+
+def _export(args) -> int:
+    from echogate.export import export_jsonl, export_parquet
+
+    f = _filter(args)
+    store = _open_store(args)
+    try:
+        write = export_parquet if args.format == "parquet" else export_jsonl
+        manifest = write(store, f, args.out)
+    except FileExistsError as exc:
+        print(f"echogate export: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"exported {manifest['rows']} records to {args.out} ({len(manifest['partitions'])} date/decision "
+          f"partitions; models {sorted(manifest['model_versions'])})")
+    return 0
+
+
+def _purge(args) -> int:
+    from echogate.query import GroupBy
+
+    f = _filter(args)
+    if f.is_empty():
+        print("echogate purge: give at least one --where or --older-than (refusing to delete everything)",
+              file=sys.stderr)
+        return 2
+    store = _open_store(args)
+    try:
+        groups = (store.count(f, (GroupBy.SOURCE, GroupBy.DECISION)) if args.dry_run else store.purge(f))
+    finally:
+        store.close()
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {sum(g.count for g in groups)} records")
+    for g in groups:
+        print(f"  {g.source:24s} {g.decision:8s} {g.count:10d}")
+    return 0
+
+
 def _score(args) -> int:
     from echogate.offline import score_file
 
@@ -179,8 +321,8 @@ def _train(args) -> int:
     return 0
 
 
-COMMANDS = {"serve": _serve, "gate": _gate, "get": _get, "info": _info, "score": _score, "eval": _eval,
-            "train": _train}
+COMMANDS = {"serve": _serve, "gate": _gate, "get": _get, "info": _info, "query": _query, "export": _export,
+            "purge": _purge, "score": _score, "eval": _eval, "train": _train}
 
 if __name__ == "__main__":
     sys.exit(main())

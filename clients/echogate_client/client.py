@@ -117,6 +117,28 @@ class Client:
                pb.GetRecordRequest(transcript=pb.TranscriptKey(source=source, id=transcript_id)))
         return self._call(self.stub.GetRecord, req)
 
+    def query_records(self, filter: pb.RecordFilter | None = None, limit: int = 0, page_size: int = 500,
+                      cursor: str = "") -> Iterator[pb.Record]:
+        """Every stored record matching `filter`, oldest decision first. A broken stream is
+        resumed from the last cursor received, so no record is skipped or repeated."""
+        sent, attempt = 0, 0
+        while not limit or sent < limit:
+            request = pb.QueryRecordsRequest(filter=filter, cursor=cursor, page_size=page_size,
+                                             limit=limit - sent if limit else 0)
+            try:
+                for response in self.stub.QueryRecords(request, timeout=self.timeout_s):
+                    yield from response.records
+                    cursor, sent, attempt = response.cursor, sent + len(response.records), 0
+                return
+            except grpc.RpcError as err:
+                if err.code() not in RETRYABLE or attempt == self.retry.attempts - 1:
+                    raise
+                time.sleep(self.retry.delay(attempt, err))
+                attempt += 1
+
+    def count_records(self, filter: pb.RecordFilter | None = None, group_by=()) -> pb.CountRecordsResponse:
+        return self._call(self.stub.CountRecords, pb.CountRecordsRequest(filter=filter, group_by=group_by))
+
     def server_info(self) -> pb.ServerInfo:
         return self._call(self.stub.GetServerInfo, pb.GetServerInfoRequest())
 
@@ -185,6 +207,28 @@ class AsyncClient:
         req = (pb.GetRecordRequest(record_id=record_id) if record_id else
                pb.GetRecordRequest(transcript=pb.TranscriptKey(source=source, id=transcript_id)))
         return await self._call(self.stub.GetRecord, req)
+
+    async def query_records(self, filter: pb.RecordFilter | None = None, limit: int = 0, page_size: int = 500,
+                            cursor: str = "") -> AsyncIterator[pb.Record]:
+        """As `Client.query_records`: resumes a broken stream from the last cursor."""
+        sent, attempt = 0, 0
+        while not limit or sent < limit:
+            request = pb.QueryRecordsRequest(filter=filter, cursor=cursor, page_size=page_size,
+                                             limit=limit - sent if limit else 0)
+            try:
+                async for response in self.stub.QueryRecords(request, timeout=self.timeout_s):
+                    for record in response.records:
+                        yield record
+                    cursor, sent, attempt = response.cursor, sent + len(response.records), 0
+                return
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in RETRYABLE or attempt == self.retry.attempts - 1:
+                    raise
+                await asyncio.sleep(self.retry.delay(attempt, err))
+                attempt += 1
+
+    async def count_records(self, filter: pb.RecordFilter | None = None, group_by=()) -> pb.CountRecordsResponse:
+        return await self._call(self.stub.CountRecords, pb.CountRecordsRequest(filter=filter, group_by=group_by))
 
     async def server_info(self) -> pb.ServerInfo:
         return await self._call(self.stub.GetServerInfo, pb.GetServerInfoRequest())

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from echogate import __version__
@@ -18,10 +19,11 @@ from echogate.errors import NotFound
 from echogate.metrics import Metrics
 from echogate.model import BotOriginModel
 from echogate.policy import Policy
+from echogate.query import CountGroup, Cursor, GroupBy, RecordFilter
 from echogate.scoring import ScoredTranscript, Scorer
 from echogate.settings import Settings
 from echogate.store import Store, StoreItem
-from echogate.types import Record, Transcript, Verdict
+from echogate.types import Decision, Record, Transcript, Verdict
 from echogate.validation import validate_batch
 
 log = logging.getLogger(__name__)
@@ -70,19 +72,45 @@ class GateCore:
             raise RuntimeError("gate() needs a store")
         received = datetime.now(timezone.utc)
         verdicts = await self.score(transcripts, mode="gate")
-        items = [StoreItem(t, v, received) for t, v in zip(transcripts, verdicts)]
+        items = [self._retained(StoreItem(t, v, received)) for t, v in zip(transcripts, verdicts)]
         stored = await asyncio.wrap_future(self.store.put(items))
         self.metrics.observe_gated(transcripts, stored)
         return stored
 
     async def get_record(self, record_id: str | None = None, key: tuple[str, str] | None = None) -> Record:
-        if self.store is None:
-            raise RuntimeError("get_record() needs a store")
-        record = await asyncio.get_running_loop().run_in_executor(None, lambda: self.store.get(record_id, key))
+        store = self._require_store()
+        record = await asyncio.get_running_loop().run_in_executor(None, lambda: store.get(record_id, key))
         if record is None:
             what = f"record_id {record_id!r}" if record_id else f"source {key[0]!r}, id {key[1]!r}"
             raise NotFound(f"no record with {what}")
         return record
+
+    async def query(self, f: RecordFilter, after: Cursor | None = None, limit: int = 0,
+                    page_size: int = 100) -> AsyncIterator[tuple[list[Record], Cursor]]:
+        """Pages of matching records with the cursor after each page, until `limit` (0: all).
+        Each page is read on a worker thread, so a long export never blocks scoring."""
+        store = self._require_store()
+        loop = asyncio.get_running_loop()
+        sent = 0
+        while not limit or sent < limit:
+            size = min(page_size, limit - sent) if limit else page_size
+            page = await loop.run_in_executor(None, store.query, f, after, size)
+            if not page:
+                return
+            after = Cursor(page[-1].verdict.decided_at, page[-1].verdict.record_id)
+            sent += len(page)
+            yield page, after
+            if len(page) < size:
+                return
+
+    async def count(self, f: RecordFilter, group_by: tuple[GroupBy, ...] = ()) -> list[CountGroup]:
+        store = self._require_store()
+        return await asyncio.get_running_loop().run_in_executor(None, store.count, f, group_by)
+
+    def _require_store(self) -> Store:
+        if self.store is None:
+            raise RuntimeError("this core runs without a store")
+        return self.store
 
     def server_info(self) -> dict:
         return {"server_version": __version__, "model_version": self.model_version,
@@ -94,6 +122,15 @@ class GateCore:
         return Verdict(transcript_id=t.id, source=t.source, content_sha256=s.content_sha256, scores=s.scores,
                        decision=outcome.decision, tags=outcome.tags, reasons=outcome.reasons,
                        model_version=self.model_version, policy_version=self.policy.version, decided_at=now)
+
+    def _retained(self, item: StoreItem) -> StoreItem:
+        """What the store keeps of an item: everything, unless the policy keeps no text of blocked ones."""
+        if item.verdict.decision is not Decision.BLOCK or self.policy.settings.retain_blocked_text:
+            return item
+        t = item.transcript
+        turns = tuple(turn._replace(text="") for turn in t.turns)
+        verdict = replace(item.verdict, tags=(*item.verdict.tags, "text_not_retained"))
+        return StoreItem(replace(t, turns=turns, metadata={}), verdict, item.received_at)
 
     def _flush_corpus_loop(self) -> None:
         while not self._stop_flushing.wait(self.settings.corpus.flush_seconds):

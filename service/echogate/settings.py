@@ -69,6 +69,9 @@ class PolicySettings(BaseModel):
     block_bot_origin: float = Field(0.97, ge=0, le=1)
     tag_repetitiveness: float = Field(0.5, ge=0, le=1)
     block_repetitiveness: float = Field(0.9, ge=0, le=1)
+    # Privacy: False stores blocked transcripts without their words (texts and metadata emptied;
+    # content hash, roles, scores and reasons kept) and tags them `text_not_retained`.
+    retain_blocked_text: bool = True
 
 
 class Settings(BaseSettings):

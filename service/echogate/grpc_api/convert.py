@@ -7,8 +7,9 @@ from functools import lru_cache
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from echogate.errors import FieldViolation, InvalidArgument
+from echogate.query import CountGroup, GroupBy, RecordFilter, ScoreRange
 from echogate.settings import Limits
-from echogate.types import DeclaredOrigin, Decision, Record, Role, Transcript, Turn, Verdict
+from echogate.types import DeclaredOrigin, Decision, Record, Role, Scores, Transcript, Turn, TurnScore, Verdict
 from echogate.v1 import gate_pb2 as pb
 
 _ROLE_FROM_PB = {pb.ROLE_CUSTOMER: Role.CUSTOMER, pb.ROLE_AGENT: Role.AGENT, pb.ROLE_SYSTEM: Role.SYSTEM}
@@ -89,3 +90,82 @@ def _ts(dt: datetime) -> Timestamp:
     ts.FromDatetime(dt)
     return ts
 
+
+
+_DECISION_FROM_PB = {v: k for k, v in _DECISION_TO_PB.items()}
+_GROUP_FROM_PB = {pb.GROUP_BY_DECISION: GroupBy.DECISION, pb.GROUP_BY_SOURCE: GroupBy.SOURCE,
+                  pb.GROUP_BY_DAY: GroupBy.DAY}
+
+
+def _range_from_pb(r: pb.ScoreRange) -> ScoreRange:
+    return ScoreRange(r.at_least if r.HasField("at_least") else None, r.below if r.HasField("below") else None)
+
+
+def filter_from_pb(f: pb.RecordFilter, prefix: str = "filter") -> RecordFilter:
+    """A validated RecordFilter; every unusable field is named in one INVALID_ARGUMENT."""
+    problems = []
+    decisions = []
+    for i, d in enumerate(f.decisions):
+        if d in _DECISION_FROM_PB:
+            decisions.append(_DECISION_FROM_PB[d])
+        else:
+            problems.append(FieldViolation(f"{prefix}.decisions[{i}]", f"unknown or unspecified decision {d}"))
+    origins = []
+    for i, o in enumerate(f.declared_origins):
+        if o in _ORIGIN_FROM_PB:
+            origins.append(_ORIGIN_FROM_PB[o])
+        else:
+            problems.append(FieldViolation(f"{prefix}.declared_origins[{i}]", f"unknown declared origin {o}"))
+    if problems:
+        raise InvalidArgument(problems)
+    out = RecordFilter(
+        since=f.decided_since.ToDatetime(tzinfo=timezone.utc) if f.HasField("decided_since") else None,
+        until=f.decided_until.ToDatetime(tzinfo=timezone.utc) if f.HasField("decided_until") else None,
+        sources=tuple(f.sources), decisions=tuple(decisions), tags=tuple(f.tags), declared_origins=tuple(origins),
+        model_versions=tuple(f.model_versions), bot_origin=_range_from_pb(f.bot_origin),
+        repetitiveness=_range_from_pb(f.repetitiveness), corpus_duplicate=_range_from_pb(f.corpus_duplicate),
+        text_contains=f.text_contains)
+    out.validate(prefix)
+    return out
+
+
+def group_by_from_pb(values) -> tuple[GroupBy, ...]:
+    problems = [FieldViolation(f"group_by[{i}]", f"unknown or unspecified group {g}")
+                for i, g in enumerate(values) if g not in _GROUP_FROM_PB]
+    if problems:
+        raise InvalidArgument(problems)
+    return tuple(dict.fromkeys(_GROUP_FROM_PB[g] for g in values))
+
+
+def count_to_pb(g: CountGroup) -> pb.RecordCount:
+    return pb.RecordCount(decision=_DECISION_TO_PB[g.decision] if g.decision else pb.DECISION_UNSPECIFIED,
+                          source=g.source or "", day=g.day or "", count=g.count)
+
+
+def _range_to_pb(r: ScoreRange) -> pb.ScoreRange:
+    return pb.ScoreRange(at_least=r.at_least, below=r.below)
+
+
+def filter_to_pb(f: RecordFilter) -> pb.RecordFilter:
+    return pb.RecordFilter(
+        decided_since=_ts(f.since) if f.since else None, decided_until=_ts(f.until) if f.until else None,
+        sources=f.sources, decisions=[_DECISION_TO_PB[d] for d in f.decisions], tags=f.tags,
+        declared_origins=[_ORIGIN_TO_PB[o] for o in f.declared_origins], model_versions=f.model_versions,
+        bot_origin=_range_to_pb(f.bot_origin), repetitiveness=_range_to_pb(f.repetitiveness),
+        corpus_duplicate=_range_to_pb(f.corpus_duplicate), text_contains=f.text_contains)
+
+
+def record_from_pb(r: pb.Record) -> Record:
+    """A Record message back as plain types (the command line renders both the same way)."""
+    v, t = r.verdict, r.transcript
+    turns = tuple(Turn(_ROLE_FROM_PB[x.role], x.text,
+                       x.timestamp.ToDatetime(tzinfo=timezone.utc) if x.HasField("timestamp") else None,
+                       _ORIGIN_FROM_PB[x.declared_author]) for x in t.turns)
+    transcript = Transcript(t.id, t.source, turns, dict(t.metadata), _ORIGIN_FROM_PB[t.declared_origin], t.language)
+    scores = Scores(v.bot_origin, v.repetitiveness,
+                    tuple(TurnScore(x.bot_origin, x.repetitiveness, x.seen_before) for x in v.turns),
+                    corpus_duplicate=v.corpus_duplicate)
+    verdict = Verdict(v.transcript_id, v.source, v.content_sha256, scores, _DECISION_FROM_PB[v.decision],
+                      tuple(v.tags), tuple(v.reasons), v.model_version, v.policy_version,
+                      v.decided_at.ToDatetime(tzinfo=timezone.utc), v.record_id, v.duplicate)
+    return Record(verdict, transcript, r.received_at.ToDatetime(tzinfo=timezone.utc))

@@ -67,6 +67,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, labels),
                 request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+        if handler.unary_stream:
+            labels = ("server_stream", service, method)
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, labels, streamed_requests=False),
+                request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
         if handler.stream_stream:
             labels = ("bidi_stream", service, method)
             return grpc.stream_stream_rpc_method_handler(
@@ -100,7 +105,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 return response
         return wrapper
 
-    def _stream(self, behavior, labels):
+    def _stream(self, behavior, labels, streamed_requests: bool = True):
         metrics = self.metrics
 
         async def counted(requests: AsyncIterator):
@@ -108,11 +113,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 metrics.msg_received.labels(*labels).inc()
                 yield r
 
-        async def wrapper(request_iterator, context):
+        async def wrapper(request, context):
             metrics.started.labels(*labels).inc()
             started = time.perf_counter()
+            if streamed_requests:
+                request = counted(request)
+            else:
+                metrics.msg_received.labels(*labels).inc()
             try:
-                async for response in behavior(counted(request_iterator), context):
+                async for response in behavior(request, context):
                     metrics.msg_sent.labels(*labels).inc()
                     yield response
             except grpc.aio.AbortError:

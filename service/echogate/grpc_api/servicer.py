@@ -8,6 +8,7 @@ import grpc
 from echogate.errors import FieldViolation, InvalidArgument
 from echogate.gate import GateCore
 from echogate.grpc_api import convert
+from echogate.query import MAX_PAGE, Cursor
 from echogate.v1 import gate_pb2 as pb
 from echogate.v1 import gate_pb2_grpc
 
@@ -44,6 +45,22 @@ class QualityGateServicer(gate_pb2_grpc.QualityGateServicer):
         else:
             raise InvalidArgument([FieldViolation("key", "set record_id or transcript.id")])
         return convert.record_to_pb(record)
+
+    async def QueryRecords(self, request: pb.QueryRecordsRequest,
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.QueryRecordsResponse]:
+        f = convert.filter_from_pb(request.filter)
+        after = Cursor.decode(request.cursor) if request.cursor else None
+        if request.page_size > MAX_PAGE:
+            raise InvalidArgument([FieldViolation("page_size", f"{request.page_size} is over the maximum {MAX_PAGE}")])
+        async for page, cursor in self.core.query(f, after, request.limit, request.page_size or 100):
+            yield pb.QueryRecordsResponse(records=[convert.record_to_pb(r) for r in page], cursor=cursor.encode())
+
+    async def CountRecords(self, request: pb.CountRecordsRequest,
+                           context: grpc.aio.ServicerContext) -> pb.CountRecordsResponse:
+        groups = await self.core.count(convert.filter_from_pb(request.filter),
+                                       convert.group_by_from_pb(request.group_by))
+        return pb.CountRecordsResponse(groups=[convert.count_to_pb(g) for g in groups],
+                                       total=sum(g.count for g in groups))
 
     async def GetServerInfo(self, request, context) -> pb.ServerInfo:
         info = self.core.server_info()
