@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--metrics-port", type=int)
-    p.add_argument("--store", help="embedded store file (SQLite)")
+    p.add_argument("--store", help="store: a file path (embedded SQLite) or postgresql://user@host:port/db")
     p.add_argument("--model", help="ONNX model file (default: the shipped model)")
     p.add_argument("--config", help="YAML settings file")
 

@@ -44,6 +44,7 @@ EXPORT_SCHEMA = pa.schema([
 ])
 PARTITIONING = ("date", "decision")
 _ROWS_PER_BATCH = 5000
+_ROWS_PER_GROUP = 20_000
 
 
 def record_row(r: Record) -> dict:
@@ -106,6 +107,9 @@ def export_parquet(store: Store, f: RecordFilter, out_dir: Path) -> dict:
     ds.write_dataset(batches(), out_dir, schema=EXPORT_SCHEMA, format="parquet",
                      partitioning=list(PARTITIONING), partitioning_flavor="hive",
                      existing_data_behavior="error", basename_template="part-{i}.parquet",
+                     # records arrive in decision-time order, so only a day's few partitions are open
+                     # at once: buffering them gives readers row groups of useful size
+                     min_rows_per_group=_ROWS_PER_GROUP, max_rows_per_group=4 * _ROWS_PER_GROUP,
                      file_visitor=lambda written: files.append(str(Path(written.path).relative_to(out_dir))))
     out_dir.mkdir(parents=True, exist_ok=True)  # an export of nothing is still a directory with a manifest
     manifest = tally.manifest("parquet", f, sorted(files))
