@@ -93,6 +93,23 @@ async def test_gate_command_gates_a_file_and_get_reads_back(tmp_path, server):
     assert json.loads(got.stdout)["transcript"]["id"] == "r1"
 
 
+async def test_query_command_lists_counts_and_rejects_bad_conditions(tmp_path, server):
+    path = _write(tmp_path / "in.jsonl", RECORDS)
+    await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address, "--source", "cli")
+    rows = await asyncio.to_thread(_cli, "query", "--target", server.address, "--where", "source=cli",
+                                   "--format", "jsonl")
+    assert rows.returncode == 0, rows.stderr
+    lines = [json.loads(line) for line in rows.stdout.splitlines()]
+    assert sorted(r["transcript_id"] for r in lines) == ["r1", "r2"]
+    assert lines[0]["turns"][0].keys() >= {"role", "text", "bot_origin", "seen_before"}
+    table = await asyncio.to_thread(_cli, "query", "--target", server.address, "--where", "text~PARCEL")
+    assert len(table.stdout.splitlines()) == 2 and " r1 " in table.stdout  # header and one row
+    counts = await asyncio.to_thread(_cli, "query", "--target", server.address, "--count-by", "source")
+    assert counts.stdout.split() == ["cli", "2", "other", "1", "total", "3"]
+    bad = await asyncio.to_thread(_cli, "query", "--target", server.address, "--where", "bot_origin<=0.3")
+    assert bad.returncode == 2 and "bot_origin<=0.3" in bad.stderr
+
+
 async def test_gate_command_prints_field_violations(tmp_path, server):
     path = _write(tmp_path / "bad.jsonl", [{"id": "x", "turns": [{"role": "agent", "text": "y" * 20_000}]}])
     result = await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address)

@@ -186,3 +186,28 @@ def test_corpus_counts_round_trip_with_64_bit_keys(store_url):
     s.save_corpus({7: 2}, replace_all=True)
     assert s.load_corpus() == {7: 2}
     s.close()
+
+
+def test_migration_keeps_the_rows_of_an_older_embedded_schema(tmp_path, items):
+    """A store file written at schema version 2 opens at version 3 with every row intact."""
+    import sqlite3
+
+    from echogate.store import sqlite_store
+
+    path = str(tmp_path / "old.db")
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
+    for version in (1, 2):
+        con.executescript(sqlite_store._MIGRATIONS[version])
+        con.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (version,))
+    con.executemany(sqlite_store._INSERT, [sqlite_store.row_values(record_id_for(*i.transcript.key), i)
+                                           for i in items[:10]])
+    con.close()
+    s = open_store(path)
+    assert s.count(RecordFilter())[0].count == 10
+    assert s.get(key=items[3].transcript.key).transcript == items[3].transcript
+    assert len(s.query(RecordFilter(sources=(items[0].transcript.source,)), limit=100)) >= 1
+    s.close()
+    with sqlite3.connect(path) as con:
+        assert [v for (v,) in con.execute("SELECT version FROM schema_migrations ORDER BY 1")] == [1, 2, 3]
+        assert "records_source_decided_at" in {n for (n,) in con.execute("SELECT name FROM sqlite_master")}
