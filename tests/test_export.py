@@ -7,10 +7,11 @@ import random
 from collections import Counter
 
 import duckdb
+import orjson
 import pyarrow.dataset as ds
 import pytest
 
-from echogate.export import EXPORT_SCHEMA, export_jsonl, export_parquet
+from echogate.export import EXPORT_SCHEMA, export_jsonl, export_parquet, record_row
 from echogate.query import RecordFilter
 from echogate.store import open_store
 from echogate.types import Decision
@@ -69,6 +70,9 @@ def test_jsonl_export_matches_the_store_and_an_empty_export_still_has_a_manifest
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == manifest["rows"] == len(items)
     by_id = {line["transcript_id"]: line for line in lines}
+    for record in store.iter_records(RecordFilter()):  # the export's fast path says what record_row says
+        encoded = orjson.dumps(record_row(record), option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
+        assert by_id[record.transcript.id] == json.loads(encoded)
     for item in items:
         line = by_id[item.transcript.id]
         assert [t["role"] for t in line["turns"]] == [str(t.role) for t in item.transcript.turns]

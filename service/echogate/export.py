@@ -26,7 +26,7 @@ import pyarrow.dataset as ds
 
 from echogate import __version__
 from echogate.query import RecordFilter
-from echogate.store import Store
+from echogate.store.sql import SQLStore
 from echogate.types import Record
 
 _TURN = pa.struct([("role", pa.string()), ("text", pa.string()), ("ts", pa.timestamp("us", tz="UTC")),
@@ -48,7 +48,9 @@ _ROWS_PER_GROUP = 20_000
 
 
 def record_row(r: Record) -> dict:
-    """One record as a flat row of EXPORT_SCHEMA's columns (Python values)."""
+    """One record as a flat row of EXPORT_SCHEMA's columns (Python values): what `echogate query`
+    prints, and what an export writes (the export reads the same values straight from the store's
+    rows, `SQLStore.iter_rows`, without building Records)."""
     t, v = r.transcript, r.verdict
     return {
         "record_id": v.record_id, "source": t.source, "transcript_id": t.id, "content_sha256": v.content_sha256,
@@ -73,9 +75,9 @@ class _Tally:
         self.models: Counter[str] = Counter()
         self.policies: Counter[str] = Counter()
 
-    def rows(self, records: Iterable[Record]) -> Iterator[dict]:
-        for r in records:
-            row = record_row(r)
+    def rows(self, rows: Iterable[dict]) -> Iterator[dict]:
+        for row in rows:
+            row["date"] = row["decided_at"].astimezone(timezone.utc).strftime("%Y-%m-%d")
             self.partitions[(row["date"], row["decision"])] += 1
             self.models[row["model_version"]] += 1
             self.policies[row["policy_version"]] += 1
@@ -91,13 +93,13 @@ class _Tally:
         }
 
 
-def export_parquet(store: Store, f: RecordFilter, out_dir: Path) -> dict:
+def export_parquet(store: SQLStore, f: RecordFilter, out_dir: Path) -> dict:
     """Write the matching records under `out_dir` (which must not exist yet); returns the manifest."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} exists; exports never overwrite")
     tally = _Tally()
-    rows = tally.rows(store.iter_records(f))
+    rows = tally.rows(store.iter_rows(f))
 
     def batches() -> Iterator[pa.RecordBatch]:
         while chunk := list(islice(rows, _ROWS_PER_BATCH)):
@@ -117,7 +119,7 @@ def export_parquet(store: Store, f: RecordFilter, out_dir: Path) -> dict:
     return manifest
 
 
-def export_jsonl(store: Store, f: RecordFilter, out_file: Path) -> dict:
+def export_jsonl(store: SQLStore, f: RecordFilter, out_file: Path) -> dict:
     """One JSON object per line (EXPORT_SCHEMA's columns; times as ISO 8601); returns the manifest.
     Each line is also a valid `echogate score` input record (it has `turns` with role and text)."""
     out_file = Path(out_file)
@@ -125,7 +127,7 @@ def export_jsonl(store: Store, f: RecordFilter, out_file: Path) -> dict:
         raise FileExistsError(f"{out_file} exists; exports never overwrite")
     tally = _Tally()
     with out_file.open("wb") as fh:
-        for row in tally.rows(store.iter_records(f)):
+        for row in tally.rows(store.iter_rows(f)):
             fh.write(orjson.dumps(row, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC) + b"\n")
     manifest = tally.manifest("jsonl", f, [out_file.name])
     Path(f"{out_file}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
