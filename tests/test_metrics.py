@@ -1,6 +1,7 @@
 """/metrics exposes the documented series; a real Prometheus scrapes and queries them."""
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -8,6 +9,8 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 import pytest
@@ -70,36 +73,114 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus binary not installed (.ci/run installs it)")
-async def test_real_prometheus_scrapes_the_server(server, stub, tmp_path):
-    await _traffic(stub)
+needs_prometheus = pytest.mark.skipif(shutil.which("prometheus") is None,
+                                      reason="prometheus binary not installed (.ci/run installs it)")
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+@contextmanager
+def prometheus(tmp_path, metrics_port: int, rule_files=()):
+    """A real Prometheus scraping the server every second; yields its query function."""
     config = tmp_path / "prometheus.yml"
     config.write_text(json.dumps({
-        "global": {"scrape_interval": "1s"},
-        "scrape_configs": [{"job_name": "echogate",
-                            "static_configs": [{"targets": [f"127.0.0.1:{server.metrics_port}"]}]}],
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(f) for f in rule_files],
+        "scrape_configs": [{"job_name": "echogate", "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]}],
     }))
     port = _free_port()
     proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                              f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    query = 'sum by (grpc_code) (grpc_server_handled_total{grpc_method="Gate"})'
+
+    def api(path: str, **params) -> dict | list:
+        url = f"http://127.0.0.1:{port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return json.load(resp)["data"]
     try:
-        deadline = time.monotonic() + 60
-        result = []
-        while time.monotonic() < deadline and len(result) < 2:
-            time.sleep(1)
-            try:
-                url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(query)}"
-                with urllib.request.urlopen(url, timeout=5) as resp:
-                    result = json.load(resp)["data"]["result"]
-            except OSError:
-                continue
-        codes = {r["metric"]["grpc_code"]: float(r["value"][1]) for r in result}
-        assert codes == {"OK": 2.0, "INVALID_ARGUMENT": 1.0}
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5) as resp:
-            targets = json.load(resp)["data"]["activeTargets"]
-        assert targets[0]["health"] == "up"
+        yield api
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _poll(fn, timeout: float = 60.0):
+    """Call fn every second until it returns something truthy (or the time is up); returns the last value."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(1)
+    return value
+
+
+@needs_prometheus
+async def test_real_prometheus_scrapes_the_server(server, stub, tmp_path):
+    await _traffic(stub)
+    query = 'sum by (grpc_code) (grpc_server_handled_total{grpc_method="Gate"})'
+    with prometheus(tmp_path, server.metrics_port) as api:
+        result = await asyncio.to_thread(_poll, lambda: len(r := api("query", query=query)["result"]) >= 2 and r)
+        codes = {r["metric"]["grpc_code"]: float(r["value"][1]) for r in result}
+        assert codes == {"OK": 2.0, "INVALID_ARGUMENT": 1.0}
+        assert api("targets")["activeTargets"][0]["health"] == "up"
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every target of the shipped dashboard, Grafana variables filled in."""
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "echogate.json").read_text())
+    out = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = (target["expr"].replace("$__rate_interval", "10s").replace("$__range", "1m")
+                    .replace("$source", ".*"))
+            out.append((f"{panel['title']} [{target['refId']}]", expr))
+    return out
+
+
+@needs_prometheus
+async def test_every_dashboard_panel_has_data_and_every_rule_loads(server, stub, tmp_path):
+    """Under a short load, each panel query of deploy/grafana returns series from a real Prometheus,
+    and the alert rules of deploy/prometheus load and evaluate without error."""
+    stop = asyncio.Event()
+
+    async def load():
+        canned = "Thank you for contacting us, your request has been forwarded to the right team."
+        n = 0
+        while not stop.is_set():
+            batch = [transcript(f"load{n}-{i}", "my parcel never arrived, can you check please",
+                                canned if i % 2 else f"I am sorry, I will look at order {n}-{i} right now.",
+                                source=("acme", "beta")[i % 2]) for i in range(4)]
+            await stub.Gate(pb.GateRequest(transcripts=batch))
+            await stub.Gate(pb.GateRequest(transcripts=batch[:1]))  # a retry: answered as a duplicate
+            n += 1
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(load())
+    try:
+        with prometheus(tmp_path, server.metrics_port, [DEPLOY / "prometheus" / "rules" / "echogate.yml"]) as api:
+            queries = dashboard_queries()
+            assert len(queries) >= 25
+
+            def empty_panels():
+                missing = [title for title, expr in queries if not api("query", query=expr)["result"]]
+                return missing or None
+
+            still_empty = await asyncio.to_thread(_poll, lambda: empty_panels() is None or None, 90)
+            assert still_empty, f"panels without data: {empty_panels()}"
+
+            def rules_ok():
+                groups = api("rules")["groups"]
+                rules = [r for g in groups for r in g["rules"]]
+                return len(rules) >= 17 and all(r["health"] == "ok" for r in rules) and rules
+            rules = await asyncio.to_thread(_poll, rules_ok, 30)
+            assert rules, api("rules")
+            assert {r["name"] for r in rules if r["type"] == "alerting"} >= {
+                "EchogateDown", "EchogateHighErrorRatio", "EchogateStoreCommitFailures",
+                "EchogateSyntheticShareOverBudget", "EchogateCorpusDiversityFalling"}
+    finally:
+        stop.set()
+        await task

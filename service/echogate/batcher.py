@@ -25,16 +25,21 @@ Out = TypeVar("Out")
 class Batcher(Generic[In, Out]):
     def __init__(self, fn: Callable[[Sequence[In]], list[Out]], *, max_batch: int, max_queue: int, workers: int,
                  on_batch: Callable[[int, float], None] | None = None,
-                 on_queue: Callable[[int], None] | None = None):
+                 on_queue: Callable[[int], None] | None = None,
+                 on_wait: Callable[[float], None] | None = None,
+                 on_busy: Callable[[int], None] | None = None):
         self._fn = fn
         self._max_batch = max_batch
         self._max_queue = max_queue
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="echogate-infer")
         self._slots = asyncio.Semaphore(workers)
-        self._queue: deque[tuple[Sequence[In], asyncio.Future]] = deque()
+        self._queue: deque[tuple[Sequence[In], asyncio.Future, float]] = deque()  # items, future, enqueued at
         self._queued = 0
         self._on_batch = on_batch or (lambda size, seconds: None)
         self._on_queue = on_queue or (lambda depth: None)
+        self._on_wait = on_wait or (lambda seconds: None)
+        self._on_busy = on_busy or (lambda workers: None)
+        self._busy = 0
         self._tasks: set[asyncio.Task] = set()
 
     @property
@@ -45,7 +50,7 @@ class Batcher(Generic[In, Out]):
         if self._queued + len(items) > self._max_queue and self._queued:
             raise Overloaded(f"scoring queue full ({self._queued} transcripts waiting)", retry_after_s=0.5)
         future = asyncio.get_running_loop().create_future()
-        self._queue.append((items, future))
+        self._queue.append((items, future, time.perf_counter()))
         self._queued += len(items)
         self._on_queue(self._queued)
         self._spawn()
@@ -62,10 +67,12 @@ class Batcher(Generic[In, Out]):
                 return  # an earlier dispatcher took our request along
             batch: list[tuple[Sequence[In], asyncio.Future]] = []
             size = 0
+            now = time.perf_counter()
             while self._queue and (not batch or size + len(self._queue[0][0]) <= self._max_batch):
-                items, fut = self._queue.popleft()
+                items, fut, enqueued = self._queue.popleft()
                 batch.append((items, fut))
                 size += len(items)
+                self._on_wait(now - enqueued)
             self._queued -= size
             self._on_queue(self._queued)
             live = [(items, fut) for items, fut in batch if not fut.cancelled()]
@@ -73,6 +80,8 @@ class Batcher(Generic[In, Out]):
                 return
             flat = [item for items, _ in live for item in items]
             started = time.perf_counter()
+            self._busy += 1
+            self._on_busy(self._busy)
             try:
                 results = await asyncio.get_running_loop().run_in_executor(self._executor, self._fn, flat)
             except Exception as exc:  # the batch fails as a whole; each caller sees the error
@@ -81,6 +90,8 @@ class Batcher(Generic[In, Out]):
                         fut.set_exception(exc)
                 return
             finally:
+                self._busy -= 1
+                self._on_busy(self._busy)
                 self._on_batch(len(flat), time.perf_counter() - started)
             offset = 0
             for items, fut in live:

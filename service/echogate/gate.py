@@ -42,9 +42,13 @@ class GateCore:
         b = settings.batching
         self.batcher: Batcher[Transcript, ScoredTranscript] = Batcher(
             self.scorer.score, max_batch=b.max_batch_transcripts, max_queue=b.max_queue_transcripts,
-            workers=b.inference_threads, on_batch=metrics.observe_batch, on_queue=metrics.queue_depth.set)
+            workers=b.inference_threads, on_batch=metrics.observe_batch, on_queue=metrics.queue_depth.set,
+            on_wait=metrics.queue_wait.observe, on_busy=metrics.workers_busy.set)
+        metrics.queue_capacity.set(b.max_queue_transcripts)
+        metrics.workers.set(b.inference_threads)
         if store is not None:
             store.set_commit_observer(metrics.observe_commit)
+            metrics.store_queue.set_function(store.queued)
         metrics.set_model(self.model_version, self.policy.version)
         metrics.corpus_keys.set_function(lambda: len(memory))
         metrics.most_repeated.set_function(lambda: memory.most_repeated)

@@ -41,11 +41,23 @@ class Metrics:
                                    buckets=_LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("echogate_scoring_queue_transcripts", "Transcripts waiting for a model call.",
                                  registry=r)
+        self.queue_capacity = Gauge("echogate_scoring_queue_capacity_transcripts",
+                                    "Queue size past which requests get RESOURCE_EXHAUSTED.", registry=r)
+        self.queue_wait = Histogram("echogate_scoring_queue_wait_seconds",
+                                    "Time a request waited in the scoring queue for a model call.",
+                                    buckets=_LATENCY_BUCKETS, registry=r)
+        self.workers = Gauge("echogate_inference_workers", "Model calls that can run at once.", registry=r)
+        self.workers_busy = Gauge("echogate_inference_workers_busy", "Model calls running now.", registry=r)
         self.transcripts = Counter("echogate_transcripts_total", "Transcripts scored, by RPC kind.", ("mode",),
                                    registry=r)
         self.decisions = Counter("echogate_decisions_total", "Verdicts by decision and source (gated only).",
                                  ("decision", "source"), registry=r)
-        self.reasons = Counter("echogate_reasons_total", "Reason codes on gated verdicts.", ("reason",), registry=r)
+        self.reasons = Counter("echogate_reasons_total", "Reason codes on gated verdicts, by source.",
+                               ("reason", "source"), registry=r)
+        self.expected_machine = Counter(
+            "echogate_expected_machine_transcripts_total", "Sum of bot-origin probabilities of gated verdicts: the "
+            "expected number of machine-written transcripts. Divided by echogate_decisions_total it is the "
+            "synthetic share, e.g. of what was accepted.", ("decision", "source"), registry=r)
         self.duplicates = Counter("echogate_duplicates_total", "Gated transcripts already recorded (retries).",
                                   registry=r)
         self.bot_origin = Histogram("echogate_bot_origin_score", "Transcript bot-origin probability (gated).",
@@ -66,6 +78,8 @@ class Metrics:
         self.store_commit_records = Histogram("echogate_store_commit_records", "Records per group commit.",
                                               buckets=(1, 4, 16, 64, 256, 1024, 4096), registry=r)
         self.store_errors = Counter("echogate_store_commit_errors_total", "Failed group commits.", registry=r)
+        self.store_queue = Gauge("echogate_store_queue_groups", "Verdict groups waiting for the store writer.",
+                                 registry=r)
         self.build = Info("echogate_build", "Server build.", registry=r)
         self.model = Info("echogate_model", "Loaded model and policy.", registry=r)
         self.build.info({"version": echogate.__version__, "python": platform.python_version()})
@@ -102,8 +116,9 @@ class Metrics:
                 continue
             source = self.source_label(v.source or "default")
             self.decisions.labels(v.decision.value, source).inc()
+            self.expected_machine.labels(v.decision.value, source).inc(v.scores.bot_origin)
             for reason in v.reasons:
-                self.reasons.labels(reason.split(":", 1)[0]).inc()
+                self.reasons.labels(reason.split(":", 1)[0], source).inc()
             self.bot_origin.observe(v.scores.bot_origin)
             self.repetitiveness.observe(v.scores.repetitiveness)
             agent = [score.seen_before > 0 for turn, score in zip(t.turns, v.scores.turns) if turn.role == "agent"]

@@ -70,6 +70,10 @@ class Store(ABC):
         self._writer = threading.Thread(target=self._write_loop, name=f"echogate-{self.backend}-writer", daemon=True)
         self._writer.start()
 
+    def queued(self) -> int:
+        """Verdict groups and corpus jobs waiting for the writer (store saturation)."""
+        return self._queue.qsize()
+
     def set_commit_observer(self, on_commit) -> None:
         """on_commit(items: int, seconds: float, ok: bool), called after every group commit."""
         self._on_commit = on_commit
