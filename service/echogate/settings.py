@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(9464, ge=0, le=65535)
     model_path: str = Field(default_factory=default_model_path)
     grace_seconds: float = Field(10.0, ge=0)
+    # Clients reconnect after this long, so a scaled-out Deployment rebalances connections
+    # (gRPC keeps one connection per client open otherwise); calls in flight get the grace.
+    max_connection_age_seconds: float = Field(300.0, gt=0)
+    max_connection_age_grace_seconds: float = Field(30.0, ge=0)
     limits: Limits = Limits()
     batching: BatchingSettings = BatchingSettings()
     store: StoreSettings = StoreSettings()

@@ -59,8 +59,8 @@ class EchogateServer:
             interceptors=[ServerInterceptor(self._metrics)],
             options=[("grpc.max_receive_message_length", transport_limit),
                      ("grpc.max_send_message_length", transport_limit),
-                     ("grpc.max_connection_age_ms", 300_000),
-                     ("grpc.max_connection_age_grace_ms", 30_000)],
+                     ("grpc.max_connection_age_ms", int(s.max_connection_age_seconds * 1000)),
+                     ("grpc.max_connection_age_grace_ms", int(s.max_connection_age_grace_seconds * 1000))],
         )
         gate_pb2_grpc.add_QualityGateServicer_to_server(QualityGateServicer(self.core), self._server)
         self._health = health.aio.HealthServicer()
