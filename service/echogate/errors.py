@@ -27,6 +27,11 @@ class NotFound(EchogateError):
     pass
 
 
+class FailedPrecondition(EchogateError):
+    """The request is valid but the system is not in a state to carry it out (an expired review
+    lease, a reload whose new files do not validate); the message says why."""
+
+
 class Overloaded(EchogateError):
     """The scoring queue is full; retry after `retry_after_s` with the same ids."""
 

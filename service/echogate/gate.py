@@ -10,20 +10,21 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from echogate import __version__
 from echogate.batcher import Batcher
+from echogate.budget import SyntheticBudgetWindows
 from echogate.corpus import CorpusMemory
-from echogate.errors import NotFound
+from echogate.errors import FailedPrecondition, NotFound
 from echogate.metrics import Metrics
-from echogate.model import BotOriginModel
-from echogate.policy import Policy
+from echogate.model import BotOriginModel, ModelLoadError
+from echogate.policy import Policy, PolicyError, load_policy_file
 from echogate.query import CountGroup, Cursor, GroupBy, RecordFilter
 from echogate.scoring import ScoredTranscript, Scorer
 from echogate.settings import Settings
 from echogate.store import Store, StoreItem
-from echogate.types import Decision, Record, Transcript, Verdict
+from echogate.types import Decision, Record, Role, Transcript, Turn, Verdict
 from echogate.validation import validate_batch
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,11 @@ class GateCore:
         if store is not None:
             memory.load(store.load_corpus())
         self.scorer = Scorer(BotOriginModel(settings.model_path, settings.batching.intra_op_threads), memory)
-        self.policy = Policy(settings.policy)
+        self.policy = Policy(load_policy_file(settings.policy_file) if settings.policy_file else settings.policy)
         self.store = store
+        self.budget = SyntheticBudgetWindows(on_share=self._report_share)
+        if store is not None:
+            self._load_budget()
         b = settings.batching
         self.batcher: Batcher[Transcript, ScoredTranscript] = Batcher(
             self.scorer.score, max_batch=b.max_batch_transcripts, max_queue=b.max_queue_transcripts,
@@ -62,13 +66,51 @@ class GateCore:
     def model_version(self) -> str:
         return self.scorer.model_version
 
+    def _load_budget(self) -> None:
+        """Rebuild the real-data floor's windows from the accepted records of the longest window."""
+        p = self.policy.settings
+        windows = [b.window_seconds for b in [p.synthetic_budget] if b is not None]
+        if not windows:
+            return
+        since = datetime.now(timezone.utc) - timedelta(seconds=max(windows))
+        self.budget.load(self.store.accepted_since(since), self.policy.budget_window)
+
+    def _report_share(self, source: str, share: float) -> None:
+        budget = self.policy.for_source(source).synthetic_budget
+        self.metrics.set_synthetic_share(source, share, budget.max_share if budget else None)
+
     async def score(self, transcripts: Sequence[Transcript], mode: str = "score") -> list[Verdict]:
-        """Validate, score and decide; stores nothing."""
+        """Validate, score and decide; stores nothing. In gate mode, ACCEPT verdicts are counted
+        in the real-data floor's window at once (gate() takes back those not stored)."""
         validate_batch(transcripts, self.settings.limits)
         scored = await self.batcher.submit(transcripts)
         now = datetime.now(timezone.utc)
         self.metrics.transcripts.labels(mode).inc(len(transcripts))
-        return [self._verdict(t, s, now) for t, s in zip(transcripts, scored)]
+        policy = self.policy  # one policy for the whole request, even across a reload
+        return [self._verdict(policy, t, s, now, reserve=mode == "gate") for t, s in zip(transcripts, scored)]
+
+    async def reload(self) -> tuple[str, str]:
+        """Re-read the policy file (if any) and the model file; swap them in only if both load and
+        the model scores a transcript. A failure keeps what runs and says why (FailedPrecondition).
+        Returns the (model, policy) versions in service afterwards."""
+        def load():
+            s = self.settings
+            policy = Policy(load_policy_file(s.policy_file) if s.policy_file else s.policy)
+            model = BotOriginModel(s.model_path, s.batching.intra_op_threads)
+            probe = Transcript("reload-check", "", (Turn(Role.CUSTOMER, "hello, my order is late"),
+                                                    Turn(Role.AGENT, "Sorry to hear that, let me check.")))
+            Scorer(model, CorpusMemory(capacity=16)).score([probe])
+            return policy, model
+        try:
+            policy, model = await asyncio.get_running_loop().run_in_executor(None, load)
+        except (PolicyError, ModelLoadError, OSError, ValueError, RuntimeError) as exc:
+            log.error("reload failed, keeping model %s and policy %s: %s", self.model_version, self.policy.version, exc)
+            raise FailedPrecondition(f"reload failed, still serving model {self.model_version} and policy "
+                                     f"{self.policy.version}: {exc}") from None
+        self.scorer.model, self.policy = model, policy
+        self.metrics.set_model(model.version, policy.version)
+        log.info("reloaded: model %s, policy %s", model.version, policy.version)
+        return model.version, policy.version
 
     async def gate(self, transcripts: Sequence[Transcript]) -> list[Verdict]:
         """Score, decide and commit; returns only after every verdict is durably stored."""
@@ -77,9 +119,22 @@ class GateCore:
         received = datetime.now(timezone.utc)
         verdicts = await self.score(transcripts, mode="gate")
         items = [self._retained(StoreItem(t, v, received)) for t, v in zip(transcripts, verdicts)]
-        stored = await asyncio.wrap_future(self.store.put(items))
+        try:
+            stored = await asyncio.wrap_future(self.store.put(items))
+        except BaseException:
+            self._release_budget(verdicts, [True] * len(verdicts))
+            raise
+        self._release_budget(verdicts, [v.duplicate for v in stored])
         self.metrics.observe_gated(transcripts, stored)
         return stored
+
+    def _release_budget(self, verdicts: Sequence[Verdict], not_stored: Sequence[bool]) -> None:
+        """Take back the window counts of ACCEPT verdicts that were not stored (retries, failures)."""
+        for v, dropped in zip(verdicts, not_stored):
+            if dropped and v.decision is Decision.ACCEPT:
+                window = self.policy.budget_window(v.source)
+                if window is not None:
+                    self.budget.add(v.source, -v.scores.bot_origin, window, count=-1)
 
     async def get_record(self, record_id: str | None = None, key: tuple[str, str] | None = None) -> Record:
         store = self._require_store()
@@ -121,15 +176,16 @@ class GateCore:
                 "policy_version": self.policy.version, "limits": self.settings.limits,
                 "store_backend": self.store.backend if self.store else ""}
 
-    def _verdict(self, t: Transcript, s: ScoredTranscript, now: datetime) -> Verdict:
-        outcome = self.policy.decide(t, s)
+    def _verdict(self, policy: Policy, t: Transcript, s: ScoredTranscript, now: datetime, reserve: bool) -> Verdict:
+        outcome = policy.decide(t, s, self.budget, reserve=reserve)
         return Verdict(transcript_id=t.id, source=t.source, content_sha256=s.content_sha256, scores=s.scores,
                        decision=outcome.decision, tags=outcome.tags, reasons=outcome.reasons,
-                       model_version=self.model_version, policy_version=self.policy.version, decided_at=now)
+                       model_version=s.model_version, policy_version=policy.version, decided_at=now)
 
     def _retained(self, item: StoreItem) -> StoreItem:
         """What the store keeps of an item: everything, unless the policy keeps no text of blocked ones."""
-        if item.verdict.decision is not Decision.BLOCK or self.policy.settings.retain_blocked_text:
+        if item.verdict.decision is not Decision.BLOCK or self.policy.for_source(
+                item.transcript.source).retain_blocked_text:
             return item
         t = item.transcript
         turns = tuple(turn._replace(text="") for turn in t.turns)

@@ -64,6 +64,12 @@ class Metrics:
                                     buckets=_SCORE_BUCKETS, registry=r)
         self.repetitiveness = Histogram("echogate_repetitiveness_score", "Transcript repetitiveness (gated).",
                                         buckets=_SCORE_BUCKETS, registry=r)
+        self.synthetic_share = Gauge(
+            "echogate_synthetic_share", "Real-data floor: expected machine-written share of the transcripts accepted "
+            "from a source over its budget window.", ("source",), registry=r)
+        self.synthetic_budget = Gauge("echogate_synthetic_budget_max_share",
+                                      "Real-data floor: the share a source's accepted transcripts may not exceed.",
+                                      ("source",), registry=r)
         self.agent_turns = Counter(
             "echogate_agent_turns_total", "Agent turns of gated transcripts, by source and by whether an earlier "
             "transcript had the same turn (seen=true): their ratio is the corpus near-duplicate share.",
@@ -97,6 +103,12 @@ class Metrics:
 
     def set_model(self, model_version: str, policy_version: str) -> None:
         self.model.info({"model_version": model_version, "policy_version": policy_version})
+
+    def set_synthetic_share(self, source: str, share: float, max_share: float | None) -> None:
+        label = self.source_label(source or "default")
+        self.synthetic_share.labels(label).set(share)
+        if max_share is not None:
+            self.synthetic_budget.labels(label).set(max_share)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -24,6 +24,7 @@ class ScoredTranscript:
     scores: Scores
     content_sha256: str
     turn_evidence: tuple[float, ...]  # n-grams each turn contributed to the model
+    model_version: str = ""  # the model that scored it (a reload may swap models between batches)
 
 
 class Scorer:
@@ -36,15 +37,16 @@ class Scorer:
         return self.model.version
 
     def score(self, transcripts: Sequence[Transcript]) -> list[ScoredTranscript]:
+        model = self.model  # one model for the whole batch, even if a reload swaps it meanwhile
         roles = [turn.role for t in transcripts for turn in t.turns]
         texts = [normalize(turn.text) for t in transcripts for turn in t.turns]
         counts = [len(t.turns) for t in transcripts]
         turn_transcript = np.repeat(np.arange(len(transcripts), dtype=np.int64), counts)
-        stream, byte_turn = pack_turns(texts, self.model.max_turn_bytes)
+        stream, byte_turn = pack_turns(texts, model.max_turn_bytes)
         seen = self.memory.observe([f"{t.source}\x1f{t.id}" for t in transcripts],
                                    turn_keys(stream, byte_turn, roles), counts)
-        weights = self.model.role_weights
-        out = self.model.run(
+        weights = model.role_weights
+        out = model.run(
             stream=stream,
             byte_turn=byte_turn,
             turn_transcript=turn_transcript,
@@ -65,6 +67,6 @@ class Scorer:
             scores = Scores(bot_origin=doc_bot[i], repetitiveness=doc_rep[i], turns=tuple(turn_scores[offset:end]),
                             corpus_duplicate=doc_dup[i])
             results.append(ScoredTranscript(scores, content_sha256(roles[offset:end], texts[offset:end], normalized=True),
-                                            tuple(evidence[offset:end])))
+                                            tuple(evidence[offset:end]), model.version))
             offset = end
         return results

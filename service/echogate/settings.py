@@ -12,7 +12,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 
@@ -60,18 +62,81 @@ class CorpusSettings(BaseModel):
     flush_seconds: float = Field(30.0, gt=0)  # how often changed counts are written to the store
 
 
-class PolicySettings(BaseModel):
-    """Thresholds of the built-in default policy (bot origin and repetitiveness, 0..1)."""
+class SyntheticBudget(BaseModel):
+    """The real-data floor: per source, the expected machine-written share of ACCEPTED transcripts
+    (mean bot-origin probability) over the last `window_seconds` stays at or under `max_share`."""
 
+    model_config = ConfigDict(extra="forbid")
+    max_share: float = Field(ge=0, le=1)
+    window_seconds: float = Field(86_400.0, gt=0)
+
+
+Action = Literal["accept", "tag", "review", "block"]
+
+
+class SourcePolicy(BaseModel):
+    """Per-source overrides: any threshold, the declared-origin actions, extra tags, the budget."""
+
+    model_config = ConfigDict(extra="forbid")
+    tag_bot_origin: float | None = Field(None, ge=0, le=1)
+    review_bot_origin: float | None = Field(None, ge=0, le=1)
+    block_bot_origin: float | None = Field(None, ge=0, le=1)
+    tag_repetitiveness: float | None = Field(None, ge=0, le=1)
+    block_repetitiveness: float | None = Field(None, ge=0, le=1)
+    declared_bot: Literal["tag", "block"] | None = None
+    declared_synthetic: Literal["tag", "block"] | None = None
+    declared_human_scored_machine: Action | None = None
+    tags: list[str] = []
+    synthetic_budget_max_share: float | None = Field(None, ge=0, le=1)
+
+
+class PolicySettings(BaseModel):
+    """The decision policy (docs/policy.md): thresholds on bot origin and repetitiveness (0..1),
+    what declared origins lead to, the real-data floor, and per-source overrides. Inline under
+    `policy:` in the settings, or its own file (`policy_file`), which can be reloaded live."""
+
+    model_config = ConfigDict(extra="forbid")
     version: str = "default-1"
     tag_bot_origin: float = Field(0.5, ge=0, le=1)
     review_bot_origin: float = Field(0.8, ge=0, le=1)
     block_bot_origin: float = Field(0.97, ge=0, le=1)
     tag_repetitiveness: float = Field(0.5, ge=0, le=1)
     block_repetitiveness: float = Field(0.9, ge=0, le=1)
+    # a declared bot or synthetic transcript is decided by its declaration, without the model
+    declared_bot: Literal["tag", "block"] = "tag"
+    declared_synthetic: Literal["tag", "block"] = "tag"
+    # declared human but scored at or over review_bot_origin
+    declared_human_scored_machine: Action = "review"
+    tags: list[str] = []  # added to every verdict
+    synthetic_budget: SyntheticBudget | None = None
     # Privacy: False stores blocked transcripts without their words (texts and metadata emptied;
     # content hash, roles, scores and reasons kept) and tags them `text_not_retained`.
     retain_blocked_text: bool = True
+    sources: dict[str, SourcePolicy] = {}
+
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> "PolicySettings":
+        for name, override in [("", None), *self.sources.items()]:
+            t = self.resolve(name) if override is not None else self
+            where = f"sources.{name}." if override is not None else ""
+            if not t.tag_bot_origin <= t.review_bot_origin <= t.block_bot_origin:
+                raise ValueError(f"{where}tag_bot_origin <= review_bot_origin <= block_bot_origin must hold "
+                                 f"(got {t.tag_bot_origin}, {t.review_bot_origin}, {t.block_bot_origin})")
+            if not t.tag_repetitiveness <= t.block_repetitiveness:
+                raise ValueError(f"{where}tag_repetitiveness <= block_repetitiveness must hold")
+        return self
+
+    def resolve(self, source: str) -> "PolicySettings":
+        """This policy as it applies to `source`: its overrides on top of the defaults."""
+        override = self.sources.get(source)
+        if override is None:
+            return self
+        fields = override.model_dump(exclude_none=True, exclude={"tags", "synthetic_budget_max_share"})
+        budget = self.synthetic_budget
+        if budget is not None and override.synthetic_budget_max_share is not None:
+            budget = budget.model_copy(update={"max_share": override.synthetic_budget_max_share})
+        return self.model_copy(update={**fields, "tags": [*self.tags, *override.tags], "synthetic_budget": budget,
+                                       "sources": {}})
 
 
 class Settings(BaseSettings):
@@ -91,6 +156,9 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     corpus: CorpusSettings = CorpusSettings()
     policy: PolicySettings = PolicySettings()
+    # A policy file (YAML, the same fields as `policy`) replaces `policy` and is re-read on reload
+    # (SIGHUP or the Reload RPC); errors name the file's line and field.
+    policy_file: str | None = None
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

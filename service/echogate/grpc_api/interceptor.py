@@ -1,7 +1,8 @@
 """One interceptor for every RPC: typed errors -> status codes, and RED metrics.
 
 Errors are mapped here and nowhere else: InvalidArgument -> INVALID_ARGUMENT with a
-google.rpc.BadRequest detail, NotFound -> NOT_FOUND, Overloaded -> RESOURCE_EXHAUSTED
+google.rpc.BadRequest detail, NotFound -> NOT_FOUND, FailedPrecondition ->
+FAILED_PRECONDITION, Overloaded -> RESOURCE_EXHAUSTED
 with google.rpc.RetryInfo, Unavailable -> UNAVAILABLE. Anything else is INTERNAL with an
 incident id; the exception text goes to the log, never to the caller.
 """
@@ -16,7 +17,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from echogate.errors import EchogateError, InvalidArgument, NotFound, Overloaded, Unavailable
+from echogate.errors import EchogateError, FailedPrecondition, InvalidArgument, NotFound, Overloaded, Unavailable
 from echogate.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ def map_error(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple]:
         return _status(grpc.StatusCode.INVALID_ARGUMENT, str(exc), detail)
     if isinstance(exc, NotFound):
         return _status(grpc.StatusCode.NOT_FOUND, str(exc))
+    if isinstance(exc, FailedPrecondition):
+        return _status(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     if isinstance(exc, Overloaded):
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(exc.retry_after_s * 1000))

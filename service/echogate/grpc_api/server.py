@@ -102,7 +102,7 @@ class EchogateServer:
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads policy and model."""
     server = await EchogateServer(settings).start()
     # The model, settings and imports live for the whole process: move them out of the
     # collector's view, and collect young objects less often. Every request allocates many
@@ -114,6 +114,13 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task] = set()
+
+    def reload() -> None:  # SIGHUP: re-read policy and model; a failure is logged and changes nothing
+        task = asyncio.create_task(server.core.reload())
+        reloads.add(task)
+        task.add_done_callback(lambda t: (reloads.discard(t), t.cancelled() or t.exception()))
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     log.info("shutting down (grace %.0fs)", settings.grace_seconds)
     await server.stop()

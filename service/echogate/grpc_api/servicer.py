@@ -62,6 +62,10 @@ class QualityGateServicer(gate_pb2_grpc.QualityGateServicer):
         return pb.CountRecordsResponse(groups=[convert.count_to_pb(g) for g in groups],
                                        total=sum(g.count for g in groups))
 
+    async def Reload(self, request: pb.ReloadRequest, context: grpc.aio.ServicerContext) -> pb.ReloadResponse:
+        model_version, policy_version = await self.core.reload()
+        return pb.ReloadResponse(model_version=model_version, policy_version=policy_version)
+
     async def GetServerInfo(self, request, context) -> pb.ServerInfo:
         info = self.core.server_info()
         return pb.ServerInfo(server_version=info["server_version"], model_version=info["model_version"],

@@ -88,6 +88,7 @@ DIALECT = Dialect(
     has_tag="tags ? %s",
     text_match="EXISTS (SELECT 1 FROM jsonb_array_elements(records.turns) t WHERE t ->> 'text' ILIKE %s)",
     day="to_char(decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    epoch_minute="(floor(extract(epoch FROM decided_at) / 60) * 60)",
 )
 
 

@@ -37,6 +37,7 @@ class Dialect:
     has_tag: str  # condition that the record's tags contain one bound tag
     text_match: str  # condition that some turn's text contains a bound LIKE pattern, case-insensitively
     day: str  # expression: UTC date of decided_at as YYYY-MM-DD
+    epoch_minute: str  # expression: decided_at as Unix seconds, rounded down to the minute
 
 
 def where(f: RecordFilter, d: Dialect, after: Cursor | None = None) -> tuple[str, list]:
@@ -200,6 +201,15 @@ class SQLStore(Store):
                 out["received_at"], out["decided_at"] = _time(out["received_at"]), _time(out["decided_at"])
                 yield out
             after = Cursor(_time(rows[-1][16]), rows[-1][0])
+
+    def accepted_since(self, since: datetime) -> list[tuple[str, float, int, float]]:
+        """Accepted records decided since `since`, per source and minute: (source, epoch seconds,
+        count, sum of bot origin), oldest first. The real-data floor's state after a restart."""
+        d = self.dialect
+        rows = self._fetch(f"SELECT source, {d.epoch_minute} AS minute, count(*), sum(bot_origin) FROM records "
+                           f"WHERE decision = 'accept' AND decided_at >= {d.param} GROUP BY source, minute "
+                           "ORDER BY minute", [d.time_param(since)])
+        return [(source, float(minute), int(n), float(mass)) for source, minute, n, mass in rows]
 
     def count(self, f: RecordFilter, group_by: tuple[GroupBy, ...] = ()) -> list[CountGroup]:
         sql, params = count_query(f, self.dialect, group_by)

@@ -79,6 +79,7 @@ DIALECT = Dialect(
     # LIKE folds ASCII letters only (SQLite has no Unicode case folding without ICU)
     text_match="EXISTS (SELECT 1 FROM json_each(records.turns) WHERE json_each.value ->> 'text' LIKE ? ESCAPE '\\')",
     day="substr(decided_at, 1, 10)",
+    epoch_minute="(CAST(strftime('%s', decided_at) AS INTEGER) / 60 * 60)",
 )
 
 
