@@ -15,8 +15,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from echogate.grpc_api.server import EchogateServer
 from echogate.v1 import gate_pb2 as pb
-from tests.conftest import transcript
+from echogate_client.client import AsyncClient
+from tests.conftest import make_settings, transcript
 
 
 async def _traffic(stub):
@@ -142,9 +144,18 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 
 @needs_prometheus
-async def test_every_dashboard_panel_has_data_and_every_rule_loads(server, stub, tmp_path):
+async def test_every_dashboard_panel_has_data_and_every_rule_loads(tmp_path):
     """Under a short load, each panel query of deploy/grafana returns series from a real Prometheus,
-    and the alert rules of deploy/prometheus load and evaluate without error."""
+    and the alert rules of deploy/prometheus load and evaluate without error. Source "beta" goes
+    to human review, where a reviewer works; "acme" has a synthetic budget."""
+    settings = make_settings(tmp_path, policy={
+        "synthetic_budget": {"max_share": 0.5, "window_seconds": 3600},
+        "sources": {"beta": {"tag_bot_origin": 0.0, "review_bot_origin": 0.0}}})
+    async with EchogateServer(settings) as server, AsyncClient(server.address) as client:
+        await _dashboard_under_load(server, client.stub, client, tmp_path)
+
+
+async def _dashboard_under_load(server, stub, client, tmp_path):
     stop = asyncio.Event()
 
     async def load():
@@ -156,6 +167,9 @@ async def test_every_dashboard_panel_has_data_and_every_rule_loads(server, stub,
                                 source=("acme", "beta")[i % 2]) for i in range(4)]
             await stub.Gate(pb.GateRequest(transcripts=batch))
             await stub.Gate(pb.GateRequest(transcripts=batch[:1]))  # a retry: answered as a duplicate
+            for item in await client.list_reviews("reviewer", max_items=2):
+                await client.submit_review(item.record.verdict.record_id, "reviewer", pb.LABEL_MACHINE,
+                                           pb.DECISION_TAG)
             n += 1
             await asyncio.sleep(0.05)
 
@@ -180,7 +194,7 @@ async def test_every_dashboard_panel_has_data_and_every_rule_loads(server, stub,
             assert rules, api("rules")
             assert {r["name"] for r in rules if r["type"] == "alerting"} >= {
                 "EchogateDown", "EchogateHighErrorRatio", "EchogateStoreCommitFailures",
-                "EchogateSyntheticShareOverBudget", "EchogateCorpusDiversityFalling"}
+                "EchogateSyntheticShareOverBudget", "EchogateCorpusDiversityFalling", "EchogateReviewQueueAgeing"}
     finally:
         stop.set()
         await task

@@ -7,6 +7,8 @@
   echogate query --target HOST:PORT [--where COND]... [--count-by FIELDS] [--format table|jsonl]
   echogate export --store URL [--where COND]... --format parquet|jsonl OUT
   echogate purge --store URL [--where COND]... [--older-than DAYS] [--dry-run]
+  echogate review --target HOST:PORT --reviewer NAME   walk the human review queue
+  echogate export --store URL --reviews OUT.jsonl      reviewers' labels as training data
   echogate score INPUT.jsonl > OUTPUT.jsonl         offline scoring, the server's code path
   echogate eval INPUT.jsonl [--json]                accuracy on a labelled file
   echogate train --data DIR --out DIR               train the bot-origin model
@@ -68,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="YAML settings file")
     p.add_argument("--where", action="append", default=[], metavar="COND", help=where_help)
     p.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
+    p.add_argument("--reviews", action="store_true", help="export reviewers' labels (JSONL in the shared "
+                   "datasets schema) instead of records")
+
+    p = sub.add_parser("review", help="walk the human review queue: label each transcript human or machine")
+    p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("--reviewer", required=True)
+    p.add_argument("--source", action="append", default=[], help="only items from this source (repeatable)")
+    p.add_argument("--lease", type=int, default=600, help="seconds an item stays yours")
 
     p = sub.add_parser("purge", help="delete stored records by source, age or any condition")
     p.add_argument("--store", help="store URL or file (default: the server's, from settings)")
@@ -247,11 +257,15 @@ def _jsonl_line(row: dict) -> str:
 
 
 def _export(args) -> int:
-    from echogate.export import export_jsonl, export_parquet
+    from echogate.export import export_jsonl, export_parquet, export_reviews
 
     f = _filter(args)
     store = _open_store(args)
     try:
+        if args.reviews:
+            manifest = export_reviews(store, args.out, f.since)
+            print(f"exported {manifest['rows']} reviewed transcripts to {args.out} ({manifest['labels']})")
+            return 0
         write = export_parquet if args.format == "parquet" else export_jsonl
         manifest = write(store, f, args.out)
     except FileExistsError as exc:
@@ -262,6 +276,12 @@ def _export(args) -> int:
     print(f"exported {manifest['rows']} records to {args.out} ({len(manifest['partitions'])} date/decision "
           f"partitions; models {sorted(manifest['model_versions'])})")
     return 0
+
+
+def _review(args) -> int:
+    from echogate_client.review import review_loop
+
+    return review_loop(args.target, args.reviewer, tuple(args.source), args.lease)
 
 
 def _purge(args) -> int:
@@ -322,7 +342,7 @@ def _train(args) -> int:
 
 
 COMMANDS = {"serve": _serve, "gate": _gate, "get": _get, "info": _info, "query": _query, "export": _export,
-            "purge": _purge, "score": _score, "eval": _eval, "train": _train}
+            "purge": _purge, "review": _review, "score": _score, "eval": _eval, "train": _train}
 
 if __name__ == "__main__":
     sys.exit(main())

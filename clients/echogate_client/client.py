@@ -139,6 +139,16 @@ class Client:
     def count_records(self, filter: pb.RecordFilter | None = None, group_by=()) -> pb.CountRecordsResponse:
         return self._call(self.stub.CountRecords, pb.CountRecordsRequest(filter=filter, group_by=group_by))
 
+    def list_reviews(self, reviewer: str, max_items: int = 1, lease_seconds: int = 300,
+                     sources=()) -> list[pb.ReviewItem]:
+        return list(self._call(self.stub.ListReviews, pb.ListReviewsRequest(
+            reviewer=reviewer, max_items=max_items, lease_seconds=lease_seconds, sources=sources)).items)
+
+    def submit_review(self, record_id: str, reviewer: str, label: int, final_decision: int,
+                      note: str = "") -> pb.Record:
+        return self._call(self.stub.SubmitReview, pb.SubmitReviewRequest(
+            record_id=record_id, reviewer=reviewer, label=label, final_decision=final_decision, note=note)).record
+
     def server_info(self) -> pb.ServerInfo:
         return self._call(self.stub.GetServerInfo, pb.GetServerInfoRequest())
 
@@ -229,6 +239,16 @@ class AsyncClient:
 
     async def count_records(self, filter: pb.RecordFilter | None = None, group_by=()) -> pb.CountRecordsResponse:
         return await self._call(self.stub.CountRecords, pb.CountRecordsRequest(filter=filter, group_by=group_by))
+
+    async def list_reviews(self, reviewer: str, max_items: int = 1, lease_seconds: int = 300,
+                           sources=()) -> list[pb.ReviewItem]:
+        return list((await self._call(self.stub.ListReviews, pb.ListReviewsRequest(
+            reviewer=reviewer, max_items=max_items, lease_seconds=lease_seconds, sources=sources))).items)
+
+    async def submit_review(self, record_id: str, reviewer: str, label: int, final_decision: int,
+                            note: str = "") -> pb.Record:
+        return (await self._call(self.stub.SubmitReview, pb.SubmitReviewRequest(
+            record_id=record_id, reviewer=reviewer, label=label, final_decision=final_decision, note=note))).record
 
     async def server_info(self) -> pb.ServerInfo:
         return await self._call(self.stub.GetServerInfo, pb.GetServerInfoRequest())

@@ -147,3 +147,31 @@ def _filter_dict(f: RecordFilter) -> dict:
         elif value:
             out[name] = [str(x) for x in value] if isinstance(value, tuple) else value
     return out
+
+
+def export_reviews(store: SQLStore, out_file: Path, since: datetime | None = None) -> dict:
+    """Reviewers' labels as training data in the schema of ../shared/datasets (id, dataset, label,
+    generator, domain, lang, turns, text), so `echogate train` can learn from what people
+    decided. Provenance (record, reviewer, note, model score) rides along in extra fields."""
+    out_file = Path(out_file)
+    if out_file.exists():
+        raise FileExistsError(f"{out_file} exists; exports never overwrite")
+    labels: Counter[str] = Counter()
+    with out_file.open("wb") as fh:
+        for record, review in store.iter_reviewed(since):
+            t, v = record.transcript, record.verdict
+            turns = [{"role": str(turn.role), "text": turn.text} for turn in t.turns]
+            labels[review["label"]] += 1
+            fh.write(orjson.dumps({
+                "id": f"{t.source}/{t.id}", "dataset": "echogate_reviews", "label": review["label"],
+                "generator": None, "domain": t.source, "lang": t.language or "en", "turns": turns,
+                "text": "\n".join(f"{x['role']}: {x['text']}" for x in turns),
+                "record_id": v.record_id, "reviewer": review["reviewer"], "note": review["note"],
+                "final_decision": review["final_decision"], "reviewed_at": review["reviewed_at"],
+                "model_version": v.model_version, "model_bot_origin": v.scores.bot_origin,
+            }, option=orjson.OPT_UTC_Z) + b"\n")
+    manifest = {"format": "jsonl-reviews", "created_at": datetime.now(timezone.utc).isoformat(),
+                "echogate_version": __version__, "rows": sum(labels.values()), "labels": dict(labels),
+                "since": since.isoformat() if since else None, "files": [out_file.name]}
+    Path(f"{out_file}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

@@ -24,7 +24,7 @@ from echogate.query import CountGroup, Cursor, GroupBy, RecordFilter
 from echogate.scoring import ScoredTranscript, Scorer
 from echogate.settings import Settings
 from echogate.store import Store, StoreItem
-from echogate.types import Decision, Record, Role, Transcript, Turn, Verdict
+from echogate.types import Decision, Label, Record, ReviewItem, Role, Transcript, Turn, Verdict
 from echogate.validation import validate_batch
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class GateCore:
         if store is not None:
             store.set_commit_observer(metrics.observe_commit)
             metrics.store_queue.set_function(store.queued)
+            metrics.watch_review_queue(store.review_stats)
         metrics.set_model(self.model_version, self.policy.version)
         metrics.corpus_keys.set_function(lambda: len(memory))
         metrics.most_repeated.set_function(lambda: memory.most_repeated)
@@ -161,6 +162,20 @@ class GateCore:
             yield page, after
             if len(page) < size:
                 return
+
+    async def list_reviews(self, reviewer: str, max_items: int, lease_seconds: float,
+                           sources: tuple[str, ...] = ()) -> list[ReviewItem]:
+        store = self._require_store()
+        return await asyncio.get_running_loop().run_in_executor(
+            None, store.lease_reviews, reviewer, max_items, lease_seconds, sources)
+
+    async def submit_review(self, record_id: str, reviewer: str, label: Label, final: Decision,
+                            note: str) -> Record:
+        store = self._require_store()
+        record = await asyncio.get_running_loop().run_in_executor(
+            None, store.submit_review, record_id, reviewer, label, final, note)
+        self.metrics.reviews.labels(str(label), str(final)).inc()
+        return record
 
     async def count(self, f: RecordFilter, group_by: tuple[GroupBy, ...] = ()) -> list[CountGroup]:
         store = self._require_store()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import platform
 import threading
+import time
+from datetime import datetime, timezone
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
@@ -86,6 +88,12 @@ class Metrics:
         self.store_errors = Counter("echogate_store_commit_errors_total", "Failed group commits.", registry=r)
         self.store_queue = Gauge("echogate_store_queue_groups", "Verdict groups waiting for the store writer.",
                                  registry=r)
+        self.review_items = Gauge("echogate_review_queue_items", "REVIEW verdicts waiting for a reviewer's judgement.",
+                                  registry=r)
+        self.review_oldest = Gauge("echogate_review_queue_oldest_age_seconds",
+                                   "Age of the oldest unreviewed item (0 when the queue is empty).", registry=r)
+        self.reviews = Counter("echogate_reviews_total", "Reviews submitted, by label and final decision.",
+                               ("label", "decision"), registry=r)
         self.build = Info("echogate_build", "Server build.", registry=r)
         self.model = Info("echogate_model", "Loaded model and policy.", registry=r)
         self.build.info({"version": echogate.__version__, "python": platform.python_version()})
@@ -103,6 +111,26 @@ class Metrics:
 
     def set_model(self, model_version: str, policy_version: str) -> None:
         self.model.info({"model_version": model_version, "policy_version": policy_version})
+
+    def watch_review_queue(self, stats, max_age_s: float = 5.0) -> None:
+        """Report the review queue from `stats()` -> (items, oldest queued_at), read at most every
+        `max_age_s` seconds however often Prometheus scrapes."""
+        cache = {"at": 0.0, "value": (0, None)}
+
+        def read():
+            if time.monotonic() - cache["at"] > max_age_s:
+                try:
+                    cache["value"] = stats()
+                except Exception:  # noqa: BLE001 - a store hiccup must not break the scrape
+                    pass
+                cache["at"] = time.monotonic()
+            return cache["value"]
+
+        def age() -> float:
+            oldest = read()[1]
+            return (datetime.now(timezone.utc) - oldest).total_seconds() if oldest else 0.0
+        self.review_items.set_function(lambda: read()[0])
+        self.review_oldest.set_function(age)
 
     def set_synthetic_share(self, source: str, share: float, max_share: float | None) -> None:
         label = self.source_label(source or "default")

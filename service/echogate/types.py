@@ -95,3 +95,19 @@ class Record:
     verdict: Verdict
     transcript: Transcript
     received_at: datetime
+
+
+class Label(enum.StrEnum):
+    """A reviewer's judgement of who wrote a transcript."""
+
+    HUMAN = "human"
+    MACHINE = "machine"
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """A REVIEW verdict handed to a reviewer, leased to them until `lease_expires_at`."""
+
+    record: Record
+    queued_at: datetime
+    lease_expires_at: datetime

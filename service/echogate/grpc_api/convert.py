@@ -9,7 +9,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from echogate.errors import FieldViolation, InvalidArgument
 from echogate.query import CountGroup, GroupBy, RecordFilter, ScoreRange
 from echogate.settings import Limits
-from echogate.types import DeclaredOrigin, Decision, Record, Role, Scores, Transcript, Turn, TurnScore, Verdict
+from echogate.types import (DeclaredOrigin, Decision, Label, Record, ReviewItem, Role, Scores, Transcript, Turn,
+                            TurnScore, Verdict)
 from echogate.v1 import gate_pb2 as pb
 
 _ROLE_FROM_PB = {pb.ROLE_CUSTOMER: Role.CUSTOMER, pb.ROLE_AGENT: Role.AGENT, pb.ROLE_SYSTEM: Role.SYSTEM}
@@ -169,3 +170,29 @@ def record_from_pb(r: pb.Record) -> Record:
                       tuple(v.tags), tuple(v.reasons), v.model_version, v.policy_version,
                       v.decided_at.ToDatetime(tzinfo=timezone.utc), v.record_id, v.duplicate)
     return Record(verdict, transcript, r.received_at.ToDatetime(tzinfo=timezone.utc))
+
+
+_LABEL_FROM_PB = {pb.LABEL_HUMAN: Label.HUMAN, pb.LABEL_MACHINE: Label.MACHINE}
+
+
+def review_item_to_pb(item: ReviewItem) -> pb.ReviewItem:
+    return pb.ReviewItem(record=record_to_pb(item.record), queued_at=_ts(item.queued_at),
+                         lease_expires_at=_ts(item.lease_expires_at))
+
+
+def review_from_pb(r: pb.SubmitReviewRequest) -> tuple[Label, Decision]:
+    """The label and final decision of a review, after checking every field."""
+    problems = []
+    if not r.record_id:
+        problems.append(FieldViolation("record_id", "required"))
+    if not r.reviewer or len(r.reviewer) > 128:
+        problems.append(FieldViolation("reviewer", "required, at most 128 characters"))
+    if r.label not in _LABEL_FROM_PB:
+        problems.append(FieldViolation("label", "LABEL_HUMAN or LABEL_MACHINE"))
+    if r.final_decision not in _DECISION_FROM_PB:
+        problems.append(FieldViolation("final_decision", "ACCEPT, TAG, REVIEW or BLOCK"))
+    if len(r.note) > 2000:
+        problems.append(FieldViolation("note", f"{len(r.note)} characters; at most 2000"))
+    if problems:
+        raise InvalidArgument(problems)
+    return _LABEL_FROM_PB[r.label], _DECISION_FROM_PB[r.final_decision]

@@ -62,6 +62,27 @@ class QualityGateServicer(gate_pb2_grpc.QualityGateServicer):
         return pb.CountRecordsResponse(groups=[convert.count_to_pb(g) for g in groups],
                                        total=sum(g.count for g in groups))
 
+    async def ListReviews(self, request: pb.ListReviewsRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ListReviewsResponse:
+        problems = []
+        if not request.reviewer or len(request.reviewer) > 128:
+            problems.append(FieldViolation("reviewer", "required, at most 128 characters"))
+        if request.max_items > 100:
+            problems.append(FieldViolation("max_items", f"{request.max_items} is over the maximum 100"))
+        if request.lease_seconds > 86_400:
+            problems.append(FieldViolation("lease_seconds", f"{request.lease_seconds} is over the maximum 86400"))
+        if problems:
+            raise InvalidArgument(problems)
+        items = await self.core.list_reviews(request.reviewer, request.max_items or 1, request.lease_seconds or 300,
+                                             tuple(request.sources))
+        return pb.ListReviewsResponse(items=[convert.review_item_to_pb(i) for i in items])
+
+    async def SubmitReview(self, request: pb.SubmitReviewRequest,
+                           context: grpc.aio.ServicerContext) -> pb.SubmitReviewResponse:
+        label, final = convert.review_from_pb(request)
+        record = await self.core.submit_review(request.record_id, request.reviewer, label, final, request.note)
+        return pb.SubmitReviewResponse(record=convert.record_to_pb(record))
+
     async def Reload(self, request: pb.ReloadRequest, context: grpc.aio.ServicerContext) -> pb.ReloadResponse:
         model_version, policy_version = await self.core.reload()
         return pb.ReloadResponse(model_version=model_version, policy_version=policy_version)

@@ -26,7 +26,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from echogate.store.base import StoreItem, record_id_for
-from echogate.store.sql import COLUMN_LIST, COLUMNS, Dialect, SQLStore, row_to_verdict, row_values
+from echogate.store.sql import COLUMN_LIST, COLUMNS, Dialect, SQLStore, queued_reviews, row_to_verdict, row_values
 from echogate.types import Verdict
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,22 @@ _MIGRATIONS = {
         seen     BIGINT NOT NULL
     );
     """,
+    2: """
+    CREATE TABLE reviews (
+        record_id        TEXT NOT NULL PRIMARY KEY,
+        source           TEXT NOT NULL,
+        model_decision   TEXT NOT NULL,
+        queued_at        TIMESTAMPTZ NOT NULL,
+        lease_owner      TEXT,
+        lease_expires_at TIMESTAMPTZ,
+        reviewer         TEXT,
+        label            TEXT,
+        final_decision   TEXT,
+        note             TEXT,
+        reviewed_at      TIMESTAMPTZ
+    );
+    CREATE INDEX reviews_open ON reviews (queued_at) WHERE reviewed_at IS NULL;
+    """,
 }
 
 # Column types for unnest(): JSON goes in as text and is cast, so each row is one parameter
@@ -78,6 +94,8 @@ _INSERT = (
 )
 _UPSERT_CORPUS = ("INSERT INTO corpus_turns (turn_key, seen) SELECT * FROM unnest(%s::int8[], %s::int8[]) "
                   "ON CONFLICT (turn_key) DO UPDATE SET seen = excluded.seen")
+_QUEUE_REVIEWS = ("INSERT INTO reviews (record_id, source, model_decision, queued_at) "
+                  "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING")
 _U64 = (1 << 64) - 1
 _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
@@ -89,6 +107,8 @@ DIALECT = Dialect(
     text_match="EXISTS (SELECT 1 FROM jsonb_array_elements(records.turns) t WHERE t ->> 'text' ILIKE %s)",
     day="to_char(decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
     epoch_minute="(floor(extract(epoch FROM decided_at) / 60) * 60)",
+    json_param="%s::jsonb",
+    lock_rows=" FOR UPDATE SKIP LOCKED",  # two reviewers never wait for, or get, the same item
 )
 
 
@@ -140,6 +160,10 @@ class PostgresStore(SQLStore):
             try:
                 with con.transaction():
                     inserted = {rid for (rid,) in con.execute(_INSERT, columns).fetchall()}
+                    queued = queued_reviews([(rid, item) for rid, item in zip(ids, items) if rid in inserted],
+                                            lambda dt: dt)
+                    if queued:
+                        con.execute(_QUEUE_REVIEWS, [list(col) for col in zip(*queued)])
                     others = [rid for rid in ids if rid not in inserted]
                     existing = {}
                     if others:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -18,7 +18,9 @@ import orjson
 
 from echogate.query import CountGroup, Cursor, GroupBy, RecordFilter
 from echogate.store.base import Store, StoreItem, record_id_for
-from echogate.types import DeclaredOrigin, Decision, Record, Role, Scores, Transcript, Turn, TurnScore, Verdict
+from echogate.errors import FailedPrecondition, NotFound
+from echogate.types import (DeclaredOrigin, Decision, Label, Record, ReviewItem, Role, Scores, Transcript, Turn,
+                            TurnScore, Verdict)
 
 COLUMNS = ("record_id", "source", "transcript_id", "content_sha256", "declared_origin", "language", "metadata",
            "turns", "bot_origin", "repetitiveness", "decision", "tags", "reasons", "model_version",
@@ -38,6 +40,8 @@ class Dialect:
     text_match: str  # condition that some turn's text contains a bound LIKE pattern, case-insensitively
     day: str  # expression: UTC date of decided_at as YYYY-MM-DD
     epoch_minute: str  # expression: decided_at as Unix seconds, rounded down to the minute
+    json_param: str  # placeholder for a JSON value bound as text
+    lock_rows: str  # suffix that locks selected rows for the transaction, skipping locked ones
 
 
 def where(f: RecordFilter, d: Dialect, after: Cursor | None = None) -> tuple[str, list]:
@@ -132,6 +136,13 @@ def row_values(record_id: str, item: StoreItem, encode_json: Callable = dumps, t
             v.policy_version, time(item.received_at), time(v.decided_at), v.scores.corpus_duplicate)
 
 
+def queued_reviews(fresh: list[tuple[str, StoreItem]], time) -> list[tuple]:
+    """reviews rows (record_id, source, model_decision, queued_at) for newly stored REVIEW verdicts:
+    they enter the review queue in the same transaction as the record."""
+    return [(rid, item.transcript.source, str(item.verdict.decision), time(item.verdict.decided_at))
+            for rid, item in fresh if item.verdict.decision is Decision.REVIEW]
+
+
 def _json(value):
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
@@ -221,5 +232,82 @@ class SQLStore(Store):
         with self._admin_transaction() as con:
             rows = con.execute(f"SELECT source, decision, count(*) FROM records{clause} "
                                "GROUP BY source, decision ORDER BY source, decision", params).fetchall()
+            con.execute(f"DELETE FROM reviews WHERE record_id IN (SELECT record_id FROM records{clause})", params)
             con.execute(f"DELETE FROM records{clause}", params)
         return count_groups(rows, group_by)
+
+    # --- the review queue ---------------------------------------------------------------------
+
+    def lease_reviews(self, reviewer: str, max_items: int, lease_seconds: float,
+                      sources: tuple[str, ...] = ()) -> list[ReviewItem]:
+        """Hand out up to `max_items` open review items, oldest first, leased to `reviewer`: items
+        nobody holds, or whose lease expired. Selection and lease are one transaction with the
+        rows locked, so two reviewers never get the same item."""
+        d, p = self.dialect, self.dialect.param
+        now = datetime.now(timezone.utc)
+        until = now + timedelta(seconds=lease_seconds)
+        cond, params = (f"reviewed_at IS NULL AND (lease_expires_at IS NULL OR lease_expires_at < {p})",
+                        [d.time_param(now)])
+        if sources:
+            sql, values = d.any_of("source", list(sources))
+            cond, params = f"{cond} AND {sql}", params + values
+        with self._admin_transaction() as con:
+            picked = con.execute(f"SELECT record_id, queued_at FROM reviews WHERE {cond} ORDER BY queued_at "
+                                 f"LIMIT {int(max_items)}{d.lock_rows}", params).fetchall()
+            ids = [rid for rid, _ in picked]
+            if ids:
+                sql, values = d.any_of("record_id", ids)
+                con.execute(f"UPDATE reviews SET lease_owner = {p}, lease_expires_at = {p} WHERE {sql}",
+                            [reviewer, d.time_param(until), *values])
+                rows = {row[0]: row for row in con.execute(
+                    f"SELECT {COLUMN_LIST} FROM records WHERE {sql}", values).fetchall()}
+        return [ReviewItem(row_to_record(rows[rid]), _time(queued), until) for rid, queued in picked if rid in rows]
+
+    def submit_review(self, record_id: str, reviewer: str, label: Label, final: Decision, note: str) -> Record:
+        """Record a reviewer's judgement on an item they hold; the record's decision becomes the
+        final one, tagged `reviewed_<label>` with a `human_review` reason first."""
+        d, p = self.dialect, self.dialect.param
+        now = datetime.now(timezone.utc)
+        with self._admin_transaction() as con:
+            row = con.execute(f"SELECT lease_owner, lease_expires_at, reviewed_at, reviewer FROM reviews "
+                              f"WHERE record_id = {p}{d.lock_rows.replace(' SKIP LOCKED', '')}",
+                              [record_id]).fetchone()
+            if row is None:
+                raise NotFound(f"no review item for record_id {record_id!r}")
+            owner, expires, reviewed_at, done_by = row
+            if reviewed_at is not None:
+                raise FailedPrecondition(f"record {record_id} was already reviewed by {done_by}")
+            if owner != reviewer or expires is None or _time(expires) < now:
+                holder = f"held by {owner}" if owner and owner != reviewer and _time(expires) >= now else "not held"
+                raise FailedPrecondition(f"{reviewer} holds no lease on record {record_id} (it is {holder}); "
+                                         "take it again with ListReviews")
+            con.execute(f"UPDATE reviews SET reviewer = {p}, label = {p}, final_decision = {p}, note = {p}, "
+                        f"reviewed_at = {p} WHERE record_id = {p}",
+                        [reviewer, str(label), str(final), note, d.time_param(now), record_id])
+            record = con.execute(f"SELECT {COLUMN_LIST} FROM records WHERE record_id = {p}", [record_id]).fetchone()
+            tags = [t for t in _json(record[11]) if not t.startswith("reviewed_")] + [f"reviewed_{label}"]
+            reason = f"human_review: {reviewer} judged it {label}-written and decided {final}" + (
+                f" ({note})" if note else "")
+            reasons = [reason, *_json(record[12])]
+            con.execute(f"UPDATE records SET decision = {p}, tags = {d.json_param}, reasons = {d.json_param} "
+                        f"WHERE record_id = {p}", [str(final), dumps(tags), dumps(reasons), record_id])
+            record = con.execute(f"SELECT {COLUMN_LIST} FROM records WHERE record_id = {p}", [record_id]).fetchone()
+        return row_to_record(record)
+
+    def review_stats(self) -> tuple[int, datetime | None]:
+        """(open review items, when the oldest was queued)."""
+        count, oldest = self._fetch("SELECT count(*), min(queued_at) FROM reviews WHERE reviewed_at IS NULL", [])[0]
+        return int(count), _time(oldest) if oldest is not None else None
+
+    def iter_reviewed(self, since: datetime | None = None) -> Iterator[tuple[Record, dict]]:
+        """Reviewed records with their review (reviewer, label, final_decision, note, reviewed_at),
+        oldest review first: the reviewers' labels as training data."""
+        p = self.dialect.param
+        cols = ", ".join(f"r.{c}" for c in COLUMNS)
+        cond, params = ("AND v.reviewed_at >= " + p, [self.dialect.time_param(since)]) if since else ("", [])
+        for row in self._fetch(f"SELECT {cols}, v.reviewer, v.label, v.final_decision, v.note, v.reviewed_at "
+                               f"FROM reviews v JOIN records r ON r.record_id = v.record_id "
+                               f"WHERE v.reviewed_at IS NOT NULL {cond} ORDER BY v.reviewed_at", params):
+            review = dict(zip(("reviewer", "label", "final_decision", "note", "reviewed_at"), row[len(COLUMNS):]))
+            review["reviewed_at"] = _time(review["reviewed_at"])
+            yield row_to_record(row[:len(COLUMNS)]), review

@@ -22,7 +22,8 @@ import numpy as np
 import orjson
 
 from echogate.store.base import StoreItem, record_id_for
-from echogate.store.sql import COLUMN_LIST, COLUMNS, Dialect, SQLStore, iso, row_to_verdict, row_values
+from echogate.store.sql import (COLUMN_LIST, COLUMNS, Dialect, SQLStore, iso, queued_reviews, row_to_verdict,
+                                row_values)
 from echogate.types import Verdict
 
 _MIGRATIONS = {
@@ -62,9 +63,27 @@ _MIGRATIONS = {
     CREATE INDEX records_source_decided_at ON records (source, decided_at);
     CREATE INDEX records_decision_decided_at ON records (decision, decided_at);
     """,
+    4: """
+    CREATE TABLE reviews (
+        record_id        TEXT NOT NULL PRIMARY KEY,  -- the reviewed record (records.record_id)
+        source           TEXT NOT NULL,
+        model_decision   TEXT NOT NULL,  -- the verdict's decision when queued (review)
+        queued_at        TEXT NOT NULL,
+        lease_owner      TEXT,           -- the reviewer holding the item, until lease_expires_at
+        lease_expires_at TEXT,
+        reviewer         TEXT,           -- set when reviewed
+        label            TEXT,           -- human | machine
+        final_decision   TEXT,
+        note             TEXT,
+        reviewed_at      TEXT
+    );
+    CREATE INDEX reviews_open ON reviews (reviewed_at, queued_at);
+    """,
 }
 
 _INSERT = f"INSERT OR IGNORE INTO records ({COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_QUEUE_REVIEW = ("INSERT OR IGNORE INTO reviews (record_id, source, model_decision, queued_at) "
+                 "VALUES (?, ?, ?, ?)")
 _U64 = (1 << 64) - 1
 _UPSERT_CORPUS = ("INSERT INTO corpus_turns (turn_key, seen) "
                   "SELECT value ->> 0, value ->> 1 FROM json_each(?) WHERE true "
@@ -80,6 +99,8 @@ DIALECT = Dialect(
     text_match="EXISTS (SELECT 1 FROM json_each(records.turns) WHERE json_each.value ->> 'text' LIKE ? ESCAPE '\\')",
     day="substr(decided_at, 1, 10)",
     epoch_minute="(CAST(strftime('%s', decided_at) AS INTEGER) / 60 * 60)",
+    json_param="?",
+    lock_rows="",  # BEGIN IMMEDIATE already holds the database's write lock
 )
 
 
@@ -131,8 +152,9 @@ class SQLiteStore(SQLStore):
                 for row in con.execute(f"SELECT {COLUMN_LIST} FROM records WHERE record_id IN "
                                        f"({', '.join('?' * len(chunk))})", chunk):
                     existing[(row[1], row[2])] = row_to_verdict(row)
-            con.executemany(_INSERT, [row_values(rid, item) for rid, item in zip(ids, items)
-                                      if item.transcript.key not in existing])
+            fresh = [(rid, item) for rid, item in zip(ids, items) if item.transcript.key not in existing]
+            con.executemany(_INSERT, [row_values(rid, item) for rid, item in fresh])
+            con.executemany(_QUEUE_REVIEW, queued_reviews(fresh, iso))
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
