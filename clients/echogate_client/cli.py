@@ -86,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--older-than", type=float, metavar="DAYS", help="decided more than DAYS days ago")
     p.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
 
+    p = sub.add_parser("token", help="make an API token: prints the secret once and the settings entry")
+    p.add_argument("--name", required=True, help="who holds it (shown in the audit log)")
+    p.add_argument("--scopes", required=True, help="comma-separated: ingest, read, review, admin")
+    p.add_argument("--sources", default="", help="comma-separated sources it may use (default: all)")
+
     p = sub.add_parser("score", help="score a JSONL file offline (no server, nothing stored)")
     p.add_argument("file", type=Path)
     p.add_argument("--model")
@@ -126,7 +131,7 @@ def _serve(args) -> int:
 def _gate(args) -> int:
     import grpc
 
-    from echogate_client.client import Client, field_violations
+    from echogate_client.client import connect, field_violations
     from echogate_client.records import read_jsonl, transcript_from_record, verdict_to_dict
 
     decisions: Counter[str] = Counter()
@@ -135,7 +140,7 @@ def _gate(args) -> int:
     lines = sum(1 for line in args.file.open(encoding="utf-8") if line.strip())
     transcripts = (transcript_from_record(rec, n, args.source) for n, rec in read_jsonl(args.file))
     try:
-        with Client(args.target) as client, tqdm(total=lines, unit="transcript", file=sys.stderr) as bar:
+        with connect(args.target) as client, tqdm(total=lines, unit="transcript", file=sys.stderr) as bar:
             for verdict in client.gate_all(transcripts, args.batch_size):
                 decisions[verdict_to_dict(verdict)["decision"]] += 1
                 duplicates += verdict.duplicate
@@ -161,9 +166,9 @@ def _gate(args) -> int:
 def _get(args) -> int:
     from google.protobuf.json_format import MessageToDict
 
-    from echogate_client.client import Client
+    from echogate_client.client import connect
 
-    with Client(args.target) as client:
+    with connect(args.target) as client:
         record = client.get_record(args.record_id, args.source, args.id)
     print(json.dumps(MessageToDict(record), indent=2))
     return 0
@@ -172,9 +177,9 @@ def _get(args) -> int:
 def _info(args) -> int:
     from google.protobuf.json_format import MessageToDict
 
-    from echogate_client.client import Client
+    from echogate_client.client import connect
 
-    with Client(args.target) as client:
+    with connect(args.target) as client:
         print(json.dumps(MessageToDict(client.server_info()), indent=2))
     return 0
 
@@ -205,18 +210,26 @@ def _open_store(args):
     return open_store(args.store or Settings.load(args.config).store.url)
 
 
+def _audit(args, action: str, **details) -> None:
+    """Exports and purges go to the audit log named in the settings, as the local user."""
+    from echogate.security import AuditLog, local_user
+    from echogate.settings import Settings
+
+    AuditLog(Settings.load(args.config).security.audit_log).record(local_user(), action, **details)
+
+
 def _query(args) -> int:
     import grpc
 
     from echogate.export import record_row
     from echogate.grpc_api.convert import filter_to_pb, record_from_pb
     from echogate.v1 import gate_pb2 as pb
-    from echogate_client.client import Client
+    from echogate_client.client import connect
     from echogate_client.records import DECISION_NAMES
 
     f = filter_to_pb(_filter(args))
     try:
-        with Client(args.target) as client:
+        with connect(args.target) as client:
             if args.count_by is not None:
                 names = [x.strip() for x in args.count_by.split(",") if x.strip()]
                 groups = [getattr(pb, f"GROUP_BY_{n.upper()}", None) for n in names]
@@ -264,10 +277,12 @@ def _export(args) -> int:
     try:
         if args.reviews:
             manifest = export_reviews(store, args.out, f.since)
+            _audit(args, "export_reviews", out=str(args.out), rows=manifest["rows"])
             print(f"exported {manifest['rows']} reviewed transcripts to {args.out} ({manifest['labels']})")
             return 0
         write = export_parquet if args.format == "parquet" else export_jsonl
         manifest = write(store, f, args.out)
+        _audit(args, "export", out=str(args.out), format=args.format, filter=manifest["filter"], rows=manifest["rows"])
     except FileExistsError as exc:
         print(f"echogate export: {exc}", file=sys.stderr)
         return 1
@@ -297,10 +312,26 @@ def _purge(args) -> int:
         groups = (store.count(f, (GroupBy.SOURCE, GroupBy.DECISION)) if args.dry_run else store.purge(f))
     finally:
         store.close()
+    if not args.dry_run:
+        _audit(args, "purge", filter=f, deleted=sum(g.count for g in groups))
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{verb} {sum(g.count for g in groups)} records")
     for g in groups:
         print(f"  {g.source:24s} {g.decision:8s} {g.count:10d}")
+    return 0
+
+
+def _token(args) -> int:
+    import yaml
+
+    from echogate.security import new_token
+    from echogate.settings import TokenSettings
+
+    secret, digest = new_token()
+    entry = TokenSettings(name=args.name, sha256=digest, scopes=[x.strip() for x in args.scopes.split(",") if x.strip()],
+                          sources=[x.strip() for x in args.sources.split(",") if x.strip()])
+    print(f"token (give it to {args.name}; it is not stored anywhere): {secret}", file=sys.stderr)
+    print(yaml.safe_dump({"security": {"tokens": [entry.model_dump()]}}, sort_keys=False), end="")
     return 0
 
 
@@ -342,7 +373,7 @@ def _train(args) -> int:
 
 
 COMMANDS = {"serve": _serve, "gate": _gate, "get": _get, "info": _info, "query": _query, "export": _export,
-            "purge": _purge, "review": _review, "score": _score, "eval": _eval, "train": _train}
+            "purge": _purge, "review": _review, "token": _token, "score": _score, "eval": _eval, "train": _train}
 
 if __name__ == "__main__":
     sys.exit(main())

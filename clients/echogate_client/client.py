@@ -1,5 +1,8 @@
 """Python client for echogate, sync (`Client`) and asyncio (`AsyncClient`).
 
+Authentication: a bearer token (`token=` or the ECHOGATE_TOKEN variable) goes with every call;
+`tls_credentials()` makes TLS or mutual-TLS channel credentials.
+
 Retries resend the identical request, so the same transcript ids: Gate is idempotent by
 (source, id) and a retried batch is never stored twice. Retried codes: UNAVAILABLE,
 RESOURCE_EXHAUSTED (honouring the server's RetryInfo delay), ABORTED and, for calls that
@@ -8,6 +11,7 @@ are safe to repeat, DEADLINE_EXCEEDED.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
@@ -73,6 +77,34 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+def _auth_metadata(token: str | None) -> tuple:
+    """The bearer token of every call: the argument, else ECHOGATE_TOKEN, else none."""
+    token = token or os.environ.get("ECHOGATE_TOKEN")
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def tls_credentials(ca_file: str | None = None, cert_file: str | None = None,
+                    key_file: str | None = None) -> grpc.ChannelCredentials:
+    """TLS channel credentials: the CA that signed the server's certificate (None: the system's),
+    and for mutual TLS the client's own certificate and key."""
+    def read(path):
+        with open(path, "rb") as fh:
+            return fh.read()
+    return grpc.ssl_channel_credentials(root_certificates=read(ca_file) if ca_file else None,
+                                        private_key=read(key_file) if key_file else None,
+                                        certificate_chain=read(cert_file) if cert_file else None)
+
+
+def connect(target: str, **kwargs) -> "Client":
+    """A Client configured from the environment, as the command line uses it: ECHOGATE_TOKEN,
+    and ECHOGATE_TLS_CA (plus ECHOGATE_TLS_CERT and ECHOGATE_TLS_KEY for mutual TLS)."""
+    env = os.environ
+    if env.get("ECHOGATE_TLS_CA") or env.get("ECHOGATE_TLS_CERT"):
+        kwargs.setdefault("credentials", tls_credentials(env.get("ECHOGATE_TLS_CA"), env.get("ECHOGATE_TLS_CERT"),
+                                                         env.get("ECHOGATE_TLS_KEY")))
+    return Client(target, **kwargs)
+
+
 _OPTIONS = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
 
 
@@ -80,17 +112,18 @@ class Client:
     """Blocking client. Use as a context manager, or call close()."""
 
     def __init__(self, target: str, retry: RetryPolicy = RetryPolicy(), timeout_s: float | None = 60.0,
-                 credentials: grpc.ChannelCredentials | None = None):
+                 credentials: grpc.ChannelCredentials | None = None, token: str | None = None):
         self.channel = (grpc.secure_channel(target, credentials, _OPTIONS) if credentials
                         else grpc.insecure_channel(target, _OPTIONS))
         self.stub = gate_pb2_grpc.QualityGateStub(self.channel)
         self.retry = retry
         self.timeout_s = timeout_s
+        self.metadata = _auth_metadata(token)
 
     def _call(self, method, request):
         for attempt in range(self.retry.attempts):
             try:
-                return method(request, timeout=self.timeout_s)
+                return method(request, timeout=self.timeout_s, metadata=self.metadata)
             except grpc.RpcError as err:
                 if err.code() not in RETRYABLE or attempt == self.retry.attempts - 1:
                     raise
@@ -110,7 +143,7 @@ class Client:
 
     def gate_stream(self, batches: Iterable[list[pb.Transcript]]) -> Iterator[pb.GateResponse]:
         """One GateStream call; no automatic retry (resend the unanswered batches on error)."""
-        return self.stub.GateStream(pb.GateRequest(transcripts=b) for b in batches)
+        return self.stub.GateStream((pb.GateRequest(transcripts=b) for b in batches), metadata=self.metadata)
 
     def get_record(self, record_id: str = "", source: str = "", transcript_id: str = "") -> pb.Record:
         req = (pb.GetRecordRequest(record_id=record_id) if record_id else
@@ -126,7 +159,7 @@ class Client:
             request = pb.QueryRecordsRequest(filter=filter, cursor=cursor, page_size=page_size,
                                              limit=limit - sent if limit else 0)
             try:
-                for response in self.stub.QueryRecords(request, timeout=self.timeout_s):
+                for response in self.stub.QueryRecords(request, timeout=self.timeout_s, metadata=self.metadata):
                     yield from response.records
                     cursor, sent, attempt = response.cursor, sent + len(response.records), 0
                 return
@@ -166,17 +199,18 @@ class AsyncClient:
     """asyncio client with the same methods as `Client`, as coroutines."""
 
     def __init__(self, target: str, retry: RetryPolicy = RetryPolicy(), timeout_s: float | None = 60.0,
-                 credentials: grpc.ChannelCredentials | None = None):
+                 credentials: grpc.ChannelCredentials | None = None, token: str | None = None):
         self.channel = (grpc.aio.secure_channel(target, credentials, _OPTIONS) if credentials
                         else grpc.aio.insecure_channel(target, _OPTIONS))
         self.stub = gate_pb2_grpc.QualityGateStub(self.channel)
         self.retry = retry
         self.timeout_s = timeout_s
+        self.metadata = _auth_metadata(token)
 
     async def _call(self, method, request):
         for attempt in range(self.retry.attempts):
             try:
-                return await method(request, timeout=self.timeout_s)
+                return await method(request, timeout=self.timeout_s, metadata=self.metadata)
             except grpc.aio.AioRpcError as err:
                 if err.code() not in RETRYABLE or attempt == self.retry.attempts - 1:
                     raise
@@ -211,7 +245,7 @@ class AsyncClient:
             else:
                 for b in batches:
                     yield pb.GateRequest(transcripts=b)
-        return self.stub.GateStream(requests())
+        return self.stub.GateStream(requests(), metadata=self.metadata)
 
     async def get_record(self, record_id: str = "", source: str = "", transcript_id: str = "") -> pb.Record:
         req = (pb.GetRecordRequest(record_id=record_id) if record_id else
@@ -226,7 +260,7 @@ class AsyncClient:
             request = pb.QueryRecordsRequest(filter=filter, cursor=cursor, page_size=page_size,
                                              limit=limit - sent if limit else 0)
             try:
-                async for response in self.stub.QueryRecords(request, timeout=self.timeout_s):
+                async for response in self.stub.QueryRecords(request, timeout=self.timeout_s, metadata=self.metadata):
                     for record in response.records:
                         yield record
                     cursor, sent, attempt = response.cursor, sent + len(response.records), 0

@@ -12,7 +12,7 @@ import sys
 import grpc
 
 from echogate.v1 import gate_pb2 as pb
-from echogate_client.client import Client
+from echogate_client.client import connect
 from echogate_client.records import DECISION_NAMES
 
 ROLE_NAMES = {pb.ROLE_CUSTOMER: "customer", pb.ROLE_AGENT: "agent", pb.ROLE_SYSTEM: "system"}
@@ -67,7 +67,7 @@ def render(item: pb.ReviewItem, color: bool) -> str:
 def review_loop(target: str, reviewer: str, sources: tuple[str, ...] = (), lease_seconds: int = 600) -> int:
     color = sys.stdout.isatty()
     done = 0
-    with Client(target) as client:
+    with connect(target) as client:
         while True:
             try:
                 items = client.list_reviews(reviewer, 1, lease_seconds, sources)

@@ -21,6 +21,7 @@ from echogate.metrics import Metrics
 from echogate.model import BotOriginModel, ModelLoadError
 from echogate.policy import Policy, PolicyError, load_policy_file
 from echogate.query import CountGroup, Cursor, GroupBy, RecordFilter
+from echogate.security import AuditLog
 from echogate.scoring import ScoredTranscript, Scorer
 from echogate.settings import Settings
 from echogate.store import Store, StoreItem
@@ -41,6 +42,7 @@ class GateCore:
         self.policy = Policy(load_policy_file(settings.policy_file) if settings.policy_file else settings.policy)
         self.store = store
         self.budget = SyntheticBudgetWindows(on_share=self._report_share)
+        self.audit = AuditLog(settings.security.audit_log)
         if store is not None:
             self._load_budget()
         b = settings.batching

@@ -139,6 +139,38 @@ class PolicySettings(BaseModel):
                                        "sources": {}})
 
 
+class TLSSettings(BaseModel):
+    """TLS on the gRPC port; with `client_ca_file`, mutual TLS (clients must present a
+    certificate signed by that CA)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+
+
+class TokenSettings(BaseModel):
+    """One API token, stored as the SHA-256 of the secret (`echogate token` makes both)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str  # who: appears in the audit log
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[Literal["ingest", "read", "review", "admin"]]
+    sources: list[str] = []  # the sources this token may write and read; empty: all
+
+
+class SecuritySettings(BaseModel):
+    """Who may call what (docs/security.md). No tokens: every caller may call everything (a
+    local or trusted-network deployment); with tokens, every echogate RPC needs one."""
+
+    model_config = ConfigDict(extra="forbid")
+    tls: TLSSettings | None = None
+    # with TLS on, health checks are served here in plain text for probes (None: not served apart)
+    health_port: int | None = Field(None, ge=0, le=65535)
+    tokens: list[TokenSettings] = []
+    audit_log: str | None = None  # JSONL file of admin actions, reviews and exports; None: the log only
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ECHOGATE_", env_nested_delimiter="__", extra="forbid")
 
@@ -159,6 +191,7 @@ class Settings(BaseSettings):
     # A policy file (YAML, the same fields as `policy`) replaces `policy` and is re-read on reload
     # (SIGHUP or the Reload RPC); errors name the file's line and field.
     policy_file: str | None = None
+    security: SecuritySettings = SecuritySettings()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -1,8 +1,9 @@
-"""One interceptor for every RPC: typed errors -> status codes, and RED metrics.
+"""One interceptor for every RPC: the caller's token, typed errors -> status codes, RED metrics.
 
 Errors are mapped here and nowhere else: InvalidArgument -> INVALID_ARGUMENT with a
 google.rpc.BadRequest detail, NotFound -> NOT_FOUND, FailedPrecondition ->
-FAILED_PRECONDITION, Overloaded -> RESOURCE_EXHAUSTED
+FAILED_PRECONDITION, Unauthenticated -> UNAUTHENTICATED, PermissionDenied -> PERMISSION_DENIED,
+Overloaded -> RESOURCE_EXHAUSTED
 with google.rpc.RetryInfo, Unavailable -> UNAVAILABLE. Anything else is INTERNAL with an
 incident id; the exception text goes to the log, never to the caller.
 """
@@ -19,6 +20,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from echogate.errors import EchogateError, FailedPrecondition, InvalidArgument, NotFound, Overloaded, Unavailable
 from echogate.metrics import Metrics
+from echogate.security import Authenticator, PermissionDenied, Unauthenticated, caller
+from echogate.settings import SecuritySettings
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,10 @@ def map_error(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple]:
         return _status(grpc.StatusCode.INVALID_ARGUMENT, str(exc), detail)
     if isinstance(exc, NotFound):
         return _status(grpc.StatusCode.NOT_FOUND, str(exc))
+    if isinstance(exc, Unauthenticated):
+        return _status(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+    if isinstance(exc, PermissionDenied):
+        return _status(grpc.StatusCode.PERMISSION_DENIED, str(exc))
     if isinstance(exc, FailedPrecondition):
         return _status(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     if isinstance(exc, Overloaded):
@@ -56,8 +63,9 @@ def map_error(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple]:
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Wraps the echogate service's handlers; health and reflection pass through untouched."""
 
-    def __init__(self, metrics: Metrics, service_prefix: str = "/echogate."):
+    def __init__(self, metrics: Metrics, auth: Authenticator | None = None, service_prefix: str = "/echogate."):
         self.metrics = metrics
+        self.auth = auth or Authenticator(SecuritySettings())  # no tokens: every call allowed
         self.service_prefix = service_prefix
 
     async def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails):
@@ -65,20 +73,21 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not details.method.startswith(self.service_prefix):
             return handler
         service, _, method = details.method.lstrip("/").rpartition("/")
+        metadata = details.invocation_metadata
         if handler.unary_unary:
             labels = ("unary", service, method)
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, labels),
+                self._unary(handler.unary_unary, labels, metadata, method),
                 request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
         if handler.unary_stream:
             labels = ("server_stream", service, method)
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, labels, streamed_requests=False),
+                self._stream(handler.unary_stream, labels, metadata, method, streamed_requests=False),
                 request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
         if handler.stream_stream:
             labels = ("bidi_stream", service, method)
             return grpc.stream_stream_rpc_method_handler(
-                self._stream(handler.stream_stream, labels),
+                self._stream(handler.stream_stream, labels, metadata, method),
                 request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
         return handler
 
@@ -92,11 +101,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         context.set_trailing_metadata(trailers)
         await context.abort(code, message)
 
-    def _unary(self, behavior, labels):
+    def _unary(self, behavior, labels, metadata, method):
         async def wrapper(request, context):
             self.metrics.started.labels(*labels).inc()
             started = time.perf_counter()
             try:
+                caller.set(self.auth.authenticate(metadata, method))  # this call's task sees its caller
                 response = await behavior(request, context)
             except grpc.aio.AbortError:
                 self._finish(labels, started, context.code() or grpc.StatusCode.UNKNOWN)
@@ -108,7 +118,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 return response
         return wrapper
 
-    def _stream(self, behavior, labels, streamed_requests: bool = True):
+    def _stream(self, behavior, labels, metadata, method, streamed_requests: bool = True):
         metrics = self.metrics
 
         async def counted(requests: AsyncIterator):
@@ -124,6 +134,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             else:
                 metrics.msg_received.labels(*labels).inc()
             try:
+                caller.set(self.auth.authenticate(metadata, method))
                 async for response in behavior(request, context):
                     metrics.msg_sent.labels(*labels).inc()
                     yield response

@@ -20,7 +20,8 @@ from echogate.gate import GateCore
 from echogate.grpc_api.interceptor import ServerInterceptor
 from echogate.grpc_api.servicer import QualityGateServicer
 from echogate.metrics import Metrics
-from echogate.settings import Settings
+from echogate.security import Authenticator
+from echogate.settings import Settings, TLSSettings
 from echogate.store import open_store
 from echogate.v1 import gate_pb2, gate_pb2_grpc
 
@@ -38,6 +39,8 @@ class EchogateServer:
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._metrics: Metrics | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -56,7 +59,7 @@ class EchogateServer:
         # reaches validation and gets INVALID_ARGUMENT with details, not a bare transport error.
         transport_limit = s.limits.max_message_bytes + 1024 * 1024
         self._server = grpc.aio.server(
-            interceptors=[ServerInterceptor(self._metrics)],
+            interceptors=[ServerInterceptor(self._metrics, Authenticator(s.security))],
             options=[("grpc.max_receive_message_length", transport_limit),
                      ("grpc.max_send_message_length", transport_limit),
                      ("grpc.max_connection_age_ms", int(s.max_connection_age_seconds * 1000)),
@@ -67,8 +70,18 @@ class EchogateServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
-        self.port = self._server.add_insecure_port(f"{s.host}:{s.port}")
+        tls = s.security.tls
+        if tls is None:
+            self.port = self._server.add_insecure_port(f"{s.host}:{s.port}")
+        else:
+            self.port = self._server.add_secure_port(f"{s.host}:{s.port}", _server_credentials(tls))
         await self._server.start()
+        if s.security.health_port is not None:
+            # probes cannot present client certificates: health alone, in plain text, on its own port
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+            self.health_port = self._health_server.add_insecure_port(f"{s.host}:{s.security.health_port}")
+            await self._health_server.start()
         if s.metrics_port is not None:
             self.metrics_port = self._metrics.serve(s.host, s.metrics_port)
         for name in ("", SERVICE_NAME):
@@ -84,6 +97,9 @@ class EchogateServer:
             await self._health.enter_graceful_shutdown()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+            self._health_server = None
         if self.core is not None:
             self.core.close()  # commits what is queued, then releases the store
         if self._metrics is not None:
@@ -101,6 +117,16 @@ class EchogateServer:
         await self.stop(grace=1.0)
 
 
+def _server_credentials(tls: TLSSettings) -> grpc.ServerCredentials:
+    """TLS credentials; with a client CA, clients must present a certificate it signed (mTLS)."""
+    def read(path: str) -> bytes:
+        with open(path, "rb") as fh:
+            return fh.read()
+    ca = read(tls.client_ca_file) if tls.client_ca_file else None
+    return grpc.ssl_server_credentials([(read(tls.key_file), read(tls.cert_file))], root_certificates=ca,
+                                       require_client_auth=ca is not None)
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads policy and model."""
     server = await EchogateServer(settings).start()
@@ -116,10 +142,19 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task] = set()
 
+    async def reload_and_audit() -> None:
+        try:
+            model_version, policy_version = await server.core.reload()
+        except Exception as exc:  # noqa: BLE001 - reload() logged why; the old model and policy stay
+            server.core.audit.record("signal:SIGHUP", "reload", ok=False, error=str(exc))
+        else:
+            server.core.audit.record("signal:SIGHUP", "reload", ok=True, model_version=model_version,
+                                     policy_version=policy_version)
+
     def reload() -> None:  # SIGHUP: re-read policy and model; a failure is logged and changes nothing
-        task = asyncio.create_task(server.core.reload())
+        task = asyncio.create_task(reload_and_audit())
         reloads.add(task)
-        task.add_done_callback(lambda t: (reloads.discard(t), t.cancelled() or t.exception()))
+        task.add_done_callback(reloads.discard)
     loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     log.info("shutting down (grace %.0fs)", settings.grace_seconds)
