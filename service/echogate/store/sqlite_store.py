@@ -111,6 +111,13 @@ def _connect(path: str) -> sqlite3.Connection:
     return con
 
 
+def _rollback(con: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: on a full disk or an I/O error SQLite has
+    already rolled back itself, and a second ROLLBACK would hide the original error."""
+    if con.in_transaction:
+        con.execute("ROLLBACK")
+
+
 class SQLiteStore(SQLStore):
     backend = "sqlite"
     dialect = DIALECT
@@ -138,7 +145,7 @@ class SQLiteStore(SQLStore):
                 con.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, iso(datetime.now(timezone.utc))))
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
 
     def _commit(self, items: list[StoreItem]) -> dict[tuple[str, str], tuple[Verdict, bool]]:
@@ -157,7 +164,7 @@ class SQLiteStore(SQLStore):
             con.executemany(_QUEUE_REVIEW, queued_reviews(fresh, iso))
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
         out: dict[tuple[str, str], tuple[Verdict, bool]] = {}
         for rid, item in zip(ids, items):
@@ -178,7 +185,7 @@ class SQLiteStore(SQLStore):
                 yield con
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise
         finally:
             con.close()
@@ -201,7 +208,7 @@ class SQLiteStore(SQLStore):
                 con.execute(_UPSERT_CORPUS, (orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY),))
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise
         finally:
             con.execute("PRAGMA synchronous=FULL")
