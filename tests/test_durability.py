@@ -88,3 +88,9 @@ def test_hard_kill_loses_no_acknowledged_verdict(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0  # graceful shutdown exits cleanly
+    with sqlite3.connect(store) as con:
+        stored = [t for (t,) in con.execute("SELECT transcript_id FROM records")]
+    lost = acknowledged - set(stored)
+    print(f"\n[hard kill] sent {60 * 8}, acknowledged {len(acknowledged)}, stored {len(stored)}, "
+          f"lost {len(lost)}, stored twice {len(stored) - len(set(stored))}")
+    assert not lost and len(stored) == len(set(stored))
