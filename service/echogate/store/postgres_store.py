@@ -56,7 +56,6 @@ _MIGRATIONS = {
     );
     CREATE INDEX records_decided_at ON records (decided_at, record_id);
     CREATE INDEX records_source_decided_at ON records (source, decided_at);
-    CREATE INDEX records_decision_decided_at ON records (decision, decided_at);
     CREATE INDEX records_tags ON records USING gin (tags jsonb_path_ops);
     CREATE TABLE corpus_turns (
         turn_key BIGINT NOT NULL PRIMARY KEY,

@@ -61,7 +61,6 @@ _MIGRATIONS = {
     DROP INDEX records_decided_at;
     CREATE INDEX records_decided_at ON records (decided_at, record_id);
     CREATE INDEX records_source_decided_at ON records (source, decided_at);
-    CREATE INDEX records_decision_decided_at ON records (decision, decided_at);
     """,
     4: """
     CREATE TABLE reviews (
