@@ -160,3 +160,31 @@ def test_the_metric_catalogue_lists_every_exported_metric():
     assert len(names) >= 25
     missing = [n for n in names if f"`{n}`" not in catalogue]
     assert not missing, f"not in docs/metrics.md: {missing}"
+
+
+@pytest.mark.slow
+def test_the_image_build_stage_installs_and_finds_its_model(tmp_path):
+    """No Docker daemon runs here, so the build stage's own steps run in a fresh virtualenv: copy
+    what the Dockerfile copies, `pip install` it, and run the Dockerfile's check command."""
+    import sys
+
+    text = (DEPLOY / "Dockerfile").read_text()
+    stages = [m.start() for m in re.finditer(r"^FROM ", text, re.M)]
+    build = text[stages[0]:stages[1]]
+    src = tmp_path / "src"
+    src.mkdir()
+    for line in re.findall(r"^COPY\s+(?!--)(.+)$", build, re.M):
+        *sources, dest = line.split()
+        target = src / Path(dest).relative_to("/src")
+        for part in sources:
+            path = ROOT / part
+            destination = target / path.name if dest.endswith("/") else target
+            (shutil.copytree if path.is_dir() else shutil.copy)(path, destination)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(src)], capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr[-2000:]
+    check = re.search(r'python -c "(.+?)"', build).group(1)
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", check], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (venv / "bin" / "echogate").exists()
