@@ -105,3 +105,50 @@ def test_store_round_trips_every_64_bit_key_and_replaces_on_halving(tmp_path):
         assert store.load_corpus() == {7: 2}
     finally:
         store.close()
+
+
+async def test_replicas_on_postgresql_share_the_corpus_memory(tmp_path, postgres_url):
+    """A canned reply gated through replica A counts in replica B after a sync, and B's own
+    increments add to A's (neither overwrites the other)."""
+    settings = [make_settings(tmp_path / name, corpus={"flush_seconds": 3600}) for name in ("a", "b")]
+    for s in settings:
+        s.store.url = postgres_url
+    canned = "Thank you for contacting support, your ticket has been escalated to a specialist."
+    async with EchogateServer(settings[0]) as a, EchogateServer(settings[1]) as b:
+        async with grpc.aio.insecure_channel(a.address) as ca, grpc.aio.insecure_channel(b.address) as cb:
+            stub_a, stub_b = gate_pb2_grpc.QualityGateStub(ca), gate_pb2_grpc.QualityGateStub(cb)
+            await stub_a.Gate(pb.GateRequest(transcripts=[transcript(f"a{i}", f"problem {i} here", canned)
+                                                         for i in range(3)]))
+            await stub_b.Gate(pb.GateRequest(transcripts=[transcript(f"b{i}", f"issue {i} now", canned)
+                                                         for i in range(2)]))
+            a.core._flush_corpus()
+            b.core._flush_corpus()  # B sends its 2 and reads A's 3
+            a.core._flush_corpus()  # A reads B's 2
+            for stub in (stub_a, stub_b):
+                reply = await stub.Score(pb.ScoreRequest(transcripts=[transcript("probe", "hello", canned)]))
+                assert reply.verdicts[0].turns[1].seen_before == 5
+    async with EchogateServer(settings[1]) as b:  # a restarted replica starts from the shared counts
+        async with grpc.aio.insecure_channel(b.address) as cb:
+            reply = await gate_pb2_grpc.QualityGateStub(cb).Score(
+                pb.ScoreRequest(transcripts=[transcript("probe2", "hello", canned)]))
+            # the five, plus each replica's probe (Score counts too), sent by their final flush
+            assert reply.verdicts[0].turns[1].seen_before == 7
+
+
+def test_the_shared_table_halves_past_capacity(postgres_url):
+    from echogate.store import open_store
+
+    a, b = open_store(postgres_url), open_store(postgres_url)
+    try:
+        a.load_corpus(), b.load_corpus()
+        counts, full = a.sync_corpus({1: 4, 2: 1, 3: 6}, capacity=10)
+        assert not full or counts == {1: 4, 2: 1, 3: 6}
+        counts, full = b.sync_corpus({3: 2}, capacity=10)
+        assert counts[3] == 8 and counts[1] == 4
+        counts, full = b.sync_corpus({k: 1 for k in range(100, 110)}, capacity=10)  # 13 rows > 10
+        assert full and counts == {1: 2, 3: 4}  # singletons dropped, the rest halved
+        counts, full = a.sync_corpus({}, capacity=10)
+        assert counts == {1: 2, 3: 4}
+    finally:
+        a.close()
+        b.close()

@@ -71,8 +71,19 @@ def turn_keys(stream: np.ndarray, byte_turn: np.ndarray, roles: Sequence[str]) -
 
 
 class CorpusMemory:
-    def __init__(self, capacity: int = 500_000, seen_transcripts: int = 100_000):
+    """How many earlier transcripts had each turn key.
+
+    Alone (embedded store), the memory is the truth: it halves itself past `capacity` and saves
+    its repeated keys. Shared (`shared=True`, several replicas on PostgreSQL), the store holds the
+    truth: the memory records its own increments (`drain_deltas`), the store adds every replica's
+    increments up and halves the shared table past capacity, and `merge` brings back the counts
+    other replicas changed.
+    """
+
+    def __init__(self, capacity: int = 500_000, seen_transcripts: int = 100_000, shared: bool = False):
         self.capacity = capacity
+        self.shared = shared
+        self._deltas: dict[int, int] = {}  # shared: increments since the last drain_deltas
         self._counts: dict[int, int] = {}
         self._transcripts: OrderedDict[str, None] = OrderedDict()
         self._max_transcripts = seen_transcripts
@@ -105,6 +116,33 @@ class CorpusMemory:
             self._changed.clear()
             self._halved = False
         return changes, full
+
+    def drain_deltas(self) -> dict[int, int]:
+        """Shared: this replica's increments since the last call (every key, singletons too: another
+        replica may have seen the same turn once as well)."""
+        with self._lock:
+            deltas, self._deltas = self._deltas, {}
+            self._changed.clear()
+        return deltas
+
+    def merge(self, counts: dict[int, int], replace_all: bool) -> None:
+        """Shared: take the store's counts (all of them when `replace_all`, after the store halved),
+        keeping on top the increments counted here since they were drained."""
+        with self._lock:
+            if replace_all:
+                self._counts = dict(counts)
+                for k, d in self._deltas.items():
+                    self._counts[k] = self._counts.get(k, 0) + d
+            else:
+                for k, c in counts.items():
+                    self._counts[k] = c + self._deltas.get(k, 0)
+            self.most_repeated = max(self._counts.values(), default=0)
+
+    def requeue_deltas(self, deltas: dict[int, int]) -> None:
+        """Shared: increments whose sync failed, to be sent with the next one."""
+        with self._lock:
+            for k, d in deltas.items():
+                self._deltas[k] = self._deltas.get(k, 0) + d
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -147,9 +185,11 @@ class CorpusMemory:
                     if k:
                         c = counts[k] = counts.get(k, 0) + 1
                         self._changed.add(k)
+                        if self.shared:
+                            self._deltas[k] = self._deltas.get(k, 0) + 1
                         if c > self.most_repeated:
                             self.most_repeated = c
-            if len(counts) > self.capacity:
+            if len(counts) > self.capacity and not self.shared:  # shared: the store halves
                 self._counts = {k: c // 2 for k, c in counts.items() if c > 1}
                 self.most_repeated //= 2
                 self._halved = True

@@ -35,7 +35,7 @@ class GateCore:
     def __init__(self, settings: Settings, metrics: Metrics, store: Store | None):
         self.settings = settings
         self.metrics = metrics
-        memory = CorpusMemory(capacity=settings.corpus.capacity)
+        memory = CorpusMemory(capacity=settings.corpus.capacity, shared=store is not None and store.shared_corpus)
         if store is not None:
             memory.load(store.load_corpus())
         self.scorer = Scorer(BotOriginModel(settings.model_path, settings.batching.intra_op_threads), memory)
@@ -216,7 +216,18 @@ class GateCore:
     def _flush_corpus(self) -> None:
         """Write the corpus counts changed since the last flush to the store; a failure keeps them
         for the next try (the counts are a soft signal: verdicts never wait for this)."""
-        changes, full = self.scorer.memory.drain_changes()
+        memory = self.scorer.memory
+        if memory.shared:  # several replicas: send our increments, take back everyone's changes
+            deltas = memory.drain_deltas()
+            try:
+                counts, replace_all = self.store.sync_corpus(deltas, memory.capacity)
+            except Exception:
+                log.exception("could not sync %d corpus increments; will retry", len(deltas))
+                memory.requeue_deltas(deltas)
+                return
+            memory.merge(counts, replace_all)
+            return
+        changes, full = memory.drain_changes()
         if not changes and not full:
             return
         try:

@@ -219,6 +219,14 @@ class Store(ABC):
             last = page[-1].verdict
             after = Cursor(last.decided_at, last.record_id)
 
+    shared_corpus = False  # True: several replicas share the corpus counts through this store
+
+    def sync_corpus(self, deltas: dict[int, int], capacity: int) -> tuple[dict[int, int], bool]:
+        """Shared stores: add this replica's increments, halve the shared counts past `capacity`,
+        and return the counts changed since this replica's last sync (all of them, True, after a
+        halving)."""
+        raise NotImplementedError(f"the {self.backend} store keeps one replica's corpus counts")
+
     @abstractmethod
     def load_corpus(self) -> dict[int, int]:
         """The saved corpus-memory counts (turn key -> transcripts that had it)."""

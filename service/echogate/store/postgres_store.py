@@ -10,7 +10,11 @@ read back as a duplicate. Each group inserts its rows in record_id order, so two
 lock keys in the same order and cannot deadlock each other; should the server still abort
 a transaction (deadlock, serialization failure), the group is retried.
 
-Schema migrations take an advisory lock, so replicas starting together migrate once. The
+Schema migrations take an advisory lock, so replicas starting together migrate once.
+
+The corpus memory is shared: each replica adds its increments to `corpus_turns` and reads back
+the rows other replicas changed (a version column filled from a sequence), so every replica's
+`seen_before` counts every replica's transcripts, at most one flush interval late. The
 tables live in the connection's current schema (`?options=-csearch_path%3Dname` picks one).
 """
 from __future__ import annotations
@@ -78,6 +82,11 @@ _MIGRATIONS = {
     );
     CREATE INDEX reviews_open ON reviews (queued_at) WHERE reviewed_at IS NULL;
     """,
+    3: """
+    CREATE SEQUENCE corpus_version;
+    ALTER TABLE corpus_turns ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX corpus_turns_version ON corpus_turns (version);
+    """,
 }
 
 # Column types for unnest(): JSON goes in as text and is cast, so each row is one parameter
@@ -91,11 +100,18 @@ _INSERT = (
     + " FROM unnest(" + ", ".join(f"%s::{t}[]" for t in _TYPES) + f") AS u({COLUMN_LIST}) "
     "ON CONFLICT DO NOTHING RETURNING record_id"
 )
-_UPSERT_CORPUS = ("INSERT INTO corpus_turns (turn_key, seen) SELECT * FROM unnest(%s::int8[], %s::int8[]) "
-                  "ON CONFLICT (turn_key) DO UPDATE SET seen = excluded.seen")
+_UPSERT_CORPUS = ("INSERT INTO corpus_turns (turn_key, seen, version) "
+                  "SELECT k, s, nextval('corpus_version') FROM unnest(%s::int8[], %s::int8[]) AS u(k, s) "
+                  "ON CONFLICT (turn_key) DO UPDATE SET seen = excluded.seen, version = excluded.version")
+# several replicas: increments add up; rows in key order so two replicas lock them in the same order
+_ADD_CORPUS = ("INSERT INTO corpus_turns (turn_key, seen, version) "
+               "SELECT k, s, nextval('corpus_version') FROM unnest(%s::int8[], %s::int8[]) AS u(k, s) ORDER BY k "
+               "ON CONFLICT (turn_key) DO UPDATE SET seen = corpus_turns.seen + excluded.seen, "
+               "version = excluded.version")
 _QUEUE_REVIEWS = ("INSERT INTO reviews (record_id, source, model_decision, queued_at) "
                   "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING")
 _U64 = (1 << 64) - 1
+FULL_SYNC_EVERY = 20  # corpus syncs between two full reads of the shared counts
 _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 DIALECT = Dialect(
@@ -125,6 +141,8 @@ class PostgresStore(SQLStore):
     def __init__(self, url: str, max_group: int = 4096):
         super().__init__(max_group)
         self.url = url
+        self._corpus_version: int | None = None  # the newest corpus row this replica has seen
+        self._corpus_syncs = 0
         self._con = _connect(url)
         self._migrate()
         self._reader = _connect(url)
@@ -191,8 +209,40 @@ class PostgresStore(SQLStore):
         with _connect(self.url) as con, con.transaction():
             yield con
 
+    shared_corpus = True
+
     def load_corpus(self) -> dict[int, int]:
-        return {k & _U64: c for k, c in self._fetch("SELECT turn_key, seen FROM corpus_turns", [])}
+        rows = self._fetch("SELECT turn_key, seen, version FROM corpus_turns", [])
+        self._corpus_version = max((v for _, _, v in rows), default=0)
+        return {k & _U64: c for k, c, _ in rows}
+
+    def sync_corpus(self, deltas: dict[int, int], capacity: int) -> tuple[dict[int, int], bool]:
+        # Versions come from a sequence at write time, so another replica's transaction may commit
+        # a version below one already read; a full read every FULL_SYNC_EVERY syncs picks those up.
+        self._corpus_syncs += 1
+        since = None if self._corpus_syncs % FULL_SYNC_EVERY == 0 else self._corpus_version
+        halved = False
+        with _connect(self.url) as con:
+            if deltas:
+                with con.transaction():
+                    keys = [k - (1 << 64) if k >= 1 << 63 else k for k in deltas]
+                    con.execute(_ADD_CORPUS, (keys, list(deltas.values())))
+            (rows,) = con.execute("SELECT count(*) FROM corpus_turns").fetchone()
+            if rows > capacity:
+                with con.transaction():  # one replica halves; the others see the new versions
+                    con.execute("SELECT pg_advisory_xact_lock(hashtext('echogate-corpus:' || current_schema()))")
+                    (rows,) = con.execute("SELECT count(*) FROM corpus_turns").fetchone()
+                    if rows > capacity:
+                        con.execute("DELETE FROM corpus_turns WHERE seen < 2")
+                        con.execute("UPDATE corpus_turns SET seen = seen / 2, version = nextval('corpus_version')")
+                        halved = True
+            if halved or since is None:
+                changed = con.execute("SELECT turn_key, seen, version FROM corpus_turns").fetchall()
+            else:
+                changed = con.execute("SELECT turn_key, seen, version FROM corpus_turns WHERE version > %s",
+                                      (since,)).fetchall()
+        self._corpus_version = max([since or 0, *(v for _, _, v in changed)])
+        return {k & _U64: c for k, c, _ in changed}, halved or since is None
 
     def _write_corpus_chunk(self, keys: list[int], counts: list[int], clear_first: bool) -> None:
         signed = [k - (1 << 64) if k >= 1 << 63 else k for k in keys]
