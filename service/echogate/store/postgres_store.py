@@ -59,7 +59,7 @@ _MIGRATIONS = {
         UNIQUE (source, transcript_id)
     );
     CREATE INDEX records_decided_at ON records (decided_at, record_id);
-    CREATE INDEX records_source_decided_at ON records (source, decided_at);
+    CREATE INDEX records_source_decided_at ON records (source, decided_at, record_id);
     CREATE INDEX records_tags ON records USING gin (tags jsonb_path_ops);
     CREATE TABLE corpus_turns (
         turn_key BIGINT NOT NULL PRIMARY KEY,
@@ -117,7 +117,8 @@ _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 DIALECT = Dialect(
     param="%s",
     time_param=lambda dt: dt,
-    any_of=lambda column, values: (f"{column} = ANY(%s)", [values]),
+    # one value as an equality: the planner then walks (source, decided_at, record_id) in order
+    any_of=lambda column, values: ((f"{column} = %s", values) if len(values) == 1 else (f"{column} = ANY(%s)", [values])),
     has_tag="tags ? %s",
     text_match="EXISTS (SELECT 1 FROM jsonb_array_elements(records.turns) t WHERE t ->> 'text' ILIKE %s)",
     day="to_char(decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",

@@ -60,7 +60,7 @@ _MIGRATIONS = {
     3: """
     DROP INDEX records_decided_at;
     CREATE INDEX records_decided_at ON records (decided_at, record_id);
-    CREATE INDEX records_source_decided_at ON records (source, decided_at);
+    CREATE INDEX records_source_decided_at ON records (source, decided_at, record_id);
     """,
     4: """
     CREATE TABLE reviews (
