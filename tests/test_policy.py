@@ -2,13 +2,13 @@
 (window arithmetic, restarts, retries), and live reload by RPC and SIGHUP."""
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -16,7 +16,6 @@ import pytest
 from echogate.budget import SyntheticBudgetWindows
 from echogate.grpc_api.server import EchogateServer
 from echogate.policy import Policy, PolicyError, load_policy_file
-from echogate.query import RecordFilter
 from echogate.scoring import ScoredTranscript
 from echogate.settings import PolicySettings
 from echogate.types import DeclaredOrigin, Decision, Role, Scores, Transcript, Turn, TurnScore
@@ -171,8 +170,7 @@ async def test_the_floor_survives_a_restart_and_ignores_retries(tmp_path):
     async with EchogateServer(settings) as srv:  # a new process rebuilds the window from the store
         assert srv.core.budget.share("acme", 86400) == pytest.approx(share, rel=1e-5)
         assert srv.core.budget._windows["acme"].count == len(accepted)
-        text = __import__("urllib.request").request.urlopen(
-            f"http://127.0.0.1:{srv.metrics_port}/metrics").read().decode()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics").read().decode()
     assert 'echogate_synthetic_budget_max_share{source="acme"} 1.0' in text
 
 

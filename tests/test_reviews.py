@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import urllib.request
 
 import grpc
 import pytest
@@ -104,7 +105,7 @@ async def test_queue_metrics_and_reviewed_labels_export_as_training_data(gate, s
     for item, label in zip(items, (pb.LABEL_HUMAN, pb.LABEL_MACHINE, pb.LABEL_HUMAN)):
         await client.submit_review(item.record.verdict.record_id, "alice", label, pb.DECISION_ACCEPT, "ok")
     await asyncio.sleep(5.1)  # the queue gauges are read from the store at most every 5 s
-    text = await asyncio.to_thread(lambda: __import__("urllib.request").request.urlopen(
+    text = await asyncio.to_thread(lambda: urllib.request.urlopen(
         f"http://127.0.0.1:{srv.metrics_port}/metrics").read().decode())
     assert "echogate_review_queue_items 9.0" in text
     assert 'echogate_reviews_total{decision="accept",label="human"} 2.0' in text
