@@ -1,8 +1,12 @@
 """Shared fixtures: a real server on a free port with a fresh embedded store."""
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -44,6 +48,31 @@ def store_url(request, tmp_path):
 def make_settings(tmp_path: Path, **overrides) -> Settings:
     return Settings(host="127.0.0.1", port=0, metrics_port=0, store={"url": str(tmp_path / "gate.db")},
                     grace_seconds=1.0, **overrides)
+
+
+@contextmanager
+def server_in_thread(settings: Settings) -> Iterator[str]:
+    """A real server on its own event loop thread, for blocking clients; yields its address."""
+    ready, done = threading.Event(), threading.Event()
+    address = {}
+
+    def run():
+        async def main():
+            async with EchogateServer(settings) as srv:
+                address["a"] = srv.address
+                ready.set()
+                while not done.is_set():
+                    await asyncio.sleep(0.05)
+        asyncio.run(main())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(60), "server did not start"
+    try:
+        yield address["a"]
+    finally:
+        done.set()
+        thread.join(30)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from echogate.grpc_api.server import EchogateServer
 from echogate_client.client import AsyncClient, Client, RetryPolicy
 from echogate_client.records import RecordError, transcript_from_record
-from tests.conftest import make_settings, transcript
+from tests.conftest import make_settings, server_in_thread, transcript
 
 RECORDS = [
     {"id": "r1", "turns": [{"role": "customer", "text": "where is my parcel"},
@@ -164,22 +164,5 @@ async def test_async_client_gate_all_and_stream(server):
 @pytest.fixture
 def server_thread(tmp_path):
     """A server on its own event loop thread, for the blocking client."""
-    settings = make_settings(tmp_path)
-    ready, done = threading.Event(), threading.Event()
-    address = {}
-
-    def run():
-        async def main():
-            async with EchogateServer(settings) as srv:
-                address["a"] = srv.address
-                ready.set()
-                while not done.is_set():
-                    await asyncio.sleep(0.05)
-        asyncio.run(main())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    yield address["a"]
-    done.set()
-    thread.join(10)
+    with server_in_thread(make_settings(tmp_path)) as address:
+        yield address

@@ -4,9 +4,7 @@ the server answers OK or INVALID_ARGUMENT (never INTERNAL, never a crash), and a
 stored whole or not at all."""
 from __future__ import annotations
 
-import asyncio
 import itertools
-import threading
 
 import grpc
 import pytest
@@ -14,10 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from echogate.grpc_api.server import EchogateServer
 from echogate.v1 import gate_pb2 as pb
 from echogate.v1 import gate_pb2_grpc
-from tests.conftest import make_settings
+from tests.conftest import make_settings, server_in_thread
 
 LIMITS = {"max_batch": 5, "max_turns": 6, "max_turn_bytes": 400, "max_id_bytes": 40,
           "max_metadata_entries": 4, "max_message_bytes": 8192}
@@ -39,26 +36,9 @@ TRANSCRIPT = st.builds(
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """A real server on its own event loop thread, for synchronous hypothesis examples."""
-    tmp = tmp_path_factory.mktemp("props")
-    ready, stop = threading.Event(), threading.Event()
-    box = {}
-
-    def run():
-        async def main():
-            async with EchogateServer(make_settings(tmp, limits=LIMITS)) as srv:
-                box["address"] = srv.address
-                ready.set()
-                while not stop.is_set():
-                    await asyncio.sleep(0.05)
-        asyncio.run(main())
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert ready.wait(60)
-    with grpc.insecure_channel(box["address"]) as channel:
-        yield channel
-    stop.set()
-    thread.join(30)
+    with server_in_thread(make_settings(tmp_path_factory.mktemp("props"), limits=LIMITS)) as address:
+        with grpc.insecure_channel(address) as channel:
+            yield channel
 
 
 serial = itertools.count()
@@ -87,11 +67,15 @@ def test_any_gate_request_is_answered_ok_or_invalid_and_stored_all_or_nothing(li
         return
     event("stored" if batch else "empty batch accepted")
     assert len(reply.verdicts) == len(batch)
+    first: dict[tuple[str, str], pb.Transcript] = {}
     for t, v in zip(batch, reply.verdicts):
-        assert 0.0 <= v.bot_origin <= 1.0 and 0.0 <= v.repetitiveness <= 1.0 and len(v.turns) == len(t.turns)
+        # a key repeated inside one batch is stored once, as its first occurrence, and answered as such
+        stored = first.setdefault((t.source, t.id), t)
+        assert v.duplicate == (stored is not t)
+        assert 0.0 <= v.bot_origin <= 1.0 and 0.0 <= v.repetitiveness <= 1.0 and len(v.turns) == len(stored.turns)
         record = stub.GetRecord(pb.GetRecordRequest(record_id=v.record_id))
-        assert [x.text for x in record.transcript.turns] == [x.text for x in t.turns]
-        assert dict(record.transcript.metadata) == dict(t.metadata)
+        assert [x.text for x in record.transcript.turns] == [x.text for x in stored.turns]
+        assert dict(record.transcript.metadata) == dict(stored.metadata)
 
 
 def test_the_server_is_still_serving_after_the_examples(live):

@@ -71,11 +71,10 @@ class GateCore:
 
     def _load_budget(self) -> None:
         """Rebuild the real-data floor's windows from the accepted records of the longest window."""
-        p = self.policy.settings
-        windows = [b.window_seconds for b in [p.synthetic_budget] if b is not None]
-        if not windows:
+        budget = self.policy.settings.synthetic_budget  # sources override the share, never the window
+        if budget is None:
             return
-        since = datetime.now(timezone.utc) - timedelta(seconds=max(windows))
+        since = datetime.now(timezone.utc) - timedelta(seconds=budget.window_seconds)
         self.budget.load(self.store.accepted_since(since), self.policy.budget_window)
 
     def _report_share(self, source: str, share: float) -> None:
@@ -140,8 +139,7 @@ class GateCore:
                     self.budget.add(v.source, -v.scores.bot_origin, window, count=-1)
 
     async def get_record(self, record_id: str | None = None, key: tuple[str, str] | None = None) -> Record:
-        store = self._require_store()
-        record = await asyncio.get_running_loop().run_in_executor(None, lambda: store.get(record_id, key))
+        record = await self._in_store_thread("get", record_id, key)
         if record is None:
             what = f"record_id {record_id!r}" if record_id else f"source {key[0]!r}, id {key[1]!r}"
             raise NotFound(f"no record with {what}")
@@ -151,12 +149,10 @@ class GateCore:
                     page_size: int = 100) -> AsyncIterator[tuple[list[Record], Cursor]]:
         """Pages of matching records with the cursor after each page, until `limit` (0: all).
         Each page is read on a worker thread, so a long export never blocks scoring."""
-        store = self._require_store()
-        loop = asyncio.get_running_loop()
         sent = 0
         while not limit or sent < limit:
             size = min(page_size, limit - sent) if limit else page_size
-            page = await loop.run_in_executor(None, store.query, f, after, size)
+            page = await self._in_store_thread("query", f, after, size)
             if not page:
                 return
             after = Cursor(page[-1].verdict.decided_at, page[-1].verdict.record_id)
@@ -167,26 +163,23 @@ class GateCore:
 
     async def list_reviews(self, reviewer: str, max_items: int, lease_seconds: float,
                            sources: tuple[str, ...] = ()) -> list[ReviewItem]:
-        store = self._require_store()
-        return await asyncio.get_running_loop().run_in_executor(
-            None, store.lease_reviews, reviewer, max_items, lease_seconds, sources)
+        return await self._in_store_thread("lease_reviews", reviewer, max_items, lease_seconds, sources)
 
     async def submit_review(self, record_id: str, reviewer: str, label: Label, final: Decision,
                             note: str) -> Record:
-        store = self._require_store()
-        record = await asyncio.get_running_loop().run_in_executor(
-            None, store.submit_review, record_id, reviewer, label, final, note)
+        record = await self._in_store_thread("submit_review", record_id, reviewer, label, final, note)
         self.metrics.reviews.labels(str(label), str(final)).inc()
         return record
 
     async def count(self, f: RecordFilter, group_by: tuple[GroupBy, ...] = ()) -> list[CountGroup]:
-        store = self._require_store()
-        return await asyncio.get_running_loop().run_in_executor(None, store.count, f, group_by)
+        return await self._in_store_thread("count", f, group_by)
 
-    def _require_store(self) -> Store:
+    async def _in_store_thread(self, method: str, *args):
+        """Call a store method on a worker thread: reads and review transactions never block the
+        event loop that serves Gate."""
         if self.store is None:
-            raise RuntimeError("this core runs without a store")
-        return self.store
+            raise RuntimeError(f"{method}() needs a store; this core runs without one")
+        return await asyncio.get_running_loop().run_in_executor(None, getattr(self.store, method), *args)
 
     def server_info(self) -> dict:
         return {"server_version": __version__, "model_version": self.model_version,

@@ -116,9 +116,7 @@ class PolicySettings(BaseModel):
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> "PolicySettings":
-        for name, override in [("", None), *self.sources.items()]:
-            t = self.resolve(name) if override is not None else self
-            where = f"sources.{name}." if override is not None else ""
+        for where, t in [("", self), *((f"sources.{name}.", self.resolve(name)) for name in self.sources)]:
             if not t.tag_bot_origin <= t.review_bot_origin <= t.block_bot_origin:
                 raise ValueError(f"{where}tag_bot_origin <= review_bot_origin <= block_bot_origin must hold "
                                  f"(got {t.tag_bot_origin}, {t.review_bot_origin}, {t.block_bot_origin})")

@@ -102,27 +102,29 @@ def _range_from_pb(r: pb.ScoreRange) -> ScoreRange:
     return ScoreRange(r.at_least if r.HasField("at_least") else None, r.below if r.HasField("below") else None)
 
 
+def _enum_values(values, mapping: dict, path: str, what: str, problems: list[FieldViolation]) -> tuple:
+    """The plain values of a repeated enum field; each unknown one becomes a violation at its index."""
+    out = []
+    for i, v in enumerate(values):
+        if v in mapping:
+            out.append(mapping[v])
+        else:
+            problems.append(FieldViolation(f"{path}[{i}]", f"unknown or unspecified {what} {v}"))
+    return tuple(out)
+
+
 def filter_from_pb(f: pb.RecordFilter, prefix: str = "filter") -> RecordFilter:
     """A validated RecordFilter; every unusable field is named in one INVALID_ARGUMENT."""
-    problems = []
-    decisions = []
-    for i, d in enumerate(f.decisions):
-        if d in _DECISION_FROM_PB:
-            decisions.append(_DECISION_FROM_PB[d])
-        else:
-            problems.append(FieldViolation(f"{prefix}.decisions[{i}]", f"unknown or unspecified decision {d}"))
-    origins = []
-    for i, o in enumerate(f.declared_origins):
-        if o in _ORIGIN_FROM_PB:
-            origins.append(_ORIGIN_FROM_PB[o])
-        else:
-            problems.append(FieldViolation(f"{prefix}.declared_origins[{i}]", f"unknown declared origin {o}"))
+    problems: list[FieldViolation] = []
+    decisions = _enum_values(f.decisions, _DECISION_FROM_PB, f"{prefix}.decisions", "decision", problems)
+    origins = _enum_values(f.declared_origins, _ORIGIN_FROM_PB, f"{prefix}.declared_origins", "declared origin",
+                           problems)
     if problems:
         raise InvalidArgument(problems)
     out = RecordFilter(
         since=f.decided_since.ToDatetime(tzinfo=timezone.utc) if f.HasField("decided_since") else None,
         until=f.decided_until.ToDatetime(tzinfo=timezone.utc) if f.HasField("decided_until") else None,
-        sources=tuple(f.sources), decisions=tuple(decisions), tags=tuple(f.tags), declared_origins=tuple(origins),
+        sources=tuple(f.sources), decisions=decisions, tags=tuple(f.tags), declared_origins=origins,
         model_versions=tuple(f.model_versions), bot_origin=_range_from_pb(f.bot_origin),
         repetitiveness=_range_from_pb(f.repetitiveness), corpus_duplicate=_range_from_pb(f.corpus_duplicate),
         text_contains=f.text_contains)
@@ -131,11 +133,11 @@ def filter_from_pb(f: pb.RecordFilter, prefix: str = "filter") -> RecordFilter:
 
 
 def group_by_from_pb(values) -> tuple[GroupBy, ...]:
-    problems = [FieldViolation(f"group_by[{i}]", f"unknown or unspecified group {g}")
-                for i, g in enumerate(values) if g not in _GROUP_FROM_PB]
+    problems: list[FieldViolation] = []
+    groups = _enum_values(values, _GROUP_FROM_PB, "group_by", "group", problems)
     if problems:
         raise InvalidArgument(problems)
-    return tuple(dict.fromkeys(_GROUP_FROM_PB[g] for g in values))
+    return tuple(dict.fromkeys(groups))
 
 
 def count_to_pb(g: CountGroup) -> pb.RecordCount:

@@ -21,7 +21,6 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -209,15 +208,6 @@ class Store(ABC):
     def purge(self, f: RecordFilter) -> list[CountGroup]:
         """Delete the records matching `f` in one transaction; returns what was removed per
         (source, decision)."""
-
-    def iter_records(self, f: RecordFilter, page_size: int = 2000) -> Iterator[Record]:
-        """Every record matching `f`, page by page (keyset pagination: constant memory, and rows
-        committed while it runs are picked up if they sort after the current page)."""
-        after = None
-        while page := self.query(f, after, page_size):
-            yield from page
-            last = page[-1].verdict
-            after = Cursor(last.decided_at, last.record_id)
 
     shared_corpus = False  # True: several replicas share the corpus counts through this store
 

@@ -100,14 +100,18 @@ _INSERT = (
     + " FROM unnest(" + ", ".join(f"%s::{t}[]" for t in _TYPES) + f") AS u({COLUMN_LIST}) "
     "ON CONFLICT DO NOTHING RETURNING record_id"
 )
-_UPSERT_CORPUS = ("INSERT INTO corpus_turns (turn_key, seen, version) "
-                  "SELECT k, s, nextval('corpus_version') FROM unnest(%s::int8[], %s::int8[]) AS u(k, s) "
-                  "ON CONFLICT (turn_key) DO UPDATE SET seen = excluded.seen, version = excluded.version")
-# several replicas: increments add up; rows in key order so two replicas lock them in the same order
-_ADD_CORPUS = ("INSERT INTO corpus_turns (turn_key, seen, version) "
-               "SELECT k, s, nextval('corpus_version') FROM unnest(%s::int8[], %s::int8[]) AS u(k, s) ORDER BY k "
-               "ON CONFLICT (turn_key) DO UPDATE SET seen = corpus_turns.seen + excluded.seen, "
-               "version = excluded.version")
+
+
+def _corpus_upsert(seen: str) -> str:
+    """Write corpus rows, `seen` saying how a row that exists takes the new count. Rows go in key
+    order, so two replicas writing the same keys lock them in the same order (no deadlock)."""
+    return ("INSERT INTO corpus_turns (turn_key, seen, version) "
+            "SELECT k, s, nextval('corpus_version') FROM unnest(%s::int8[], %s::int8[]) AS u(k, s) ORDER BY k "
+            f"ON CONFLICT (turn_key) DO UPDATE SET seen = {seen}, version = excluded.version")
+
+
+_UPSERT_CORPUS = _corpus_upsert("excluded.seen")  # one replica's counts, as they are
+_ADD_CORPUS = _corpus_upsert("corpus_turns.seen + excluded.seen")  # several replicas: increments add up
 _QUEUE_REVIEWS = ("INSERT INTO reviews (record_id, source, model_decision, queued_at) "
                   "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::timestamptz[]) ON CONFLICT DO NOTHING")
 _U64 = (1 << 64) - 1
@@ -124,8 +128,14 @@ DIALECT = Dialect(
     day="to_char(decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
     epoch_minute="(floor(extract(epoch FROM decided_at) / 60) * 60)",
     json_param="%s::jsonb",
-    lock_rows=" FOR UPDATE SKIP LOCKED",  # two reviewers never wait for, or get, the same item
+    for_update=" FOR UPDATE",
+    skip_locked=" SKIP LOCKED",  # two reviewers never wait for, or get, the same item
 )
+
+
+def _signed(keys) -> list[int]:
+    """Unsigned 64-bit turn keys as BIGINT values (the same bits, read as signed)."""
+    return [k - (1 << 64) if k >= 1 << 63 else k for k in keys]
 
 
 def _connect(url: str) -> psycopg.Connection:
@@ -226,8 +236,7 @@ class PostgresStore(SQLStore):
         with _connect(self.url) as con:
             if deltas:
                 with con.transaction():
-                    keys = [k - (1 << 64) if k >= 1 << 63 else k for k in deltas]
-                    con.execute(_ADD_CORPUS, (keys, list(deltas.values())))
+                    con.execute(_ADD_CORPUS, (_signed(deltas), list(deltas.values())))
             (rows,) = con.execute("SELECT count(*) FROM corpus_turns").fetchone()
             if rows > capacity:
                 with con.transaction():  # one replica halves; the others see the new versions
@@ -246,12 +255,11 @@ class PostgresStore(SQLStore):
         return {k & _U64: c for k, c, _ in changed}, halved or since is None
 
     def _write_corpus_chunk(self, keys: list[int], counts: list[int], clear_first: bool) -> None:
-        signed = [k - (1 << 64) if k >= 1 << 63 else k for k in keys]
         con = self._writer_connection()
         with con.transaction():
             if clear_first:
                 con.execute("DELETE FROM corpus_turns")
-            con.execute(_UPSERT_CORPUS, (signed, counts))
+            con.execute(_UPSERT_CORPUS, (_signed(keys), counts))
 
     def _close(self) -> None:
         self._reader.close()

@@ -41,7 +41,8 @@ class Dialect:
     day: str  # expression: UTC date of decided_at as YYYY-MM-DD
     epoch_minute: str  # expression: decided_at as Unix seconds, rounded down to the minute
     json_param: str  # placeholder for a JSON value bound as text
-    lock_rows: str  # suffix that locks selected rows for the transaction, skipping locked ones
+    for_update: str  # suffix that locks the selected rows for the transaction ("" where the write lock does)
+    skip_locked: str  # added to for_update: pass over rows another transaction holds
 
 
 def where(f: RecordFilter, d: Dialect, after: Cursor | None = None) -> tuple[str, list]:
@@ -196,11 +197,24 @@ class SQLStore(Store):
         sql, params = page_query(f, self.dialect, after, limit)
         return [row_to_record(row) for row in self._fetch(sql, params)]
 
+    def _row_pages(self, f: RecordFilter, page_size: int) -> Iterator[list[tuple]]:
+        """Pages of matching rows (keyset pagination: flat memory, and rows committed meanwhile are
+        picked up if they sort after the current page)."""
+        after = None
+        while rows := self._fetch(*page_query(f, self.dialect, after, page_size)):
+            yield rows
+            last = rows[-1]
+            after = Cursor(_time(last[_IX["decided_at"]]), last[_IX["record_id"]])
+
+    def iter_records(self, f: RecordFilter, page_size: int = 2000) -> Iterator[Record]:
+        """Every record matching `f`, page by page."""
+        for rows in self._row_pages(f, page_size):
+            yield from map(row_to_record, rows)
+
     def iter_rows(self, f: RecordFilter, page_size: int = 5000) -> Iterator[dict]:
         """Matching records as flat dicts of column values (JSON decoded, times as datetimes),
         page by page: the export path, which skips building Record objects."""
-        after = None
-        while rows := self._fetch(*page_query(f, self.dialect, after, page_size)):
+        for rows in self._row_pages(f, page_size):
             for row in rows:
                 out = dict(zip(COLUMNS, row))
                 for name in ("metadata", "tags", "reasons"):
@@ -211,7 +225,6 @@ class SQLStore(Store):
                         t["ts"] = _time(t["ts"])
                 out["received_at"], out["decided_at"] = _time(out["received_at"]), _time(out["decided_at"])
                 yield out
-            after = Cursor(_time(rows[-1][16]), rows[-1][0])
 
     def accepted_since(self, since: datetime) -> list[tuple[str, float, int, float]]:
         """Accepted records decided since `since`, per source and minute: (source, epoch seconds,
@@ -253,7 +266,7 @@ class SQLStore(Store):
             cond, params = f"{cond} AND {sql}", params + values
         with self._admin_transaction() as con:
             picked = con.execute(f"SELECT record_id, queued_at FROM reviews WHERE {cond} ORDER BY queued_at "
-                                 f"LIMIT {int(max_items)}{d.lock_rows}", params).fetchall()
+                                 f"LIMIT {int(max_items)}{d.for_update}{d.skip_locked}", params).fetchall()
             ids = [rid for rid, _ in picked]
             if ids:
                 sql, values = d.any_of("record_id", ids)
@@ -270,7 +283,7 @@ class SQLStore(Store):
         now = datetime.now(timezone.utc)
         with self._admin_transaction() as con:
             row = con.execute(f"SELECT lease_owner, lease_expires_at, reviewed_at, reviewer FROM reviews "
-                              f"WHERE record_id = {p}{d.lock_rows.replace(' SKIP LOCKED', '')}",
+                              f"WHERE record_id = {p}{d.for_update}",
                               [record_id]).fetchone()
             if row is None:
                 raise NotFound(f"no review item for record_id {record_id!r}")
@@ -284,15 +297,16 @@ class SQLStore(Store):
             con.execute(f"UPDATE reviews SET reviewer = {p}, label = {p}, final_decision = {p}, note = {p}, "
                         f"reviewed_at = {p} WHERE record_id = {p}",
                         [reviewer, str(label), str(final), note, d.time_param(now), record_id])
-            record = con.execute(f"SELECT {COLUMN_LIST} FROM records WHERE record_id = {p}", [record_id]).fetchone()
-            tags = [t for t in _json(record[11]) if not t.startswith("reviewed_")] + [f"reviewed_{label}"]
+            record = list(con.execute(f"SELECT {COLUMN_LIST} FROM records WHERE record_id = {p}",
+                                      [record_id]).fetchone())
+            tags = [t for t in _json(record[_IX["tags"]]) if not t.startswith("reviewed_")] + [f"reviewed_{label}"]
             reason = f"human_review: {reviewer} judged it {label}-written and decided {final}" + (
                 f" ({note})" if note else "")
-            reasons = [reason, *_json(record[12])]
+            reasons = [reason, *_json(record[_IX["reasons"]])]
             con.execute(f"UPDATE records SET decision = {p}, tags = {d.json_param}, reasons = {d.json_param} "
                         f"WHERE record_id = {p}", [str(final), dumps(tags), dumps(reasons), record_id])
-            record = con.execute(f"SELECT {COLUMN_LIST} FROM records WHERE record_id = {p}", [record_id]).fetchone()
-        return row_to_record(record)
+        record[_IX["decision"]], record[_IX["tags"]], record[_IX["reasons"]] = str(final), tags, reasons
+        return row_to_record(record)  # the row as just written, not read again
 
     def review_stats(self) -> tuple[int, datetime | None]:
         """(open review items, when the oldest was queued)."""

@@ -99,7 +99,8 @@ DIALECT = Dialect(
     day="substr(decided_at, 1, 10)",
     epoch_minute="(CAST(strftime('%s', decided_at) AS INTEGER) / 60 * 60)",
     json_param="?",
-    lock_rows="",  # BEGIN IMMEDIATE already holds the database's write lock
+    for_update="",  # BEGIN IMMEDIATE already holds the database's write lock
+    skip_locked="",
 )
 
 
