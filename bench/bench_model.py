@@ -3,9 +3,10 @@
   python bench/bench_model.py [--data ../shared/datasets] [--threads 1]
 
 Reports transcripts/s for batches of 1, 32 and 256 on one thread (per core), split into
-the ONNX model call alone, the within-transcript repetition statistics alone, and the
-whole Scorer (normalisation, packing, corpus memory, model, repetition), plus call
-latency p50/p99.
+the ONNX model call alone (bot origin and the repetitiveness head), the repetition
+features alone (echogate.repetition.analyse: what repetitiveness adds to the scorer besides
+the head's few graph nodes), and the whole Scorer (normalisation, packing, corpus memory,
+repetition, model), plus call latency p50/p99.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from echogate import repetition
+from echogate.corpus import turn_keys
 from echogate.model import BotOriginModel
 from echogate.scoring import Scorer
 from echogate.settings import default_model_path
@@ -50,23 +52,21 @@ def main() -> None:
     scorer = Scorer(model)
     for batch in (1, 32, 256):
         chunks = [transcripts[i : i + batch] for i in range(0, len(transcripts) - batch + 1, batch)]
-        packed = []
-        for chunk in chunks:
-            texts = [normalize(t.text) for x in chunk for t in x.turns]
-            stream, byte_turn = pack_turns(texts, model.max_turn_bytes)
-            counts = [len(x.turns) for x in chunk]
-            packed.append((stream, byte_turn, np.repeat(np.arange(len(chunk)), counts),
-                           np.ones(len(texts), np.float32), np.zeros(len(texts), np.float32), len(chunk)))
-        rep_inputs = []
+        packed, rep_inputs = [], []
         for chunk in chunks:
             texts = [normalize(t.text) for x in chunk for t in x.turns]
             roles = [t.role for x in chunk for t in x.turns]
-            rep_inputs.append((texts, roles, np.repeat(np.arange(len(chunk)), [len(x.turns) for x in chunk])))
+            codes = repetition.role_codes(roles)
+            stream, byte_turn = pack_turns(texts, model.max_turn_bytes)
+            turn_transcript = np.repeat(np.arange(len(chunk)), [len(x.turns) for x in chunk])
+            keys = turn_keys(stream, byte_turn, codes)
+            rep = repetition.analyse(stream, byte_turn, codes, turn_transcript, len(chunk), keys)
+            packed.append((stream, byte_turn, turn_transcript, np.ones(len(texts), np.float32),
+                           np.zeros(len(texts), np.float32), len(chunk), rep.turn, rep.side.astype(np.float32)))
+            rep_inputs.append((stream, byte_turn, codes, turn_transcript, len(chunk), keys))
 
         def repetition_only(i: int) -> None:
-            texts, roles, turn_transcript = rep_inputs[i % len(rep_inputs)]
-            per_turn = repetition.turn_scores(texts, roles, turn_transcript)
-            repetition.transcript_scores(per_turn, roles, turn_transcript, turn_transcript[-1] + 1)
+            repetition.analyse(*rep_inputs[i % len(rep_inputs)])
 
         for name, fn in (("model only", lambda i: model.run(*packed[i % len(packed)])),
                          ("repetition", repetition_only),

@@ -2,14 +2,17 @@
 
   python bench/repetition_checks.py [--data ../shared/datasets]
 
-1. Within a conversation: STAR dialogues mark each agent turn as a fixed template (machine)
-   or typed by the wizard (human). Template agents re-send the same sentences within a
-   dialogue; people vary theirs. Reports the AUROC of the per-turn repetitiveness score
-   (echogate.repetition) for template versus typed agent turns, and the mean per-transcript
-   score of template-dominated versus human-dominated dialogues.
-2. Across the corpus: the same STAR agent turns streamed in file order through the corpus
-   memory, as `echogate score` does; reports how many template and typed turns had been seen
-   in an earlier dialogue, and the AUROC of seen_before alone.
+STAR's wizards either picked a fixed template (machine) or typed a reply (human) for each
+agent turn; template agents re-send the same sentences within a dialogue and across
+dialogues, people vary theirs. The dialogues go through the server's Scorer in file order
+(batches of 256, an empty corpus memory at the start), as `echogate score` sends them.
+
+1. Within a conversation: AUROC of the per-turn repetitiveness (the model's head) and of
+   its strongest feature alone (trigram_self) for template versus typed agent turns, and
+   the Gopher-family statistics of template-dominated versus human-dominated dialogues.
+2. Across the corpus: how many template and typed turns had been seen in an earlier
+   dialogue, the AUROC of seen_before alone, and of the transcript repetitiveness (which
+   combines both) for template-dominated versus human dialogues.
 """
 from __future__ import annotations
 
@@ -19,10 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from echogate import repetition
-from echogate.corpus import CorpusMemory, turn_keys
 from echogate.evaluation import auroc
+from echogate.model import BotOriginModel
+from echogate.repetition import TRANSCRIPT_STATS, analyse, role_codes
+from echogate.scoring import Scorer
+from echogate.settings import default_model_path
+from echogate.corpus import turn_keys
 from echogate.text import normalize, pack_turns
+from echogate.types import Role, Transcript, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,32 +39,43 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets")
     args = parser.parse_args()
     dialogues = [json.loads(line) for line in (args.data / "star_dialogues.jsonl").open()]
-    texts, roles, doc, origin, labels = [], [], [], [], []
+    transcripts, origin = [], []
     for i, d in enumerate(dialogues):
-        labels.append(d["label"] == "machine")
-        for t in d["turns"]:
-            texts.append(normalize(t["text"]))
-            roles.append("agent" if t["role"] == "agent" else "customer")
-            doc.append(i)
-            origin.append(t.get("origin"))
-    doc = np.array(doc)
-    agent = np.array([r == "agent" and o in ("machine", "human") for r, o in zip(roles, origin)])
-    machine = np.array([o == "machine" for o in origin])
-    rep = repetition.turn_scores(texts, roles, doc)
-    per_doc = repetition.transcript_scores(rep, roles, doc, len(dialogues))
-    y = np.array(labels)
-    print(f"STAR dialogues: {len(dialogues)}, agent turns with an origin label: {agent.sum()}")
-    print(f"within-dialogue repetition, template vs typed agent turns: AUROC {auroc(machine[agent], rep[agent]):.3f}; "
-          f"mean {rep[agent & machine].mean():.3f} vs {rep[agent & ~machine].mean():.3f}")
-    print(f"per-transcript repetitiveness, template-dominated vs human dialogues: AUROC {auroc(y, per_doc):.3f}; "
-          f"mean {per_doc[y].mean():.3f} vs {per_doc[~y].mean():.3f}")
+        turns = tuple(Turn(Role.AGENT if t["role"] == "agent" else Role.CUSTOMER, t["text"]) for t in d["turns"])
+        transcripts.append(Transcript(str(i), "star", turns))
+        origin += [t.get("origin") if t["role"] == "agent" else None for t in d["turns"]]
+    scorer = Scorer(BotOriginModel(default_model_path()))
+    scored = [s for start in range(0, len(transcripts), 256) for s in scorer.score(transcripts[start : start + 256])]
+    turn_rep = np.array([t.repetitiveness for s in scored for t in s.scores.turns])
+    seen = np.array([t.seen_before for s in scored for t in s.scores.turns])
+    doc_rep = np.array([s.scores.repetitiveness for s in scored])
+
+    texts = [normalize(t.text) for x in transcripts for t in x.turns]
+    roles = [t.role for x in transcripts for t in x.turns]
+    doc = np.repeat(np.arange(len(transcripts)), [len(x.turns) for x in transcripts])
     stream, byte_turn = pack_turns(texts, 4096)
-    counts = np.bincount(doc, minlength=len(dialogues)).tolist()
-    seen = CorpusMemory().observe([str(i) for i in range(len(dialogues))], turn_keys(stream, byte_turn, roles),
-                                  counts)
-    print(f"seen in an earlier dialogue: template turns {np.mean(seen[agent & machine] > 0):.1%}, typed turns "
+    codes = role_codes(roles)
+    features = analyse(stream, byte_turn, codes, doc, len(transcripts), turn_keys(stream, byte_turn, codes))
+
+    agent = np.array([o in ("machine", "human") for o in origin])
+    machine = np.array([o == "machine" for o in origin])
+    y = np.array([d["label"] == "machine" for d in dialogues])
+    print(f"STAR dialogues: {len(dialogues)} ({y.sum()} template-dominated), agent turns with an origin: {agent.sum()}")
+    print("1. within a dialogue, template vs typed agent turns:")
+    print(f"   repetitiveness (head) AUROC {auroc(machine[agent], turn_rep[agent]):.3f}; "
+          f"mean {turn_rep[agent & machine].mean():.3f} vs {turn_rep[agent & ~machine].mean():.3f}")
+    trigram_self = features.turn[:, 0]
+    print(f"   trigram_self alone    AUROC {auroc(machine[agent], trigram_self[agent]):.3f}")
+    print("   per dialogue, template-dominated vs human (mean; AUROC of the statistic):")
+    for j, name in enumerate(TRANSCRIPT_STATS):
+        value = features.transcript[:, j]
+        print(f"     {name:30s} {value[y].mean():.3f} vs {value[~y].mean():.3f}; AUROC {auroc(y, value):.3f}")
+    print("2. across the corpus, in file order:")
+    print(f"   seen in an earlier dialogue: template turns {np.mean(seen[agent & machine] > 0):.1%}, typed turns "
           f"{np.mean(seen[agent & ~machine] > 0):.1%}; AUROC of seen_before alone "
           f"{auroc(machine[agent], seen[agent]):.3f}")
+    print(f"   transcript repetitiveness, template-dominated vs human dialogues: AUROC {auroc(y, doc_rep):.3f}; "
+          f"mean {doc_rep[y].mean():.3f} vs {doc_rep[~y].mean():.3f}")
 
 
 if __name__ == "__main__":

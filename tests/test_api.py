@@ -67,6 +67,24 @@ async def test_corpus_memory_counts_turns_seen_in_earlier_transcripts(server, st
     assert [t.seen_before for t in fresh.turns] == [0, 0] and fresh.corpus_duplicate == 0.0
 
 
+async def test_a_looping_bot_turn_scores_repetitive_and_the_statistics_are_stored(stub):
+    looping = transcript("loop1", "my parcel never arrived", "I'm sorry to hear that. Could you share your order number?",
+                         "it is 55821", "I'm sorry to hear that. Could you share your order number?",
+                         "I just gave it to you", "I'm sorry to hear that. Could you share your order number?")
+    fresh = transcript("loop2", *DIALOGUE)
+    first, second = (await stub.Gate(pb.GateRequest(transcripts=[looping, fresh]))).verdicts
+    agent = [t.repetitiveness for t in first.turns[1::2]]
+    assert agent[0] < 0.2 and min(agent[1:]) > 0.9  # the first ask is new, the two re-asks are repeats
+    assert first.repetitiveness > second.repetitiveness
+    stats = first.repetition
+    assert stats.duplicate_turn_fraction == pytest.approx(2 / 3)  # two of three agent turns repeat the first
+    assert stats.distinct_3 == pytest.approx(1 - stats.duplicate_trigram_fraction)
+    assert stats.top_trigram_fraction > 0 and second.repetition.duplicate_turn_fraction == 0
+    stored = await stub.GetRecord(pb.GetRecordRequest(record_id=first.record_id))
+    assert stored.verdict.repetition == stats
+    assert [t.repetitiveness for t in stored.verdict.turns] == [t.repetitiveness for t in first.turns]
+
+
 async def test_gate_stores_and_get_record_reads_it_back(stub):
     t = transcript("g1", *DIALOGUE, metadata={"channel": "chat"}, declared_origin=pb.DECLARED_ORIGIN_HUMAN,
                    language="en")

@@ -40,6 +40,20 @@ def test_a_turn_keys_the_same_alone_or_inside_any_batch():
     assert batch[2] == alone
     # stable across processes and replicas: a fixed function of the text, not of the run
     assert int(alone) == int(keys(["is there anything else i can help you with?"])[0])
+    # pinned: stores hold counts by key, so a changed key function would silently forget them all
+    assert int(alone) == 15891132925470747333
+    assert int(keys(["Is there anything else I can help you with?"], ["customer"])[0]) == 14199668467845241765
+
+
+def test_turns_under_the_key_length_key_the_same_however_long_the_packing_lets_turns_be():
+    """The scorer packs turns to the key's length and takes a fast path; packing allowing longer
+    turns takes the general one: both give one key for a turn that fits."""
+    texts = ["word " * 1000, "Is there anything else I can help you with?", "b c " * 700]
+    roles = ["agent"] * 3
+    short = turn_keys(*pack_turns(texts, 4096), roles)
+    long = turn_keys(*pack_turns(texts, 10_000), roles)
+    assert short[1] == long[1] and short[2] == long[2]
+    assert short[0] != long[0] and NO_KEY not in (short[0], long[0])  # 5000 bytes: what each packing kept
 
 
 def test_memory_counts_earlier_transcripts_once_each_and_skips_retries():

@@ -12,9 +12,11 @@ from echogate.model import BotOriginModel, ModelLoadError
 from echogate.settings import default_model_path
 from echogate.text import normalize, pack_turns
 from echogate.training.graph import Calibration, build_graph
+from echogate.training.repetition import RepetitionHead
 from echogate.training.train import ROLE_WEIGHTS
 from tests.conftest import DATASETS, needs_datasets
 
+HEAD = RepetitionHead((2.0, 1.0, -0.5, 0.25), -1.5)
 TEXTS = ["Hello, how can I help?", "", "ok", "Ünïcödé 😀 text with\u200b zero width", "A" * 300, "de", "x y z"]
 
 
@@ -36,7 +38,7 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
     weights = rng.normal(size=spec.table_size).astype(np.float32)
     meta = {"model_version": "test", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
-    onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0, 0.5), Calibration(1.0, 0.0, 2.0), meta),
+    onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0, 0.5), Calibration(1.0, 0.0, 2.0), HEAD, meta),
               tmp_path / "m.onnx")
     model = BotOriginModel(tmp_path / "m.onnx")
     transcript_of_turn = np.array([0, 0, 0, 1, 1, 2, 3])  # transcript 3 is a single text
@@ -44,7 +46,9 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
     turn_raw, doc_raw, counts, (stream, byte_turn) = reference(spec, weights.astype(np.float64), 0.25, TEXTS,
                                                                transcript_of_turn, turn_weight, 4)
     seen = np.array([0.0, 1.0, 0.0, 2.0, 0.5, 0.0, 3.0], np.float32)
-    out = model.run(stream, byte_turn, transcript_of_turn, turn_weight, seen, 4)
+    features = rng.uniform(size=(len(TEXTS), 4)).astype(np.float32)
+    side = np.array([1, 0, 1, 1, 0, 1, 1], np.float32)
+    out = model.run(stream, byte_turn, transcript_of_turn, turn_weight, seen, 4, features, side)
     turn_raw = turn_raw + 0.5 * seen
     doc_w = np.bincount(transcript_of_turn, weights=turn_weight)
     doc_raw = doc_raw + 2.0 * np.bincount(transcript_of_turn, weights=turn_weight * seen) / np.maximum(doc_w, 1e-6)
@@ -53,13 +57,29 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
     np.testing.assert_allclose(logit(out.turn_bot_origin.astype(np.float64)), turn_raw, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(logit(out.transcript_bot_origin.astype(np.float64)), doc_raw, rtol=1e-3, atol=1e-3)
     np.testing.assert_array_equal(out.turn_ngrams, counts)
+    turn_rep = 1 / (1 + np.exp(-(features.astype(np.float64) @ np.array(HEAD.weights) + HEAD.bias)))
+    np.testing.assert_allclose(out.turn_repetitiveness, turn_rep, rtol=1e-5)
+    count = np.expm1(seen.astype(np.float64))  # seen is log1p(count)
+    repeated = 1 - (1 - turn_rep) * HEAD.corpus_half_count / (count + HEAD.corpus_half_count)
+    doc_rep = np.bincount(transcript_of_turn, weights=repeated * side) / np.bincount(transcript_of_turn, weights=side)
+    np.testing.assert_allclose(out.transcript_repetitiveness, doc_rep, rtol=1e-5)
 
 
 def test_model_refuses_other_normalisation(tmp_path):
     meta = {"model_version": "x", "normalization": "something-else", "role_weights": "{}", "max_turn_bytes": "10"}
-    onnx.save(build_graph(HashSpec((3,), (), 101), np.zeros(101), 0, Calibration(1, 0), Calibration(1, 0), meta),
+    onnx.save(build_graph(HashSpec((3,), (), 101), np.zeros(101), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta),
               tmp_path / "m.onnx")
     with pytest.raises(ModelLoadError, match="normalisation"):
+        BotOriginModel(tmp_path / "m.onnx")
+
+
+def test_model_refuses_other_repetition_features(tmp_path):
+    """A model built for other repetition features would weigh the wrong columns: refused at load."""
+    meta = {"model_version": "x", "normalization": "nfkc-zw-ws-1", "role_weights": "{}", "max_turn_bytes": "10"}
+    model = build_graph(HashSpec((3,), (), 101), np.zeros(101), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta)
+    onnx.helper.set_model_props(model, {**meta, "repetition_features": "trigram_self"})
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(ModelLoadError, match="repetition features"):
         BotOriginModel(tmp_path / "m.onnx")
 
 

@@ -154,7 +154,9 @@ def test_the_floor_turns_accepts_into_tags_past_the_budget_and_forgets_after_the
 
 async def test_the_floor_survives_a_restart_and_ignores_retries(tmp_path):
     path = tmp_path / "policy.yaml"
+    # the twelve agent turns are one template (digits fold): repetitiveness thresholds off, to test the floor
     path.write_text("version: floor-1\ntag_bot_origin: 0.9\nreview_bot_origin: 0.95\nblock_bot_origin: 0.99\n"
+                    "tag_repetitiveness: 1.0\nblock_repetitiveness: 1.0\n"
                     "synthetic_budget: {max_share: 1.0, window_seconds: 86400}\n")
     settings = make_settings(tmp_path, policy_file=str(path))
     batch = [transcript(f"f{i}", "hello, my order number 12 is late", f"Sorry about order {i}, checking now.",

@@ -1,60 +1,12 @@
-"""Decision rules and repetition statistics, on plain types (no server needed)."""
+"""Decision rules on bot origin and repetitiveness, on plain types (no server needed)."""
 from __future__ import annotations
-
 
 import pytest
 
 from echogate.policy import Policy
-import numpy as np
-
-from echogate.repetition import transcript_scores, turn_scores
 from echogate.scoring import ScoredTranscript
 from echogate.settings import PolicySettings
 from echogate.types import DeclaredOrigin, Decision, Role, Scores, Transcript, Turn, TurnScore
-
-
-def test_verbatim_repeat_scores_one_and_new_content_zero():
-    roles = ["customer", "agent", "customer", "agent", "agent"]
-    texts = ["my card is lost", "I can help you with that today.", "my card is lost",
-             "I can help you with that today.", "Your new card ships tomorrow morning."]
-    scores = turn_scores(texts, roles, np.zeros(len(texts), np.int64))
-    assert scores[1] == 0.0 and scores[4] == 0.0
-    assert scores[2] == 1.0 and scores[3] == 1.0  # each role is compared with its own earlier turns
-
-
-def test_template_with_changed_slot_is_partly_repetitive_and_short_turns_are_not():
-    roles = ["agent", "agent", "agent", "agent"]
-    texts = ["Your table for 2 at Sino is booked for 7 pm.", "Your table for 4 at Sino is booked for 7 pm.",
-             "Thanks.", "Thanks."]
-    scores = turn_scores(texts, roles, np.zeros(len(texts), np.int64))
-    assert 0.5 < scores[1] < 1.0
-    assert scores[3] == 0.0
-    assert transcript_scores(scores, roles, np.zeros(4, np.int64), 1)[0] == pytest.approx(sum(scores) / 4)
-
-
-def test_repetition_is_per_transcript_and_matches_a_plain_python_reference():
-    rng = np.random.default_rng(3)
-    vocab = ["the", "card", "order", "is", "late", "sorry", "we", "can", "help", "ok", "Ünï"]
-    texts = [" ".join(rng.choice(vocab, rng.integers(0, 9))) for _ in range(300)]
-    roles = list(rng.choice(["customer", "agent", "system"], 300))
-    doc = np.sort(rng.integers(0, 40, 300))
-    got = turn_scores(texts, roles, doc)
-    seen: dict = {}
-    for k, (t, r, d) in enumerate(zip(texts, roles, doc)):
-        words = t.lower().split()
-        grams = set(zip(words, words[1:], words[2:]))
-        earlier = seen.setdefault((d, r), set())
-        expected = len(grams & earlier) / len(grams) if grams else 0.0
-        assert got[k] == pytest.approx(expected), (k, t)
-        earlier |= grams
-    agent_only = transcript_scores(got, roles, doc, 40)
-    d0 = [k for k in range(300) if doc[k] == doc[0]]
-    pool = [got[k] for k in d0 if roles[k] == "agent"] or [got[k] for k in d0]
-    assert agent_only[doc[0]] == pytest.approx(sum(pool) / len(pool))
-    # several per-turn values at once give the same means as one at a time
-    other = rng.random(300)
-    both = transcript_scores(np.stack([got, other]), roles, doc, 40)
-    np.testing.assert_allclose(both, [agent_only, transcript_scores(other, roles, doc, 40)])
 
 
 def _scored(bot: float, rep: float = 0.0) -> ScoredTranscript:

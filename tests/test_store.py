@@ -14,7 +14,8 @@ import pytest
 
 from echogate.query import Cursor, GroupBy, RecordFilter, ScoreRange
 from echogate.store import StoreItem, open_store, record_id_for
-from echogate.types import DeclaredOrigin, Decision, Role, Scores, Transcript, Turn, TurnScore, Verdict
+from echogate.store.sql import COLUMNS
+from echogate.types import DeclaredOrigin, Decision, RepetitionStats, Role, Scores, Transcript, Turn, TurnScore, Verdict
 
 T0 = datetime(2026, 9, 30, 22, 0, tzinfo=timezone.utc)
 TEXTS = ["Where is my parcel?", "I want a REFUND now", "100% sure_thing", "Ça marche, merci", "hello"]
@@ -26,7 +27,8 @@ def make_item(i: int, rng: random.Random) -> StoreItem:
     t = Transcript(id=f"t{i}", source=rng.choice(["acme", "beta", "gamma"]), turns=turns,
                    metadata={"n": str(i)}, declared_origin=rng.choice(list(DeclaredOrigin)), language="en")
     scores = Scores(round(rng.random(), 3), round(rng.random(), 3),
-                    (TurnScore(0.1, 0.0, 0), TurnScore(0.9, 0.5, i % 4)), corpus_duplicate=round(rng.random(), 3))
+                    (TurnScore(0.1, 0.0, 0), TurnScore(0.9, 0.5, i % 4)), corpus_duplicate=round(rng.random(), 3),
+                    repetition=RepetitionStats(*(round(rng.random(), 3) for _ in RepetitionStats._fields)))
     tags = tuple(tag for tag in ("likely_machine", "repetitive") if rng.random() < 0.4)
     v = Verdict(t.id, t.source, f"{i:064x}", scores, rng.choice(list(Decision)), tags, (f"rule{i % 3}: why",),
                 rng.choice(["m1", "m2"]), "p1", decided)
@@ -200,12 +202,16 @@ def test_migration_keeps_the_rows_of_an_older_embedded_schema(tmp_path, items):
     for version in (1, 2):
         con.executescript(sqlite_store._MIGRATIONS[version])
         con.execute("INSERT INTO schema_migrations VALUES (?, 'then')", (version,))
-    con.executemany(sqlite_store._INSERT, [sqlite_store.row_values(record_id_for(*i.transcript.key), i)
-                                           for i in items[:10]])
+    old_columns = COLUMNS[:COLUMNS.index("repetition")]  # the columns of schema version 2
+    con.executemany(f"INSERT INTO records ({', '.join(old_columns)}) VALUES ({', '.join('?' * len(old_columns))})",
+                    [sqlite_store.row_values(record_id_for(*i.transcript.key), i)[:len(old_columns)]
+                     for i in items[:10]])
     con.close()
     s = open_store(path)
     assert s.count(RecordFilter())[0].count == 10
-    assert s.get(key=items[3].transcript.key).transcript == items[3].transcript
+    old = s.get(key=items[3].transcript.key)
+    assert old.transcript == items[3].transcript
+    assert old.verdict.scores.repetition == RepetitionStats()  # stored before the statistics existed: zeros
     assert len(s.query(RecordFilter(sources=(items[0].transcript.source,)), limit=100)) >= 1
     s.close()
     with sqlite3.connect(path) as con:

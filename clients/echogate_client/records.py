@@ -70,6 +70,7 @@ def transcript_from_record(record: dict, line: int, default_source: str = "") ->
 def verdict_to_dict(v: pb.Verdict, with_turns: bool = True) -> dict:
     out = {"bot_origin": round(v.bot_origin, 6), "repetitiveness": round(v.repetitiveness, 6),
            "corpus_duplicate": round(v.corpus_duplicate, 6),
+           "repetition": {f.name: round(getattr(v.repetition, f.name), 6) for f in v.repetition.DESCRIPTOR.fields},
            "decision": DECISION_NAMES[v.decision], "tags": list(v.tags), "reasons": list(v.reasons),
            "turns": [{"bot_origin": round(t.bot_origin, 6), "repetitiveness": round(t.repetitiveness, 6),
                       "seen_before": t.seen_before}

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from echogate.repetition import power_tables, role_codes
+
 MIN_WORDS = 3
 MIN_SAVED_COUNT = 2  # a turn is saved to the store once a second transcript has had it
 MAX_KEY_BYTES = 4096  # bytes of a turn that make its key (the model reads no more either)
@@ -33,38 +35,44 @@ _FOLD = np.arange(256, dtype=np.uint64)
 _FOLD[ord("A") : ord("Z") + 1] += 32  # ASCII letters lower-cased
 _FOLD[ord("0") : ord("9") + 1] = ord("0")  # digits folded
 _FOLD += np.uint64(1)  # no byte contributes zero
-_POWERS = np.cumprod(np.full(MAX_KEY_BYTES, 0x100000001B3, dtype=np.uint64))  # wraps mod 2**64
-_ROLE_SALT = {"customer": np.uint64(0x9E3779B97F4A7C15), "agent": np.uint64(0xC2B2AE3D27D4EB4F),
-              "system": np.uint64(0x165667B19E3779F9)}
+_POWERS = np.cumprod(np.full(MAX_KEY_BYTES, 0x100000001B3, dtype=np.uint64))  # P**(k+1), wraps mod 2**64
+# per role code (echogate.repetition.ROLE_CODES: customer, agent, system, any other role)
+_ROLE_SALT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], np.uint64)
 
 
-def turn_keys(stream: np.ndarray, byte_turn: np.ndarray, roles: Sequence[str]) -> np.ndarray:
+def turn_keys(stream: np.ndarray, byte_turn: np.ndarray, roles: Sequence[str] | np.ndarray) -> np.ndarray:
     """uint64 key per turn of a packed batch (see echogate.text.pack_turns); NO_KEY for turns
     of fewer than MIN_WORDS words.
 
     A polynomial hash of the folded bytes (position weights are powers of an odd 64-bit
     constant, arithmetic wraps), mixed with the role and finalised with splitmix64, so
-    that every process and replica derives the same key for the same turn.
+    that every process and replica derives the same key for the same turn. `roles` are role
+    names or their codes (echogate.repetition.role_codes).
     """
-    n_turns = len(roles)
+    codes = roles if isinstance(roles, np.ndarray) else role_codes(roles)
+    n_turns = len(codes)
     keys = np.zeros(n_turns, np.uint64)
     if n_turns == 0 or stream.size == 0:
         return keys
     lengths = np.bincount(byte_turn, minlength=n_turns)
     starts = np.zeros(n_turns, np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
-    position = np.minimum(np.arange(stream.size) - starts[byte_turn], MAX_KEY_BYTES - 1)  # pack_turns cuts turns
-    contrib = _FOLD[stream] * _POWERS[position]
-    h = np.zeros(n_turns, np.uint64)
     nonempty = lengths > 0
-    h[nonempty] = np.add.reduceat(contrib, starts[nonempty])
-    h ^= np.fromiter((_ROLE_SALT.get(r, np.uint64(0x27D4EB2F165667C5)) for r in roles), np.uint64, n_turns)
+    h = np.zeros(n_turns, np.uint64)
+    if lengths.max() <= MAX_KEY_BYTES:  # always, from pack_turns(..., MAX_KEY_BYTES): weights by stream position
+        powers, inverse = power_tables(stream.size + 1)  # sum of fold * P**(i+1), times P**-start
+        h[nonempty] = np.add.reduceat(_FOLD[stream] * powers[1 : stream.size + 1], starts[nonempty])
+        h *= inverse[starts]
+    else:  # longer turns: bytes past MAX_KEY_BYTES share the last position's weight
+        position = np.minimum(np.arange(stream.size) - starts[byte_turn], MAX_KEY_BYTES - 1)
+        h[nonempty] = np.add.reduceat(_FOLD[stream] * _POWERS[position], starts[nonempty])
+    h ^= _ROLE_SALT[codes]
     h ^= h >> np.uint64(30)
     h *= np.uint64(0xBF58476D1CE4E5B9)
     h ^= h >> np.uint64(27)
     h *= np.uint64(0x94D049BB133111EB)
     h ^= h >> np.uint64(31)
-    words = np.bincount(byte_turn, weights=stream == 32, minlength=n_turns) + (lengths > 0)
+    words = np.bincount(byte_turn[stream == 32], minlength=n_turns) + nonempty
     keyed = words >= MIN_WORDS
     keys[keyed] = h[keyed] | np.uint64(1)  # never NO_KEY
     return keys

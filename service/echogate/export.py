@@ -27,7 +27,7 @@ import pyarrow.dataset as ds
 from echogate import __version__
 from echogate.query import RecordFilter
 from echogate.store.sql import SQLStore
-from echogate.types import Record
+from echogate.types import Record, RepetitionStats
 
 _TURN = pa.struct([("role", pa.string()), ("text", pa.string()), ("ts", pa.timestamp("us", tz="UTC")),
                    ("declared_author", pa.string()), ("bot_origin", pa.float64()),
@@ -37,6 +37,7 @@ EXPORT_SCHEMA = pa.schema([
     ("content_sha256", pa.string()), ("declared_origin", pa.string()), ("language", pa.string()),
     ("metadata", pa.map_(pa.string(), pa.string())), ("turns", pa.list_(_TURN)),
     ("bot_origin", pa.float64()), ("repetitiveness", pa.float64()), ("corpus_duplicate", pa.float64()),
+    ("repetition", pa.struct([(name, pa.float64()) for name in RepetitionStats._fields])),
     ("decision", pa.string()), ("tags", pa.list_(pa.string())), ("reasons", pa.list_(pa.string())),
     ("model_version", pa.string()), ("policy_version", pa.string()),
     ("received_at", pa.timestamp("us", tz="UTC")), ("decided_at", pa.timestamp("us", tz="UTC")),
@@ -60,7 +61,8 @@ def record_row(r: Record) -> dict:
                    "repetitiveness": s.repetitiveness, "seen_before": s.seen_before}
                   for turn, s in zip(t.turns, v.scores.turns)],
         "bot_origin": v.scores.bot_origin, "repetitiveness": v.scores.repetitiveness,
-        "corpus_duplicate": v.scores.corpus_duplicate, "decision": str(v.decision), "tags": list(v.tags),
+        "corpus_duplicate": v.scores.corpus_duplicate, "repetition": v.scores.repetition._asdict(),
+        "decision": str(v.decision), "tags": list(v.tags),
         "reasons": list(v.reasons), "model_version": v.model_version, "policy_version": v.policy_version,
         "received_at": r.received_at, "decided_at": v.decided_at,
         "date": v.decided_at.astimezone(timezone.utc).strftime("%Y-%m-%d"),

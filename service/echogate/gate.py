@@ -16,6 +16,7 @@ from echogate import __version__
 from echogate.batcher import Batcher
 from echogate.budget import SyntheticBudgetWindows
 from echogate.corpus import CorpusMemory
+from echogate.diversity import CorpusDiversity
 from echogate.errors import FailedPrecondition, NotFound
 from echogate.metrics import Metrics
 from echogate.model import BotOriginModel, ModelLoadError
@@ -38,7 +39,9 @@ class GateCore:
         memory = CorpusMemory(capacity=settings.corpus.capacity, shared=store is not None and store.shared_corpus)
         if store is not None:
             memory.load(store.load_corpus())
-        self.scorer = Scorer(BotOriginModel(settings.model_path, settings.batching.intra_op_threads), memory)
+        diversity = CorpusDiversity(settings.corpus.diversity_window, metrics.source_label)
+        self.scorer = Scorer(BotOriginModel(settings.model_path, settings.batching.intra_op_threads), memory,
+                             diversity)
         self.policy = Policy(load_policy_file(settings.policy_file) if settings.policy_file else settings.policy)
         self.store = store
         self.budget = SyntheticBudgetWindows(on_share=self._report_share)
@@ -59,6 +62,7 @@ class GateCore:
         metrics.set_model(self.model_version, self.policy.version)
         metrics.corpus_keys.set_function(lambda: len(memory))
         metrics.most_repeated.set_function(lambda: memory.most_repeated)
+        metrics.watch_diversity(diversity.distinct_3)
         self._stop_flushing = threading.Event()
         self._flusher = None
         if store is not None:

@@ -10,9 +10,10 @@ import platform
 import threading
 import time
 from datetime import datetime, timezone
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.core import GaugeMetricFamily
 
 import echogate
 from echogate.types import Transcript, Verdict
@@ -111,6 +112,21 @@ class Metrics:
 
     def set_model(self, model_version: str, policy_version: str) -> None:
         self.model.info({"model_version": model_version, "policy_version": policy_version})
+
+    def watch_diversity(self, distinct_3: Callable[[], dict[str, float]]) -> None:
+        """Report corpus diversity per source (echogate.diversity), computed when scraped."""
+
+        class Diversity:
+            def collect(self) -> Iterator[GaugeMetricFamily]:
+                family = GaugeMetricFamily(
+                    "echogate_corpus_distinct_3", "Distinct word trigrams over trigrams among the agent side's most "
+                    "recent trigrams, per source (corpus.diversity_window of them): falls as bots settle into "
+                    "templates.", labels=["source"])
+                for source, value in sorted(distinct_3().items()):
+                    family.add_metric([source], value)
+                yield family
+
+        self.registry.register(Diversity())
 
     def watch_review_queue(self, stats, max_age_s: float = 5.0) -> None:
         """Report the review queue from `stats()` -> (items, oldest queued_at), read at most every

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from echogate.repetition import TURN_FEATURES
 from echogate.text import NORMALIZATION_VERSION
 
 
@@ -24,6 +25,8 @@ class ModelOutputs:
     turn_bot_origin: np.ndarray  # float32 [R]
     transcript_bot_origin: np.ndarray  # float32 [T]
     turn_ngrams: np.ndarray  # float32 [R]: how much evidence each turn carried
+    turn_repetitiveness: np.ndarray  # float32 [R]
+    transcript_repetitiveness: np.ndarray  # float32 [T]
 
 
 class BotOriginModel:
@@ -40,19 +43,24 @@ class BotOriginModel:
         if meta.get("normalization") != NORMALIZATION_VERSION:
             raise ModelLoadError(f"{path}: model expects text normalisation {meta.get('normalization')!r}, "
                                  f"this build implements {NORMALIZATION_VERSION!r}")
+        if meta.get("repetition_features") != ",".join(TURN_FEATURES):
+            raise ModelLoadError(f"{path}: model's repetition features {meta.get('repetition_features')!r} are not "
+                                 f"this build's {','.join(TURN_FEATURES)!r} (a model from an older release: retrain)")
         self.path = path
         self.version: str = meta["model_version"]
         self.role_weights: dict[str, float] = json.loads(meta["role_weights"])
         self.max_turn_bytes = int(meta["max_turn_bytes"])
 
     def run(self, stream: np.ndarray, byte_turn: np.ndarray, turn_transcript: np.ndarray,
-            turn_weight: np.ndarray, turn_seen: np.ndarray, transcript_count: int) -> ModelOutputs:
-        turns, docs, ngrams = self.session.run(None, {
+            turn_weight: np.ndarray, turn_seen: np.ndarray, transcript_count: int, turn_repetition: np.ndarray,
+            turn_side: np.ndarray) -> ModelOutputs:
+        return ModelOutputs(*self.session.run(None, {
             "text_bytes": stream,
             "byte_turn": byte_turn,
             "turn_transcript": turn_transcript,
             "turn_weight": turn_weight,
             "turn_seen": turn_seen,
             "transcript_count": np.array([transcript_count], np.int64),
-        })
-        return ModelOutputs(turns, docs, ngrams)
+            "turn_repetition": turn_repetition,
+            "turn_side": turn_side,
+        }))

@@ -1,104 +1,288 @@
-"""Within-transcript repetitiveness, per turn and per transcript, for a whole batch at once.
+"""Within-transcript repetition, per turn and per transcript, for a whole batch at once.
 
-A turn's repetitiveness is the share of its distinct word trigrams (lower-cased) that the
-same role already used earlier in the same conversation: 1.0 for a verbatim repeat, high
-for a template re-sent with one slot changed, 0 for new content. Turns of fewer than three
-words have no trigram and score 0, so a repeated "Thanks." is not looping.
+Per turn, four shares (the model's `turn_repetition` input; its repetitiveness head turns
+them into a probability, see echogate.training.repetition):
 
-The transcript's score is the mean over agent turns (all turns when there is no agent
-side): the share of the bot's output that was repetition.
+- ``trigram_self``   share of the turn's distinct word trigrams its own side used earlier in
+                     the conversation (a verbatim repeat is 1.0, a template re-sent with one
+                     slot changed is high);
+- ``content_self``   the same for content words (stop words dropped): a paraphrase of an
+                     earlier turn keeps its content words, not its trigrams;
+- ``trigram_other``, ``content_other``  the same against what the *other* side said
+                     earlier: an agent echoing the customer back.
+
+"Side" is agent versus everyone else. Words are lower-cased and split at whitespace and
+ASCII punctuation (apostrophes stay inside words). A turn without trigrams or content
+words has those shares at 0, so a repeated "Thanks." is not looping.
+
+Per transcript, over the agent side (every turn when there is none), Gopher-family
+statistics (Rae et al. 2021; thresholds in docs/repetition.md): duplicate turn fraction
+and its character fraction (a turn equal to an earlier one of its side, case and digits
+folded, as the corpus memory keys it), the word share of the most frequent trigram, the
+share of trigram occurrences that repeat an earlier one, and distinct-3 (distinct trigrams
+over trigram occurrences).
 
 Vectorised over the batch with NumPy (no Python loop per word): words are hashed from the
-packed bytes with a position-weighted sum (np.add.reduceat, uint64 arithmetic wraps), word
-trigrams combine three word hashes, and one sort by (conversation and role, trigram, turn)
-tells for every trigram whether an earlier turn of the same role had it. Keys are 44-bit
+packed bytes the model reads (echogate.text.pack_turns) as sum((byte + 1) * P**k) over their
+bytes, k the position in the word, computed for all words at once as a reduceat over
+P**(position in the stream) times P**-(word start) (uint64 arithmetic wraps; P is odd, so
+invertible); one
+sort per key type (trigram, content word) groups each key's occurrences in a conversation
+in turn order, and reduceat finds the first turn of each side to use it. Keys are 44-bit
 hashes: a collision (odds about 1 in 10^13 per pair in a batch) could only mark a trigram
 as repeated that was not.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import repeat
 
 import numpy as np
 
 ROLE_CODES = {"customer": 0, "agent": 1, "system": 2}
-_POSITION_WEIGHTS = np.random.default_rng(0x5EED).integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
+AGENT = 1
+TURN_FEATURES = ("trigram_self", "content_self", "trigram_other", "content_other")
+TRANSCRIPT_STATS = ("duplicate_turn_fraction", "duplicate_turn_char_fraction", "top_trigram_fraction",
+                    "duplicate_trigram_fraction", "distinct_3")
+
+# Function words carry no content: a turn sharing only these with earlier ones repeats nothing.
+STOP_WORDS = tuple("""a about above after again against all am an and any are aren't as at be because been before
+being below between both but by can can't could couldn't did didn't do does doesn't doing don't down during each
+few for from further get got had hadn't has hasn't have haven't having he he'd he'll he's her here here's hers
+herself him himself his how how's i i'd i'll i'm i've if in into is isn't it it's its itself just let's me more
+most mustn't my myself no nor not now of off on once only or other ought our ours ourselves out over own please
+same shan't she she'd she'll she's should shouldn't so some such than that that's the their theirs them
+themselves then there there's these they they'd they'll they're they've this those through to too under until up
+very was wasn't we we'd we'll we're we've were weren't what what's when when's where where's which while who
+who's whom why why's will with won't would wouldn't yes you you'd you'll you're you've your yours yourself
+yourselves ok okay oh well also thank thanks""".split())
+
+_BYTE_MAP = np.arange(256, dtype=np.uint8)
+_BYTE_MAP[ord("A") : ord("Z") + 1] += 32
+for _c in b"!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~":
+    _BYTE_MAP[_c] = 32  # punctuation separates words ("dogs!" is "dogs"); apostrophes stay
+# a word byte's term before its position weight: byte + 1 (lower-cased), 0 for separators
+_TERM = np.where(_BYTE_MAP == 32, 0, _BYTE_MAP.astype(np.uint64) + 1).astype(np.uint64)
+_P = 0x100000001B3  # odd: invertible modulo 2**64 (the corpus memory's turn keys use it too)
+_powers = np.ones(1, np.uint64), np.ones(1, np.uint64)  # P**i and P**-i, grown on demand (see power_tables)
 _K1, _K2, _K3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
 _TURN_BITS = 20  # turns per batch stay below 2**20 (max_batch x max_turns is far less)
 _TURN_MASK = np.uint64(2**_TURN_BITS - 1)
 
 
-def turn_scores(normalized: Sequence[str], roles: Sequence[str], turn_transcript: np.ndarray) -> np.ndarray:
-    """Per-turn repetitiveness (float64 [R]) for turns of several transcripts.
+def power_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """P**i and P**-i modulo 2**64 for i < size (at least), cached and grown by doubling."""
+    global _powers
+    powers = _powers
+    if powers[0].size < size:
+        n = max(size, 2 * powers[0].size)
+        step = np.full(n, _P, np.uint64), np.full(n, pow(_P, -1, 2**64), np.uint64)
+        step[0][0] = step[1][0] = 1
+        powers = _powers = np.cumprod(step[0]), np.cumprod(step[1])  # products wrap modulo 2**64
+    return powers
 
-    `normalized` are whitespace-normalised turn texts (no newlines), `turn_transcript` the
-    transcript index of each turn, non-decreasing.
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """Spread every bit of a polynomial word hash over the high bits (one-byte words hash to
+    small numbers, and the sort keys keep only the top 44 bits)."""
+    h = h * _K1
+    return h ^ (h >> np.uint64(29))
+
+
+def _word_hash(word: str) -> np.uint64:
+    """The hash `_words` gives one word (for the stop-word list)."""
+    b = np.frombuffer(word.encode("utf-8"), np.uint8).astype(np.uint64) + np.uint64(1)
+    return _mix(np.sum(b * power_tables(b.size)[0][: b.size], keepdims=True))[0]
+
+
+def _stop_table(bits: int = 16) -> tuple[np.ndarray, np.uint64]:
+    """Stop-word hashes by `bits` bits of the hash (from the first shift where the list's words
+    all differ): a word is a stop word iff its hash equals the entry at its slot. One gather
+    instead of a search."""
+    hashes = np.unique(np.array([_word_hash(w) for w in STOP_WORDS], np.uint64))
+    for shift in range(64 - bits):
+        slot = (hashes >> np.uint64(shift)) & np.uint64(2**bits - 1)
+        if np.unique(slot).size == hashes.size:
+            table = np.zeros(2**bits, np.uint64)  # a word hashing to exactly 0 is a 2**-64 chance
+            table[slot] = hashes
+            return table, np.uint64(shift)
+    raise AssertionError("no collision-free slot for the stop words: widen the table")
+
+
+_STOP_TABLE, _STOP_SHIFT = _stop_table()
+
+
+@dataclass(frozen=True)
+class Repetition:
+    """Repetition of a batch: `turn` [R, 4] float32 in TURN_FEATURES order, `transcript` [T, 5]
+    float64 in TRANSCRIPT_STATS order, `side` [R] bool: the turns each transcript's statistics
+    are over (the agent turns; every turn of a transcript without any). `side_trigrams` are the
+    hashes of those turns' word trigrams (the same trigram has the same hash in every
+    conversation), `side_trigram_transcript` the transcript of each: corpus diversity's input
+    (echogate.diversity)."""
+
+    turn: np.ndarray
+    transcript: np.ndarray
+    side: np.ndarray
+    side_trigrams: np.ndarray
+    side_trigram_transcript: np.ndarray
+
+
+def role_codes(roles: Sequence[str]) -> np.ndarray:
+    return np.fromiter(map(ROLE_CODES.get, roles, repeat(3, len(roles))), np.int64, len(roles))
+
+
+def analyse(stream: np.ndarray, byte_turn: np.ndarray, codes: np.ndarray, turn_transcript: np.ndarray,
+            n_transcripts: int, turn_keys: np.ndarray) -> Repetition:
+    """Repetition features of the turns of several transcripts.
+
+    `stream` and `byte_turn` are the turns packed as the model reads them
+    (echogate.text.pack_turns of normalised texts), `codes` their role codes (`role_codes`),
+    `turn_transcript` the transcript index of each turn (non-decreasing) and `turn_keys` the
+    corpus memory's keys of the turns (echogate.corpus.turn_keys).
     """
-    n_turns = len(normalized)
-    out = np.zeros(n_turns)
-    if n_turns == 0:
-        return out
+    n_turns = len(codes)
     if n_turns >= 2**_TURN_BITS:  # beyond the sort key's turn field: split between transcripts
         cut = int(np.searchsorted(turn_transcript, turn_transcript[n_turns // 2]))
-        if 0 < cut < n_turns:
-            return np.concatenate([turn_scores(normalized[:cut], roles[:cut], turn_transcript[:cut]),
-                                   turn_scores(normalized[cut:], roles[cut:], turn_transcript[cut:])])
-        raise ValueError(f"one transcript of {n_turns} turns is beyond the repetition scorer's limit")
-    b = np.frombuffer("\n".join(normalized).lower().encode("utf-8"), np.uint8)
-    is_newline = b == 10
-    content = ~(is_newline | (b == 32))
-    idx = np.flatnonzero(content)
-    if idx.size == 0:
-        return out
-    starts_mask = np.empty(idx.size, bool)
-    starts_mask[0] = True
-    starts_mask[1:] = idx[1:] != idx[:-1] + 1  # a gap means a separator came before
-    word_starts = np.flatnonzero(starts_mask)
-    word_index = np.cumsum(starts_mask) - 1
-    pos_in_word = (np.arange(idx.size) - word_starts[word_index]) & 63
-    contrib = (b[idx].astype(np.uint64) + np.uint64(1)) * _POSITION_WEIGHTS[pos_in_word]
-    word_hash = np.add.reduceat(contrib, word_starts)
-    word_turn = np.searchsorted(np.flatnonzero(is_newline), idx[word_starts])
-    if word_hash.size < 3:
-        return out
+        if not 0 < cut < n_turns:
+            raise ValueError(f"one transcript of {n_turns} turns is beyond the repetition scorer's limit")
+        first_docs, cut_byte = int(turn_transcript[cut]), int(np.searchsorted(byte_turn, cut))
+        a = analyse(stream[:cut_byte], byte_turn[:cut_byte], codes[:cut], turn_transcript[:cut], first_docs,
+                    turn_keys[:cut])
+        b = analyse(stream[cut_byte:], byte_turn[cut_byte:] - cut, codes[cut:], turn_transcript[cut:] - first_docs,
+                    n_transcripts - first_docs, turn_keys[cut:])
+        return Repetition(np.concatenate([a.turn, b.turn]), np.concatenate([a.transcript, b.transcript]),
+                          np.concatenate([a.side, b.side]), np.concatenate([a.side_trigrams, b.side_trigrams]),
+                          np.concatenate([a.side_trigram_transcript, b.side_trigram_transcript + first_docs]))
+    turn_transcript = np.asarray(turn_transcript, np.int64)
+    agent = codes == AGENT
+    has_agent = np.bincount(turn_transcript, weights=agent, minlength=n_transcripts) > 0
+    side = agent | ~has_agent[turn_transcript]
+    turn = np.zeros((n_turns, len(TURN_FEATURES)), np.float32)
+    stats = np.zeros((n_transcripts, len(TRANSCRIPT_STATS)))
+    none = np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    if n_turns == 0:
+        return Repetition(turn, stats, side, *none)
+    _duplicate_turns(np.bincount(byte_turn, minlength=n_turns), turn_keys, turn_transcript, side, stats)
+    word_hash, word_turn = _words(stream, byte_turn)
+    if word_hash.size == 0:
+        return Repetition(turn, stats, side, *none)
+    conversation = turn_transcript.astype(np.uint64) * _K3
+    # word trigrams within a turn
     same_turn = word_turn[:-2] == word_turn[2:]
     tri = (word_hash[:-2] * _K1 + word_hash[1:-1] * _K2 + word_hash[2:])[same_turn]
     tri_turn = word_turn[:-2][same_turn]
-    if tri.size == 0:
-        return out
-    role_code = np.fromiter(map(ROLE_CODES.get, roles, repeat(3, n_turns)), np.uint64, n_turns)
-    group = (np.asarray(turn_transcript).astype(np.uint64) * np.uint64(4) + role_code)[tri_turn]
-    # Sort key: the top 44 bits hash (conversation and role, trigram), the low 20 bits are
-    # the turn index, so one plain sort groups each key with its turns in order.
-    key = ((tri ^ (group * _K3)) & ~_TURN_MASK) | tri_turn.astype(np.uint64)
-    key.sort()
-    k, turn = key >> np.uint64(_TURN_BITS), (key & _TURN_MASK).astype(np.int64)
-    distinct = np.ones(k.size, bool)  # a trigram counts once per turn
-    distinct[1:] = key[1:] != key[:-1]
-    k, turn = k[distinct], turn[distinct]
-    first = np.ones(k.size, bool)  # first turn of this role in this conversation to use it
-    first[1:] = k[1:] != k[:-1]
-    total = np.bincount(turn, minlength=n_turns)
-    repeated = np.bincount(turn, weights=~first, minlength=n_turns)
-    np.divide(repeated, total, out=out, where=total > 0)
+    on_side = side[tri_turn]
+    side_trigrams, side_trigram_transcript = tri[on_side], turn_transcript[tri_turn[on_side]]
+    if tri.size:
+        k, t, first_in_run = _sorted_occurrences(tri ^ conversation[tri_turn], tri_turn)
+        _trigram_stats(k, t, turn_transcript, side, n_transcripts, stats)
+        turn[:, 0], turn[:, 2] = _earlier_shares(k[first_in_run], t[first_in_run], agent, n_turns)
+    content = _STOP_TABLE[(word_hash >> _STOP_SHIFT) & np.uint64(_STOP_TABLE.size - 1)] != word_hash
+    if content.any():
+        c_turn = word_turn[content]
+        k, t, first_in_run = _sorted_occurrences(word_hash[content] ^ conversation[c_turn], c_turn)
+        turn[:, 1], turn[:, 3] = _earlier_shares(k[first_in_run], t[first_in_run], agent, n_turns)
+    return Repetition(turn, stats, side, side_trigrams, side_trigram_transcript)
+
+
+def _words(stream: np.ndarray, byte_turn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hash, turn) of every word of the batch, in order."""
+    sep = _BYTE_MAP[stream] == 32
+    start = ~sep
+    start[1:] &= sep[:-1] | (byte_turn[1:] != byte_turn[:-1])  # after a separator, or a turn's first byte
+    word_starts = np.flatnonzero(start)
+    if word_starts.size == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    powers, inverse = power_tables(stream.size)
+    contrib = _TERM[stream]  # separators are 0: a word's sum runs to the next word's start
+    contrib *= powers[: stream.size]
+    return _mix(np.add.reduceat(contrib, word_starts) * inverse[word_starts]), byte_turn[word_starts]
+
+
+def _sorted_occurrences(key: np.ndarray, turn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Occurrences sorted by (key, turn): the key (top 44 bits), the turn, and whether each is the
+    first occurrence of its key in its turn."""
+    packed = (key & ~_TURN_MASK) | turn.astype(np.uint64)
+    packed.sort()
+    first = np.ones(packed.size, bool)
+    first[1:] = packed[1:] != packed[:-1]
+    return packed >> np.uint64(_TURN_BITS), (packed & _TURN_MASK).astype(np.int64), first
+
+
+def _earlier_shares(k: np.ndarray, t: np.ndarray, agent: np.ndarray, n_turns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per turn, the shares of its distinct keys that its own side / the other side used in an
+    earlier turn. `k`, `t` are distinct (key, turn) pairs sorted by key, then turn."""
+    new_key = np.ones(k.size, bool)
+    new_key[1:] = k[1:] != k[:-1]
+    starts = np.flatnonzero(new_key)
+    group = np.cumsum(new_key) - 1
+    is_agent = agent[t]
+    never = np.int64(n_turns)
+    first_agent = np.minimum.reduceat(np.where(is_agent, t, never), starts)[group]
+    first_other = np.minimum.reduceat(np.where(is_agent, never, t), starts)[group]
+    own_first = np.where(is_agent, first_agent, first_other)
+    other_first = np.where(is_agent, first_other, first_agent)
+    total = np.bincount(t, minlength=n_turns)
+    shares = []
+    for earlier in (own_first < t, other_first < t):
+        out = np.zeros(n_turns)
+        np.divide(np.bincount(t, weights=earlier, minlength=n_turns), total, out=out, where=total > 0)
+        shares.append(out)
+    return shares[0], shares[1]
+
+
+def _trigram_stats(k: np.ndarray, t: np.ndarray, turn_transcript: np.ndarray,
+                   side: np.ndarray, n_transcripts: int, stats: np.ndarray) -> None:
+    """Top, duplicate and distinct trigram shares of each transcript's side (all occurrences)."""
+    on_side = side[t]
+    k, t = k[on_side], t[on_side]
+    if k.size == 0:
+        return
+    doc = turn_transcript[t]
+    new_key = np.ones(k.size, bool)
+    new_key[1:] = k[1:] != k[:-1]
+    starts = np.flatnonzero(new_key)
+    counts = np.diff(np.append(starts, k.size))
+    key_doc = doc[starts]
+    total = np.bincount(doc, minlength=n_transcripts)
+    distinct = np.bincount(key_doc, minlength=n_transcripts)
+    top = np.zeros(n_transcripts)
+    repeated = counts > 1  # only a trigram seen twice can be a "top" trigram: few of them
+    np.maximum.at(top, key_doc[repeated], counts[repeated])
+    has = total > 0
+    stats[has, 2] = np.where(top[has] > 1, top[has] / total[has], 0.0)  # a trigram seen once is no "top"
+    stats[has, 3] = 1 - distinct[has] / total[has]
+    stats[has, 4] = distinct[has] / total[has]
+
+
+def _duplicate_turns(chars: np.ndarray, turn_keys: np.ndarray, turn_transcript: np.ndarray,
+                     side: np.ndarray, stats: np.ndarray) -> None:
+    """Duplicate turn fraction and its character (UTF-8 byte) fraction over each transcript's side."""
+    n_transcripts = stats.shape[0]
+    keyed = side & (turn_keys != 0)
+    idx = np.flatnonzero(keyed)
+    duplicate = np.zeros(len(turn_keys), bool)
+    if idx.size:
+        mixed = turn_keys[idx] ^ (turn_transcript[idx].astype(np.uint64) * _K3)
+        order = np.argsort(mixed, kind="stable")  # equal keys stay in turn order
+        repeat_of_earlier = np.zeros(idx.size, bool)
+        repeat_of_earlier[1:] = mixed[order][1:] == mixed[order][:-1]
+        duplicate[idx[order[repeat_of_earlier]]] = True
+    side_turns = np.bincount(turn_transcript, weights=side, minlength=n_transcripts)
+    side_chars = np.bincount(turn_transcript, weights=chars * side, minlength=n_transcripts)
+    np.divide(np.bincount(turn_transcript, weights=duplicate, minlength=n_transcripts), side_turns,
+              out=stats[:, 0], where=side_turns > 0)
+    np.divide(np.bincount(turn_transcript, weights=chars * duplicate, minlength=n_transcripts), side_chars,
+              out=stats[:, 1], where=side_chars > 0)
+
+
+def side_means(turn_values: np.ndarray, side: np.ndarray, turn_transcript: np.ndarray,
+               n_transcripts: int) -> np.ndarray:
+    """Mean of per-turn values over each transcript's side (see Repetition.side): [R] -> [T]."""
+    count = np.bincount(turn_transcript, weights=side, minlength=n_transcripts)
+    out = np.zeros(n_transcripts)
+    np.divide(np.bincount(turn_transcript, weights=turn_values * side, minlength=n_transcripts), count, out=out,
+              where=count > 0)
     return out
-
-
-def transcript_scores(turn_values: np.ndarray, roles: Sequence[str], turn_transcript: np.ndarray,
-                      n_transcripts: int) -> np.ndarray:
-    """Mean of per-turn values over each transcript's agent turns (all turns if it has none).
-
-    `turn_values` is [R] (one score per turn: the result is [T]) or [k, R] (k scores per
-    turn, sharing one pass over the roles: the result is [k, T]).
-    """
-    agent = np.fromiter((r == "agent" for r in roles), bool, len(roles))
-    has_agent = np.bincount(turn_transcript, weights=agent, minlength=n_transcripts) > 0
-    use = agent | ~has_agent[turn_transcript]
-    count = np.bincount(turn_transcript, weights=use, minlength=n_transcripts)
-    rows = np.atleast_2d(turn_values)
-    means = np.zeros((len(rows), n_transcripts))
-    for row, out in zip(rows, means):
-        np.divide(np.bincount(turn_transcript, weights=row * use, minlength=n_transcripts), count, out=out,
-                  where=count > 0)
-    return means if np.ndim(turn_values) == 2 else means[0]

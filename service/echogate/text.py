@@ -47,5 +47,7 @@ def content_sha256(roles: Sequence[str], texts: Sequence[str], normalized: bool 
     """Hash of the canonical content: for each turn in order, role, 0x1F, normalised text, 0x1E."""
     if not normalized:
         texts = [normalize(t) for t in texts]
-    canonical = "".join(f"{role}\x1f{text}\x1e" for role, text in zip(roles, texts, strict=True))
+    if len(roles) != len(texts):
+        raise ValueError(f"{len(roles)} roles for {len(texts)} texts")
+    canonical = "\x1e".join(map("\x1f".join, zip(roles, texts))) + "\x1e"  # role, 0x1F, text, 0x1E per turn
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -61,6 +61,17 @@ class TurnScore(NamedTuple):
     seen_before: int = 0  # earlier transcripts that had this turn (echogate.corpus)
 
 
+class RepetitionStats(NamedTuple):
+    """Gopher-family statistics of a transcript's agent side (every turn when there is none);
+    see echogate.repetition and docs/repetition.md."""
+
+    duplicate_turn_fraction: float = 0.0
+    duplicate_turn_char_fraction: float = 0.0
+    top_trigram_fraction: float = 0.0
+    duplicate_trigram_fraction: float = 0.0
+    distinct_3: float = 0.0
+
+
 @dataclass(frozen=True)
 class Scores:
     """What the model and the repetition statistics say about one transcript."""
@@ -70,6 +81,7 @@ class Scores:
     turns: tuple[TurnScore, ...]
     # share of the agent side (all turns when there is none) seen in earlier transcripts
     corpus_duplicate: float = 0.0
+    repetition: RepetitionStats = RepetitionStats()
 
 
 @dataclass(frozen=True)

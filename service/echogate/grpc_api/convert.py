@@ -9,8 +9,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from echogate.errors import FieldViolation, InvalidArgument
 from echogate.query import CountGroup, GroupBy, RecordFilter, ScoreRange
 from echogate.settings import Limits
-from echogate.types import (DeclaredOrigin, Decision, Label, Record, ReviewItem, Role, Scores, Transcript, Turn,
-                            TurnScore, Verdict)
+from echogate.types import (DeclaredOrigin, Decision, Label, Record, RepetitionStats, ReviewItem, Role, Scores,
+                            Transcript, Turn, TurnScore, Verdict)
 from echogate.v1 import gate_pb2 as pb
 
 _ROLE_FROM_PB = {pb.ROLE_CUSTOMER: Role.CUSTOMER, pb.ROLE_AGENT: Role.AGENT, pb.ROLE_SYSTEM: Role.SYSTEM}
@@ -63,7 +63,7 @@ def verdict_to_pb(v: Verdict) -> pb.Verdict:
         # dicts instead of TurnScore objects: about 3x faster to build, one per turn on the hot path
         turns=[{"bot_origin": t.bot_origin, "repetitiveness": t.repetitiveness, "seen_before": t.seen_before}
                for t in v.scores.turns],
-        corpus_duplicate=v.scores.corpus_duplicate,
+        corpus_duplicate=v.scores.corpus_duplicate, repetition=v.scores.repetition._asdict(),
         decision=_DECISION_TO_PB[v.decision], tags=v.tags, reasons=v.reasons, model_version=v.model_version,
         policy_version=v.policy_version, duplicate=v.duplicate, decided_at=_ts(v.decided_at),
     )
@@ -167,7 +167,8 @@ def record_from_pb(r: pb.Record) -> Record:
     transcript = Transcript(t.id, t.source, turns, dict(t.metadata), _ORIGIN_FROM_PB[t.declared_origin], t.language)
     scores = Scores(v.bot_origin, v.repetitiveness,
                     tuple(TurnScore(x.bot_origin, x.repetitiveness, x.seen_before) for x in v.turns),
-                    corpus_duplicate=v.corpus_duplicate)
+                    corpus_duplicate=v.corpus_duplicate,
+                    repetition=RepetitionStats(*(getattr(v.repetition, f) for f in RepetitionStats._fields)))
     verdict = Verdict(v.transcript_id, v.source, v.content_sha256, scores, _DECISION_FROM_PB[v.decision],
                       tuple(v.tags), tuple(v.reasons), v.model_version, v.policy_version,
                       v.decided_at.ToDatetime(tzinfo=timezone.utc), v.record_id, v.duplicate)

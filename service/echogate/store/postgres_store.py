@@ -87,13 +87,16 @@ _MIGRATIONS = {
     ALTER TABLE corpus_turns ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
     CREATE INDEX corpus_turns_version ON corpus_turns (version);
     """,
+    4: """
+    ALTER TABLE records ADD COLUMN repetition JSONB NOT NULL DEFAULT '{}'::jsonb;
+    """,
 }
 
 # Column types for unnest(): JSON goes in as text and is cast, so each row is one parameter
 # per column and one statement per group, whatever the group size.
 _TYPES = ("text", "text", "text", "text", "text", "text", "text", "text", "float8", "float8", "text", "text",
-          "text", "text", "text", "timestamptz", "timestamptz", "float8")
-_JSON = {"metadata", "turns", "tags", "reasons"}
+          "text", "text", "text", "timestamptz", "timestamptz", "float8", "text")
+_JSON = {"metadata", "turns", "tags", "reasons", "repetition"}
 _INSERT = (
     f"INSERT INTO records ({COLUMN_LIST}) SELECT "
     + ", ".join(f"{c}::jsonb" if c in _JSON else c for c in COLUMNS)

@@ -19,12 +19,12 @@ import orjson
 from echogate.query import CountGroup, Cursor, GroupBy, RecordFilter
 from echogate.store.base import Store, StoreItem, record_id_for
 from echogate.errors import FailedPrecondition, NotFound
-from echogate.types import (DeclaredOrigin, Decision, Label, Record, ReviewItem, Role, Scores, Transcript, Turn,
-                            TurnScore, Verdict)
+from echogate.types import (DeclaredOrigin, Decision, Label, Record, RepetitionStats, ReviewItem, Role, Scores,
+                            Transcript, Turn, TurnScore, Verdict)
 
 COLUMNS = ("record_id", "source", "transcript_id", "content_sha256", "declared_origin", "language", "metadata",
            "turns", "bot_origin", "repetitiveness", "decision", "tags", "reasons", "model_version",
-           "policy_version", "received_at", "decided_at", "corpus_duplicate")
+           "policy_version", "received_at", "decided_at", "corpus_duplicate", "repetition")
 COLUMN_LIST = ", ".join(COLUMNS)
 _IX = {name: i for i, name in enumerate(COLUMNS)}
 
@@ -134,7 +134,8 @@ def row_values(record_id: str, item: StoreItem, encode_json: Callable = dumps, t
     return (record_id, t.source, t.id, v.content_sha256, str(t.declared_origin), t.language,
             encode_json(t.metadata), encode_json(turns_json(item)), v.scores.bot_origin, v.scores.repetitiveness,
             str(v.decision), encode_json(list(v.tags)), encode_json(list(v.reasons)), v.model_version,
-            v.policy_version, time(item.received_at), time(v.decided_at), v.scores.corpus_duplicate)
+            v.policy_version, time(item.received_at), time(v.decided_at), v.scores.corpus_duplicate,
+            encode_json(v.scores.repetition._asdict()))
 
 
 def queued_reviews(fresh: list[tuple[str, StoreItem]], time) -> list[tuple]:
@@ -152,13 +153,19 @@ def _time(value) -> datetime:
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
+def repetition_stats(value) -> RepetitionStats:
+    """The stored statistics ({} for records stored before they existed: zeros)."""
+    stored = _json(value)
+    return RepetitionStats(*(stored.get(name, 0.0) for name in RepetitionStats._fields))
+
+
 def row_to_verdict(row) -> Verdict:
     turns = _json(row[_IX["turns"]])
     return Verdict(
         transcript_id=row[2], source=row[1], content_sha256=row[3],
         scores=Scores(row[8], row[9], tuple(TurnScore(t["bot_origin"], t["repetitiveness"], t.get("seen_before", 0))
                                             for t in turns),
-                      corpus_duplicate=row[17]),
+                      corpus_duplicate=row[17], repetition=repetition_stats(row[18])),
         decision=Decision(row[10]), tags=tuple(_json(row[11])), reasons=tuple(_json(row[12])),
         model_version=row[13], policy_version=row[14], decided_at=_time(row[16]), record_id=row[0],
     )
@@ -219,6 +226,7 @@ class SQLStore(Store):
                 out = dict(zip(COLUMNS, row))
                 for name in ("metadata", "tags", "reasons"):
                     out[name] = _json(out[name])
+                out["repetition"] = repetition_stats(out["repetition"])._asdict()
                 out["turns"] = turns = _json(out["turns"])
                 for t in turns:
                     if t["ts"]:

@@ -78,6 +78,9 @@ _MIGRATIONS = {
     );
     CREATE INDEX reviews_open ON reviews (reviewed_at, queued_at);
     """,
+    5: """
+    ALTER TABLE records ADD COLUMN repetition TEXT NOT NULL DEFAULT '{}';  -- JSON object: echogate.types.RepetitionStats
+    """,
 }
 
 _INSERT = f"INSERT OR IGNORE INTO records ({COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+from echogate.repetition import TURN_FEATURES
+
 DATASETS = """\
 | file | label | license | source repository |
 |---|---|---|---|
@@ -30,6 +32,11 @@ def render(report: dict) -> str:
     cal = report["calibration"]
     seen = (f"single texts {cal['turn']['seen_weight']:.2f}, dialogues {cal['transcript']['seen_weight']:.2f} "
             "per unit of log1p(count)")
+    rep = report.get("repetition", {"head": {"weights": [], "bias": float("nan")}, "validation": []})
+    rep_rows = "\n".join(
+        f"| {r['held_out']} | {r['kind']} | {r['n']} | {r['machine']} | {_f(r['auroc'])} | {_f(r['tpr_at_1pct_fpr'])} "
+        f"| {_f(r['ece'])} |" for r in rep["validation"])
+    head = ", ".join(f"{name} {w:.2f}" for name, w in zip(TURN_FEATURES, rep["head"]["weights"]))
     return f"""# Model card: {cfg['version']}
 
 `bot_origin.onnx` estimates how likely each turn, and each transcript, of a support conversation
@@ -59,6 +66,28 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   {cfg.get('stream_size', 0):,} records, each stream starting with an empty memory.
 - Trained on: {train_on}. Logistic regression, C={cfg['c']}, classes balanced so that every
   (dataset, label, kind) group weighs the same. Seed {cfg['seed']}.
+
+## Repetitiveness output
+- `turn_repetitiveness` = sigmoid(weights . repetition features + bias), features from
+  `echogate.repetition` (shares of a turn's word trigrams and content words that its own side,
+  or the other side, said earlier in the conversation). Weights: {head}; bias {rep['head']['bias']:.2f}.
+- `transcript_repetitiveness`: the share of the agent side (every turn when there is none)
+  that is repetition, within the conversation or of the corpus: the mean over those turns of
+  1 - (1 - turn_repetitiveness) x (1 - c / (c + {rep['head'].get('corpus_half_count', 4):g})), c = seen_before
+  (a turn seen {rep['head'].get('corpus_half_count', 4):g} times before counts as half repetition).
+- No shared file labels repetition, so the head is fitted on controlled edits of real dialogues
+  (`echogate.training.repetition`): at a random agent turn either the original stays (negative)
+  or a redundant turn replaces it: an earlier agent turn re-sent (`verbatim`), re-sent with words
+  dropped (`partial`), one earlier sentence appended (`sentence`), or the customer's last turn
+  restated (`echo`). Classes balanced: the probability reads "redundant" at even odds. Below,
+  each collection's edits scored by a head fitted on the others (`machine` = redundant turns);
+  `all` is every kind against the originals. These are edits we designed, not human
+  judgements of redundancy: read them as a check that the head ranks repeats, not as its
+  accuracy on real bots.
+
+| held-out collection | kind | n | redundant | AUROC | TPR@1%FPR | ECE |
+|---|---|---|---|---|---|---|
+{rep_rows}
 
 ## Data and licenses
 {DATASETS}

@@ -9,9 +9,20 @@ client in any language that can pack bytes can run the same file. Inputs:
 - ``turn_weight``     float [R]   weight of each turn in its transcript's score (role-based)
 - ``turn_seen``       float [R]   log1p(how many earlier transcripts had this turn), see echogate.corpus
 - ``transcript_count`` int64 [1]  number of transcripts T in the batch
+- ``turn_repetition`` float [R, 4] the turn's repetition features (echogate.repetition.TURN_FEATURES)
+- ``turn_side``       float [R]   1 for the turns a transcript's repetitiveness is over (its agent
+                                  turns; every turn of a transcript without any), else 0
 
 Outputs: ``turn_bot_origin`` float [R] and ``transcript_bot_origin`` float [T]; a
 transcript of one turn takes that turn's probability (single texts have their own calibration).
+``turn_ngrams`` [R] is how many n-grams each turn contributed (its evidence).
+``turn_repetitiveness`` [R] = sigmoid(head weights . turn_repetition + bias): how likely the
+turn needlessly repeats what was said before in the conversation (see
+echogate.training.repetition). ``transcript_repetitiveness`` [T] is the share of the side's
+turns that is repetition, within the conversation or of the corpus: the mean over side turns
+of 1 - (1 - turn_repetitiveness) * (1 - c / (c + h)), c = exp(turn_seen) - 1 the number of
+earlier transcripts with the turn and h = RepetitionHead.corpus_half_count (a turn seen h times
+counts as half repetition, one seen a thousand times as nearly all).
 A document's raw score is  sum(weights of its n-grams) / sqrt(n-gram count) + intercept,
 then Platt-calibrated (separately for turns and transcripts). Working on one flat stream
 means no padding: cost is linear in the bytes of the batch.
@@ -25,6 +36,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from echogate.features import BASE, SALT, SHAPE_CLASSES, SHAPE_SALT_OFFSET, HashSpec
+from echogate.repetition import TURN_FEATURES
+from echogate.training.repetition import RepetitionHead
 
 OPSET = 17
 
@@ -44,6 +57,7 @@ def build_graph(
     intercept: float,
     turn_calibration: Calibration,
     transcript_calibration: Calibration,
+    repetition_head: RepetitionHead,
     metadata: dict[str, str],
 ) -> onnx.ModelProto:
     nodes: list[onnx.NodeProto] = []
@@ -146,6 +160,22 @@ def build_graph(
     single = node("Equal", [doc_turns, "one_f"], "single_turn")
     node("Where", [single, per_doc(turn_prob, "doc_turn_prob"), dialogue_prob], "transcript_bot_origin")
 
+    # Repetitiveness head: a logistic map of the turn's repetition features, then the side's mean
+    # of "repeats the conversation or the corpus" per transcript.
+    head_w = const("repetition_weights", np.array(repetition_head.weights, np.float32).reshape(-1, 1))
+    head_logit = node("Add", [node("MatMul", ["turn_repetition", head_w], "rep_wx"),
+                              const("repetition_bias", np.array([repetition_head.bias], np.float32))], "rep_logit")
+    turn_rep = node("Sigmoid", [node("Squeeze", [head_logit, const("axis1", np.array([1], np.int64))], "rep_logit1")],
+                    "turn_repetitiveness")
+    seen_count = node("Sub", [node("Exp", ["turn_seen"], "exp_seen"), "one_f"], "seen_count")
+    half = const("corpus_half_count", np.array(repetition_head.corpus_half_count, np.float32))
+    corpus_fresh = node("Div", [half, node("Add", [seen_count, half], "seen_plus_half")], "corpus_fresh")
+    not_repeated = node("Mul", [node("Sub", ["one_f", turn_rep], "rep_fresh"), corpus_fresh], "fresh")
+    side_sum = per_doc(node("Mul", [node("Sub", ["one_f", not_repeated], "repeated"), "turn_side"], "side_rep"),
+                       "doc_rep_sum")
+    side_cnt = node("Max", [per_doc("turn_side", "doc_side"), const("eps1", np.array(1e-6, np.float32))], "doc_side1")
+    node("Div", [side_sum, side_cnt], "transcript_repetitiveness")
+
     graph = helper.make_graph(
         nodes,
         "echogate_bot_origin",
@@ -156,16 +186,21 @@ def build_graph(
             helper.make_tensor_value_info("turn_weight", TensorProto.FLOAT, ["R"]),
             helper.make_tensor_value_info("turn_seen", TensorProto.FLOAT, ["R"]),
             helper.make_tensor_value_info("transcript_count", TensorProto.INT64, [1]),
+            helper.make_tensor_value_info("turn_repetition", TensorProto.FLOAT, ["R", len(TURN_FEATURES)]),
+            helper.make_tensor_value_info("turn_side", TensorProto.FLOAT, ["R"]),
         ],
         outputs=[
             helper.make_tensor_value_info("turn_bot_origin", TensorProto.FLOAT, ["R"]),
             helper.make_tensor_value_info("transcript_bot_origin", TensorProto.FLOAT, ["T"]),
             helper.make_tensor_value_info("turn_ngrams", TensorProto.FLOAT, ["R"]),
+            helper.make_tensor_value_info("turn_repetitiveness", TensorProto.FLOAT, ["R"]),
+            helper.make_tensor_value_info("transcript_repetitiveness", TensorProto.FLOAT, ["T"]),
         ],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="echogate")
     model.ir_version = 8
-    onnx.helper.set_model_props(model, {**metadata, **spec.to_metadata()})
+    onnx.helper.set_model_props(model, {**metadata, **spec.to_metadata(),
+                                          "repetition_features": ",".join(TURN_FEATURES)})
     onnx.checker.check_model(model)
     return model

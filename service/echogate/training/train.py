@@ -30,6 +30,7 @@ from echogate.text import NORMALIZATION_VERSION, normalize, pack_turns
 from echogate.training.card import render as render_card
 from echogate.training.data import Doc, load_docs
 from echogate.training.graph import Calibration, build_graph
+from echogate.training.repetition import train_head
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def make_folds(docs: list[Doc]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 class TrainConfig:
     """Everything that determines the model; saved next to it for reproducibility."""
 
-    version: str = "bot-origin-0.2.0"
+    version: str = "bot-origin-0.3.0"
     seed: int = 20261124
     orders: tuple[int, ...] = (3, 4, 5)
     shape_orders: tuple[int, ...] = (4, 6)
@@ -285,9 +286,12 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     macro = float(np.mean([r["auroc"] for r in headline])) if headline else float("nan")
     log.info("macro AUROC over held-out folds: %.3f", macro)
 
+    head, repetition_rows = train_head(docs, cfg.seed)
+    log.info("repetitiveness head: %s", head)
+
     final = fit(x[usable], y[usable], w[usable], cfg)
     model = build_graph(
-        spec, final.coef_[0], float(final.intercept_[0]), calib["turn"], calib["transcript"],
+        spec, final.coef_[0], float(final.intercept_[0]), calib["turn"], calib["transcript"], head,
         metadata={"model_version": cfg.version, "normalization": NORMALIZATION_VERSION,
                   "role_weights": json.dumps(cfg.role_weights), "max_turn_bytes": str(MAX_TURN_BYTES)},
     )
@@ -295,6 +299,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     onnx.save(model, out_dir / "bot_origin.onnx")
     report = {"config": asdict(cfg), "calibration": {k: asdict(v) for k, v in calib.items()}, "macro_auroc": macro,
               "validation": rows,
+              "repetition": {"head": asdict(head), "validation": repetition_rows},
               "documents": len(docs), "train_seconds": round(time.time() - t0, 1)}
     (out_dir / "training_report.json").write_text(json.dumps(report, indent=2))
     (out_dir / "MODEL_CARD.md").write_text(render_card(report))

@@ -1,0 +1,119 @@
+"""Repetition features (echogate.repetition) against plain Python references."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from echogate import repetition
+from echogate.corpus import turn_keys
+from echogate.repetition import STOP_WORDS, TRANSCRIPT_STATS, TURN_FEATURES, analyse, role_codes, side_means
+from echogate.text import pack_turns
+
+F = {name: i for i, name in enumerate(TURN_FEATURES)}
+S = {name: i for i, name in enumerate(TRANSCRIPT_STATS)}
+
+
+def run(texts, roles, doc=None, n_docs=None):
+    doc = np.zeros(len(texts), np.int64) if doc is None else np.asarray(doc)
+    stream, byte_turn = pack_turns(texts, 4096)
+    codes = role_codes(roles)
+    return analyse(stream, byte_turn, codes, doc, int(doc.max()) + 1 if n_docs is None else n_docs,
+                   turn_keys(stream, byte_turn, codes))
+
+
+def test_verbatim_repeat_is_all_repeated_and_new_content_is_not():
+    roles = ["customer", "agent", "customer", "agent", "agent"]
+    texts = ["my card is lost", "I can help you with that today.", "my card is lost",
+             "I can help you with that today.", "Your new card ships tomorrow morning."]
+    rep = run(texts, roles)
+    assert rep.turn[1].tolist() == [0, 0, 0, 0]
+    assert rep.turn[3, F["trigram_self"]] == 1 and rep.turn[3, F["content_self"]] == 1
+    assert rep.turn[2, F["trigram_self"]] == 1  # each side is compared with its own earlier turns
+    assert rep.turn[4, F["trigram_self"]] == 0
+    assert rep.turn[4, F["content_other"]] == pytest.approx(1 / 5)  # "card" was the customer's word
+
+
+def test_paraphrase_keeps_content_words_and_echo_counts_the_other_side():
+    roles = ["customer", "agent", "agent"]
+    texts = ["I need a vegetarian restaurant in Berlin.",
+             "What price range for the vegetarian restaurant in Berlin?",
+             "Which price range would suit you?"]
+    rep = run(texts, roles)
+    # "vegetarian restaurant in", "restaurant in berlin" of 7 trigrams; vegetarian, restaurant, berlin of
+    # price, range, vegetarian, restaurant, berlin
+    assert rep.turn[1, F["trigram_other"]] == pytest.approx(2 / 7)
+    assert rep.turn[1, F["content_other"]] == pytest.approx(3 / 5)
+    assert rep.turn[2, F["trigram_self"]] == 0  # a paraphrase shares no trigram...
+    assert rep.turn[2, F["content_self"]] == pytest.approx(2 / 3)  # ...but price and range of price, range, suit
+
+
+def test_punctuation_and_case_do_not_hide_a_repeat_and_short_turns_are_not_looping():
+    roles = ["agent"] * 4
+    texts = ["Your table for 2 at Sino is booked!", "your table, for 4 at sino is BOOKED.", "Thanks.", "Thanks."]
+    rep = run(texts, roles)
+    assert rep.turn[1, F["trigram_self"]] == 0.5  # the 3 trigrams holding the changed slot are new
+    assert rep.turn[3].tolist() == [0, 0, 0, 0]  # no trigram; "thanks" is a stop word
+
+
+def test_features_and_statistics_match_a_plain_python_reference():
+    rng = np.random.default_rng(3)
+    vocab = ["the", "card", "order", "is", "late", "sorry", "we", "can", "help", "ok", "Ünï", "pay!", "Card,"]
+    texts = [" ".join(rng.choice(vocab, rng.integers(0, 9))) for _ in range(300)]
+    roles = list(rng.choice(["customer", "agent", "system"], 300))
+    doc = np.sort(rng.integers(0, 40, 300))
+    rep = run(texts, roles, doc, 41)  # transcript 40 has no turns
+
+    def words(t):
+        return "".join(" " if c in "!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~" else c for c in t.lower()).split()
+
+    earlier: dict = {}
+    for k, (t, r, d) in enumerate(zip(texts, roles, doc)):
+        w = words(t)
+        grams = [set(zip(w, w[1:], w[2:])), {x for x in w if x not in STOP_WORDS}]
+        side = r == "agent"
+        for j, g in enumerate(grams):
+            own, other = earlier.setdefault((d, side, j), set()), earlier.setdefault((d, not side, j), set())
+            expect_own = len(g & own) / len(g) if g else 0.0
+            expect_other = len(g & other) / len(g) if g else 0.0
+            assert rep.turn[k, j] == pytest.approx(expect_own), (k, t)
+            assert rep.turn[k, j + 2] == pytest.approx(expect_other), (k, t)
+            own |= g
+    for d in range(40):
+        turns = [k for k in range(300) if doc[k] == d]
+        side = [k for k in turns if roles[k] == "agent"] or turns
+        assert rep.side[side].all() and not rep.side[[k for k in turns if k not in side]].any()
+        grams = [g for k in side for w in [words(texts[k])] for g in zip(w, w[1:], w[2:])]
+        distinct = len(set(grams))
+        top = max((grams.count(g) for g in set(grams)), default=0)
+        assert rep.transcript[d, S["distinct_3"]] == pytest.approx(distinct / len(grams) if grams else 0)
+        assert rep.transcript[d, S["duplicate_trigram_fraction"]] == pytest.approx(
+            1 - distinct / len(grams) if grams else 0)
+        assert rep.transcript[d, S["top_trigram_fraction"]] == pytest.approx(top / len(grams) if top > 1 else 0)
+    assert rep.transcript[40].tolist() == [0] * len(TRANSCRIPT_STATS)
+
+
+def test_duplicate_turns_fold_case_and_digits_and_count_their_characters():
+    roles = ["agent", "customer", "agent", "agent", "agent"]
+    texts = ["Order 123 has shipped today.", "thanks a lot", "order 456 has shipped today.", "Anything else for you?",
+             "ok"]
+    rep = run(texts, roles)
+    assert rep.transcript[0, S["duplicate_turn_fraction"]] == pytest.approx(1 / 4)
+    agent_chars = sum(len(t) for t, r in zip(texts, roles) if r == "agent")
+    assert rep.transcript[0, S["duplicate_turn_char_fraction"]] == pytest.approx(len(texts[2]) / agent_chars)  # ASCII
+
+
+def test_side_means_average_the_agent_side():
+    doc = np.array([0, 0, 0, 1, 1])
+    side = np.array([False, True, True, True, True])
+    np.testing.assert_allclose(side_means(np.array([9.0, 1, 0, 0.5, 0.5]), side, doc, 3), [0.5, 0.5, 0])
+
+
+def test_a_batch_past_the_turn_field_is_split_between_transcripts(monkeypatch):
+    monkeypatch.setattr(repetition, "_TURN_BITS", 3)
+    monkeypatch.setattr(repetition, "_TURN_MASK", np.uint64(7))
+    texts = ["we can help you today", "we can help you today", "sorry it is late"] * 4
+    roles = ["agent"] * 12
+    doc = np.repeat(np.arange(4), 3)
+    rep = run(texts, roles, doc)
+    assert rep.turn[:, F["trigram_self"]].tolist() == [0, 1, 0] * 4
+    assert rep.transcript[:, S["duplicate_turn_fraction"]].tolist() == pytest.approx([1 / 3] * 4)
