@@ -19,6 +19,7 @@ import numpy as np
 
 from echogate import repetition
 from echogate.corpus import turn_keys
+from echogate.grpc_api.server import tune_gc
 from echogate.model import BotOriginModel
 from echogate.scoring import Scorer
 from echogate.settings import default_model_path
@@ -50,6 +51,7 @@ def main() -> None:
     print(f"SGD sample: {len(transcripts)} transcripts, median {statistics.median(sizes):.0f} bytes")
     model = BotOriginModel(default_model_path(), intra_op_threads=args.threads)
     scorer = Scorer(model)
+    tune_gc()  # as `echogate serve` does
     for batch in (1, 32, 256):
         chunks = [transcripts[i : i + batch] for i in range(0, len(transcripts) - batch + 1, batch)]
         packed, rep_inputs = [], []
@@ -68,6 +70,7 @@ def main() -> None:
         def repetition_only(i: int) -> None:
             repetition.analyse(*rep_inputs[i % len(rep_inputs)])
 
+        seconds: dict[str, float] = {}
         for name, fn in (("model only", lambda i: model.run(*packed[i % len(packed)])),
                          ("repetition", repetition_only),
                          ("full scorer", lambda i: scorer.score(chunks[i % len(chunks)]))):
@@ -80,8 +83,12 @@ def main() -> None:
                 done += batch
                 i += 1
             rate = done / sum(lat)
+            seconds[name] = sum(lat) / done
             print(f"batch {batch:4d} {name:12s}: {rate:9.0f} transcripts/s  "
                   f"call p50 {np.median(lat) * 1e3:7.3f} ms  p99 {np.quantile(lat, 0.99) * 1e3:7.3f} ms")
+        rest = seconds["full scorer"] - seconds["repetition"]
+        print(f"batch {batch:4d} repetition adds {seconds['repetition'] / rest:.0%} to the rest of the scorer "
+              f"({seconds['repetition'] * 1e6:.1f} of {seconds['full scorer'] * 1e6:.1f} us per transcript)")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,29 @@ def test_turns_under_the_key_length_key_the_same_however_long_the_packing_lets_t
     assert short[0] != long[0] and NO_KEY not in (short[0], long[0])  # 5000 bytes: what each packing kept
 
 
+def test_memory_matches_a_plain_python_reference_over_random_batches():
+    """Batches with keys repeated within and across transcripts, keyless turns and retries."""
+    rng = np.random.default_rng(11)
+    memory, counts, seen_ids = CorpusMemory(), {}, set()
+    for _ in range(30):
+        n_docs = int(rng.integers(1, 12))
+        per_doc = rng.integers(0, 6, n_docs).tolist()
+        keys = rng.choice(np.array([0, 3, 5, 7, 11, 2**64 - 1], np.uint64), sum(per_doc))
+        ids = [f"t{rng.integers(0, 40)}" for _ in range(n_docs)]
+        expected, offset = [], 0
+        for tid, n in zip(ids, per_doc):
+            own = [int(k) for k in keys[offset:offset + n]]
+            expected += [counts.get(k, 0) if k else 0 for k in own]
+            offset += n
+            if tid not in seen_ids:
+                seen_ids.add(tid)
+                for k in set(own) - {0}:
+                    counts[k] = counts.get(k, 0) + 1
+        assert memory.observe(ids, keys, per_doc).tolist() == expected
+        assert {k: memory.count(k) for k in counts} == counts
+    assert memory.most_repeated == max(counts.values())
+
+
 def test_memory_counts_earlier_transcripts_once_each_and_skips_retries():
     memory = CorpusMemory()
     k = keys(["we will refund you shortly", "we will refund you shortly", "a different reply entirely"])

@@ -21,10 +21,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from itertools import repeat
 
 import numpy as np
 
-from echogate.repetition import power_tables, role_codes
+from echogate.repetition import role_codes
+from echogate.text import PowerTable, turn_lengths
 
 MIN_WORDS = 3
 MIN_SAVED_COUNT = 2  # a turn is saved to the store once a second transcript has had it
@@ -35,7 +37,9 @@ _FOLD = np.arange(256, dtype=np.uint64)
 _FOLD[ord("A") : ord("Z") + 1] += 32  # ASCII letters lower-cased
 _FOLD[ord("0") : ord("9") + 1] = ord("0")  # digits folded
 _FOLD += np.uint64(1)  # no byte contributes zero
-_POWERS = np.cumprod(np.full(MAX_KEY_BYTES, 0x100000001B3, dtype=np.uint64))  # P**(k+1), wraps mod 2**64
+_P = 0x100000001B3  # odd: invertible modulo 2**64
+_POWERS = np.cumprod(np.full(MAX_KEY_BYTES, _P, dtype=np.uint64))  # P**(k+1), wraps mod 2**64
+_TABLE = PowerTable(_P, np.uint64)
 # per role code (echogate.repetition.ROLE_CODES: customer, agent, system, any other role)
 _ROLE_SALT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], np.uint64)
 
@@ -54,13 +58,13 @@ def turn_keys(stream: np.ndarray, byte_turn: np.ndarray, roles: Sequence[str] | 
     keys = np.zeros(n_turns, np.uint64)
     if n_turns == 0 or stream.size == 0:
         return keys
-    lengths = np.bincount(byte_turn, minlength=n_turns)
+    lengths = turn_lengths(byte_turn, n_turns)
     starts = np.zeros(n_turns, np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
     nonempty = lengths > 0
     h = np.zeros(n_turns, np.uint64)
     if lengths.max() <= MAX_KEY_BYTES:  # always, from pack_turns(..., MAX_KEY_BYTES): weights by stream position
-        powers, inverse = power_tables(stream.size + 1)  # sum of fold * P**(i+1), times P**-start
+        powers, inverse = _TABLE.get(stream.size + 1)  # sum of fold * P**(i+1), times P**-start
         h[nonempty] = np.add.reduceat(_FOLD[stream] * powers[1 : stream.size + 1], starts[nonempty])
         h *= inverse[starts]
     else:  # longer turns: bytes past MAX_KEY_BYTES share the last position's weight
@@ -172,33 +176,40 @@ class CorpusMemory:
         the flat turn keys of the batch (`turn_keys`), `turns_per_transcript` how many belong
         to each. Returns the prior count per turn (0 for keyless turns), int64.
         """
-        flat = keys.tolist()
-        prior = [0] * len(flat)
+        n_docs = len(turns_per_transcript)
+        doc = np.repeat(np.arange(n_docs, dtype=np.int64), turns_per_transcript)
+        keyed = keys != NO_KEY
+        # (key, transcript) pairs as one sortable number: the key's rank in the batch, then the transcript
+        ranked, rank = np.unique(keys, return_inverse=True)
+        pair = rank.astype(np.int64) * (n_docs + 1) + doc
         with self._lock:
             counts = self._counts
-            offset = 0
-            for transcript_key, n in zip(transcript_keys, turns_per_transcript):
-                end = offset + n
-                own = flat[offset:end]
-                for i, k in enumerate(own, offset):
-                    if k:
-                        prior[i] = counts.get(k, 0)
-                offset = end
+            counted = np.zeros(n_docs, bool)  # first sight of the transcript: its turns count
+            for i, transcript_key in enumerate(transcript_keys):
                 if transcript_key in self._transcripts:
                     continue
                 self._transcripts[transcript_key] = None
                 if len(self._transcripts) > self._max_transcripts:
                     self._transcripts.popitem(last=False)
-                for k in set(own):
-                    if k:
-                        c = counts[k] = counts.get(k, 0) + 1
-                        self._changed.add(k)
-                        if self.shared:
-                            self._deltas[k] = self._deltas.get(k, 0) + 1
-                        if c > self.most_repeated:
-                            self.most_repeated = c
+                counted[i] = True
+            # prior = the count before this batch + earlier counted transcripts of the batch with the key
+            before = np.fromiter(map(counts.get, keys.tolist(), repeat(0)), np.int64, keys.size)
+            counted_pairs = np.unique(pair[keyed & counted[doc]])
+            earlier = np.searchsorted(counted_pairs, pair) - np.searchsorted(counted_pairs, pair - doc)
+            prior = np.where(keyed, before + earlier, 0)
+            key_rank, added = np.unique(counted_pairs // (n_docs + 1), return_counts=True)
+            if key_rank.size:
+                changed = ranked[key_rank].tolist()
+                now = (np.fromiter(map(counts.get, changed, repeat(0)), np.int64, len(changed)) + added).tolist()
+                counts.update(zip(changed, now))
+                self._changed.update(changed)
+                if self.shared:
+                    deltas = self._deltas
+                    for k, d in zip(changed, added.tolist()):
+                        deltas[k] = deltas.get(k, 0) + d
+                self.most_repeated = max(self.most_repeated, max(now))
             if len(counts) > self.capacity and not self.shared:  # shared: the store halves
                 self._counts = {k: c // 2 for k, c in counts.items() if c > 1}
                 self.most_repeated //= 2
                 self._halved = True
-        return np.array(prior, np.int64)
+        return prior

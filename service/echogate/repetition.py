@@ -23,10 +23,10 @@ share of trigram occurrences that repeat an earlier one, and distinct-3 (distinc
 over trigram occurrences).
 
 Vectorised over the batch with NumPy (no Python loop per word): words are hashed from the
-packed bytes the model reads (echogate.text.pack_turns) as sum((byte + 1) * P**k) over their
+packed bytes the model reads (echogate.text.pack_turns) as sum((byte + 1) * Q**k) over their
 bytes, k the position in the word, computed for all words at once as a reduceat over
-P**(position in the stream) times P**-(word start) (uint64 arithmetic wraps; P is odd, so
-invertible); one
+Q**(position in the stream) times Q**-(word start) (uint32 arithmetic wraps; Q is odd, so
+invertible), then spread over 64 bits; one
 sort per key type (trigram, content word) groups each key's occurrences in a conversation
 in turn order, and reduceat finds the first turn of each side to use it. Keys are 44-bit
 hashes: a collision (odds about 1 in 10^13 per pair in a batch) could only mark a trigram
@@ -40,7 +40,10 @@ from itertools import repeat
 
 import numpy as np
 
-ROLE_CODES = {"customer": 0, "agent": 1, "system": 2}
+from echogate.text import PowerTable, turn_lengths
+
+ROLE_NAMES = ("customer", "agent", "system")  # role codes 0, 1, 2; any other role is 3
+ROLE_CODES = {name: code for code, name in enumerate(ROLE_NAMES)}
 AGENT = 1
 TURN_FEATURES = ("trigram_self", "content_self", "trigram_other", "content_other")
 TRANSCRIPT_STATS = ("duplicate_turn_fraction", "duplicate_turn_char_fraction", "top_trigram_fraction",
@@ -62,38 +65,25 @@ _BYTE_MAP = np.arange(256, dtype=np.uint8)
 _BYTE_MAP[ord("A") : ord("Z") + 1] += 32
 for _c in b"!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~":
     _BYTE_MAP[_c] = 32  # punctuation separates words ("dogs!" is "dogs"); apostrophes stay
+_SEPARATOR = _BYTE_MAP == 32
 # a word byte's term before its position weight: byte + 1 (lower-cased), 0 for separators
-_TERM = np.where(_BYTE_MAP == 32, 0, _BYTE_MAP.astype(np.uint64) + 1).astype(np.uint64)
-_P = 0x100000001B3  # odd: invertible modulo 2**64 (the corpus memory's turn keys use it too)
-_powers = np.ones(1, np.uint64), np.ones(1, np.uint64)  # P**i and P**-i, grown on demand (see power_tables)
+_TERM = np.where(_SEPARATOR, 0, _BYTE_MAP.astype(np.uint32) + 1).astype(np.uint32)
+_POWERS = PowerTable(0x9E3779B1, np.uint32)  # Q**i for word hashes
 _K1, _K2, _K3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
 _TURN_BITS = 20  # turns per batch stay below 2**20 (max_batch x max_turns is far less)
 _TURN_MASK = np.uint64(2**_TURN_BITS - 1)
 
 
-def power_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """P**i and P**-i modulo 2**64 for i < size (at least), cached and grown by doubling."""
-    global _powers
-    powers = _powers
-    if powers[0].size < size:
-        n = max(size, 2 * powers[0].size)
-        step = np.full(n, _P, np.uint64), np.full(n, pow(_P, -1, 2**64), np.uint64)
-        step[0][0] = step[1][0] = 1
-        powers = _powers = np.cumprod(step[0]), np.cumprod(step[1])  # products wrap modulo 2**64
-    return powers
-
-
 def _mix(h: np.ndarray) -> np.ndarray:
-    """Spread every bit of a polynomial word hash over the high bits (one-byte words hash to
-    small numbers, and the sort keys keep only the top 44 bits)."""
-    h = h * _K1
+    """A word's 32-bit polynomial hash spread over 64 bits (the sort keys keep the top 44)."""
+    h = h.astype(np.uint64) * _K1
     return h ^ (h >> np.uint64(29))
 
 
 def _word_hash(word: str) -> np.uint64:
     """The hash `_words` gives one word (for the stop-word list)."""
-    b = np.frombuffer(word.encode("utf-8"), np.uint8).astype(np.uint64) + np.uint64(1)
-    return _mix(np.sum(b * power_tables(b.size)[0][: b.size], keepdims=True))[0]
+    b = _TERM[np.frombuffer(word.encode("utf-8"), np.uint8)]
+    return _mix(np.sum(b * _POWERS.get(b.size)[0][: b.size], dtype=np.uint32, keepdims=True))[0]
 
 
 def _stop_table(bits: int = 16) -> tuple[np.ndarray, np.uint64]:
@@ -164,8 +154,9 @@ def analyse(stream: np.ndarray, byte_turn: np.ndarray, codes: np.ndarray, turn_t
     none = np.zeros(0, np.uint64), np.zeros(0, np.int64)
     if n_turns == 0:
         return Repetition(turn, stats, side, *none)
-    _duplicate_turns(np.bincount(byte_turn, minlength=n_turns), turn_keys, turn_transcript, side, stats)
-    word_hash, word_turn = _words(stream, byte_turn)
+    lengths = turn_lengths(byte_turn, n_turns)
+    _duplicate_turns(lengths, turn_keys, turn_transcript, side, stats)
+    word_hash, word_turn = _words(stream, byte_turn, lengths)
     if word_hash.size == 0:
         return Repetition(turn, stats, side, *none)
     conversation = turn_transcript.astype(np.uint64) * _K3
@@ -187,18 +178,21 @@ def analyse(stream: np.ndarray, byte_turn: np.ndarray, codes: np.ndarray, turn_t
     return Repetition(turn, stats, side, side_trigrams, side_trigram_transcript)
 
 
-def _words(stream: np.ndarray, byte_turn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(hash, turn) of every word of the batch, in order."""
-    sep = _BYTE_MAP[stream] == 32
+def _words(stream: np.ndarray, byte_turn: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hash, turn) of every word of the batch, in order. `lengths` are the turns' byte counts."""
+    sep = _SEPARATOR[stream]
     start = ~sep
-    start[1:] &= sep[:-1] | (byte_turn[1:] != byte_turn[:-1])  # after a separator, or a turn's first byte
+    start[1:] &= sep[:-1]  # a word starts after a separator...
+    first = (np.cumsum(lengths) - lengths)[lengths > 0]
+    start[first] = ~sep[first]  # ...or at its turn's first byte
     word_starts = np.flatnonzero(start)
     if word_starts.size == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    powers, inverse = power_tables(stream.size)
+    powers, inverse = _POWERS.get(stream.size)
     contrib = _TERM[stream]  # separators are 0: a word's sum runs to the next word's start
     contrib *= powers[: stream.size]
-    return _mix(np.add.reduceat(contrib, word_starts) * inverse[word_starts]), byte_turn[word_starts]
+    sums = np.add.reduceat(contrib, word_starts, dtype=np.uint32)
+    return _mix(sums * inverse[word_starts]), byte_turn[word_starts]
 
 
 def _sorted_occurrences(key: np.ndarray, turn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

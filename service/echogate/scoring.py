@@ -54,7 +54,7 @@ class Scorer:
         rep = repetition.analyse(stream, byte_turn, codes, turn_transcript, len(transcripts), keys)
         if self.diversity is not None:
             self.diversity.add([t.source for t in transcripts], rep.side_trigrams, rep.side_trigram_transcript)
-        weights = np.array([model.role_weights.get(r, 0.0) for r in repetition.ROLE_CODES] + [0.0], np.float32)
+        weights = np.array([model.role_weights.get(r, 0.0) for r in repetition.ROLE_NAMES] + [0.0], np.float32)
         out = model.run(
             stream=stream,
             byte_turn=byte_turn,

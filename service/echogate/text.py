@@ -43,6 +43,12 @@ def pack_turns(normalized: Sequence[str], max_bytes: int) -> tuple[np.ndarray, n
     return stream, turn_of_byte
 
 
+def turn_lengths(byte_turn: np.ndarray, n_turns: int) -> np.ndarray:
+    """Bytes per turn of a packed stream (`byte_turn` is sorted: a search per turn, not a pass
+    over every byte as bincount would make)."""
+    return np.diff(np.searchsorted(byte_turn, np.arange(n_turns + 1)))
+
+
 def content_sha256(roles: Sequence[str], texts: Sequence[str], normalized: bool = False) -> str:
     """Hash of the canonical content: for each turn in order, role, 0x1F, normalised text, 0x1E."""
     if not normalized:
@@ -51,3 +57,28 @@ def content_sha256(roles: Sequence[str], texts: Sequence[str], normalized: bool 
         raise ValueError(f"{len(roles)} roles for {len(texts)} texts")
     canonical = "\x1e".join(map("\x1f".join, zip(roles, texts))) + "\x1e"  # role, 0x1F, text, 0x1E per turn
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class PowerTable:
+    """base**i and base**-i modulo 2**bits (the dtype's width) for i < size, grown on demand.
+
+    A polynomial hash of every word or turn of a packed stream at once: a reduceat over
+    term * base**(position in the stream), times base**-(start of the word) (base is odd, so
+    invertible; arithmetic wraps). Tables are replaced whole, so readers on other threads
+    always see a consistent pair.
+    """
+
+    def __init__(self, base: int, dtype: type[np.unsignedinteger]):
+        self.base, self.dtype = base, dtype
+        self._tables = np.ones(1, dtype), np.ones(1, dtype)
+
+    def get(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        tables = self._tables
+        if tables[0].size < size:
+            n = max(size, 2 * tables[0].size)
+            bits = np.dtype(self.dtype).itemsize * 8
+            steps = np.full(n, self.base, self.dtype), np.full(n, pow(self.base, -1, 2**bits), self.dtype)
+            steps[0][0] = steps[1][0] = 1
+            tables = self._tables = np.cumprod(steps[0], dtype=self.dtype), np.cumprod(steps[1], dtype=self.dtype)
+        return tables
+

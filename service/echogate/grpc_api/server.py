@@ -127,15 +127,19 @@ def _server_credentials(tls: TLSSettings) -> grpc.ServerCredentials:
                                        require_client_auth=ca is not None)
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads policy and model."""
-    server = await EchogateServer(settings).start()
-    # The model, settings and imports live for the whole process: move them out of the
-    # collector's view, and collect young objects less often. Every request allocates many
-    # short-lived objects; fewer, cheaper collections trim the latency tail.
+def tune_gc() -> None:
+    """The model, settings and imports live for the whole process: move them out of the
+    collector's view, and collect young objects less often. Every request allocates many
+    short-lived objects; fewer, cheaper collections trim the latency tail."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads policy and model."""
+    server = await EchogateServer(settings).start()
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
