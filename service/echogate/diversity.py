@@ -7,7 +7,9 @@ the same hash in every conversation) and reports distinct trigrams over trigrams
 window: 1.0 when nothing repeats, falling as a source's bots settle into templates. A
 fixed number of trigrams, not of transcripts, keeps sources with long and short
 conversations comparable. Computed when metrics are read (one sort per source), so the
-scoring path only appends an array.
+scoring path only appends an array. Hashes are kept as 32 bits: 200 KB per source at the
+default window of 50,000 (40 MB at the metrics' cap of 200 sources); two trigrams sharing a
+32-bit hash among 50,000 happens about once per window, a 0.002% error.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import numpy as np
 
 
 class CorpusDiversity:
-    def __init__(self, window: int = 100_000, label: Callable[[str], str] = str):
+    def __init__(self, window: int = 50_000, label: Callable[[str], str] = str):
         self.window = window
         self._label = label  # bounds the number of sources (echogate.metrics.Metrics.source_label)
         self._lock = threading.Lock()
@@ -30,6 +32,7 @@ class CorpusDiversity:
         """Append a scored batch: `sources` per transcript, trigram hashes with their transcript index."""
         if trigrams.size == 0:
             return
+        trigrams = trigrams.astype(np.uint32)  # the low half of a mixed 64-bit hash
         labels = [self._label(s or "default") for s in sources]
         if len(set(labels)) == 1:  # the common case: a batch from one source
             parts = [(labels[0], trigrams)]

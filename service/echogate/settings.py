@@ -60,7 +60,7 @@ class CorpusSettings(BaseModel):
 
     capacity: int = Field(500_000, ge=1)  # distinct turns held before all counts are halved
     flush_seconds: float = Field(30.0, gt=0)  # how often changed counts are written to the store
-    diversity_window: int = Field(100_000, ge=1)  # agent-side word trigrams per source in distinct-3 (echogate.diversity)
+    diversity_window: int = Field(50_000, ge=1)  # agent-side word trigrams per source in distinct-3 (echogate.diversity)
 
 
 class SyntheticBudget(BaseModel):

@@ -29,6 +29,10 @@ def render(report: dict) -> str:
         f"| {_f(r['ece'])} | {_f(r['mean_prob_human'])} | {_f(r['mean_prob_machine'])} |"
         for r in report["validation"])
     train_on = ", ".join(cfg["train_datasets"]) if cfg.get("train_datasets") else "every file below"
+    weights = cfg.get("dataset_weights") or {}
+    weighting = ("; then " + ", ".join(f"`{d}` x{w:g}" for d, w in sorted(weights.items())) +
+                 " (the files with both labels on matched content teach origin rather than collection)"
+                 if weights else "")
     cal = report["calibration"]
     seen = (f"single texts {cal['turn']['seen_weight']:.2f}, dialogues {cal['transcript']['seen_weight']:.2f} "
             "per unit of log1p(count)")
@@ -65,7 +69,7 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   simulated as `echogate score` sees it: each dataset shuffled into streams of
   {cfg.get('stream_size', 0):,} records, each stream starting with an empty memory.
 - Trained on: {train_on}. Logistic regression, C={cfg['c']}, classes balanced so that every
-  (dataset, label, kind) group weighs the same. Seed {cfg['seed']}.
+  (dataset, label, kind) group weighs the same{weighting}. Seed {cfg['seed']}.
 
 ## Repetitiveness output
 - `turn_repetitiveness` = sigmoid(weights . repetition features + bias), features from
