@@ -23,7 +23,7 @@ from echogate.grpc_api.server import tune_gc
 from echogate.model import BotOriginModel
 from echogate.scoring import Scorer
 from echogate.settings import default_model_path
-from echogate.text import normalize, pack_turns
+from echogate.text import normalize, pack_turns, role_codes
 from echogate.types import Role, Transcript, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def main() -> None:
         for chunk in chunks:
             texts = [normalize(t.text) for x in chunk for t in x.turns]
             roles = [t.role for x in chunk for t in x.turns]
-            codes = repetition.role_codes(roles)
+            codes = role_codes(roles)
             stream, byte_turn = pack_turns(texts, model.max_turn_bytes)
             turn_transcript = np.repeat(np.arange(len(chunk)), [len(x.turns) for x in chunk])
             keys = turn_keys(stream, byte_turn, codes)

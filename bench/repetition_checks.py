@@ -24,11 +24,10 @@ import numpy as np
 
 from echogate.evaluation import auroc
 from echogate.model import BotOriginModel
-from echogate.repetition import TRANSCRIPT_STATS, analyse, role_codes
+from echogate.repetition import TRANSCRIPT_STATS, analyse_texts
 from echogate.scoring import Scorer
 from echogate.settings import default_model_path
-from echogate.corpus import turn_keys
-from echogate.text import normalize, pack_turns
+from echogate.text import normalize
 from echogate.types import Role, Transcript, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,12 +49,10 @@ def main() -> None:
     seen = np.array([t.seen_before for s in scored for t in s.scores.turns])
     doc_rep = np.array([s.scores.repetitiveness for s in scored])
 
-    texts = [normalize(t.text) for x in transcripts for t in x.turns]
-    roles = [t.role for x in transcripts for t in x.turns]
-    doc = np.repeat(np.arange(len(transcripts)), [len(x.turns) for x in transcripts])
-    stream, byte_turn = pack_turns(texts, 4096)
-    codes = role_codes(roles)
-    features = analyse(stream, byte_turn, codes, doc, len(transcripts), turn_keys(stream, byte_turn, codes))
+    features = analyse_texts([normalize(t.text) for x in transcripts for t in x.turns],
+                             [t.role for x in transcripts for t in x.turns],
+                             np.repeat(np.arange(len(transcripts)), [len(x.turns) for x in transcripts]),
+                             len(transcripts))
 
     agent = np.array([o in ("machine", "human") for o in origin])
     machine = np.array([o == "machine" for o in origin])

@@ -7,7 +7,7 @@ import sqlite3
 import grpc
 import numpy as np
 
-from echogate.corpus import NO_KEY, CorpusMemory, turn_keys
+from echogate.corpus import MAX_KEY_BYTES, NO_KEY, CorpusMemory, turn_keys
 from echogate.grpc_api.server import EchogateServer
 from echogate.store.sqlite_store import SQLiteStore
 from echogate.text import normalize, pack_turns
@@ -45,15 +45,16 @@ def test_a_turn_keys_the_same_alone_or_inside_any_batch():
     assert int(keys(["Is there anything else I can help you with?"], ["customer"])[0]) == 14199668467845241765
 
 
-def test_turns_under_the_key_length_key_the_same_however_long_the_packing_lets_turns_be():
-    """The scorer packs turns to the key's length and takes a fast path; packing allowing longer
-    turns takes the general one: both give one key for a turn that fits."""
+def test_a_key_reads_the_first_max_key_bytes_of_a_turn_however_it_was_packed():
+    """The scorer packs turns to the key's length; a packing that lets turns run longer gives the
+    same keys, a long turn keyed by its first MAX_KEY_BYTES bytes."""
     texts = ["word " * 1000, "Is there anything else I can help you with?", "b c " * 700]
     roles = ["agent"] * 3
-    short = turn_keys(*pack_turns(texts, 4096), roles)
+    short = turn_keys(*pack_turns(texts, MAX_KEY_BYTES), roles)
     long = turn_keys(*pack_turns(texts, 10_000), roles)
-    assert short[1] == long[1] and short[2] == long[2]
-    assert short[0] != long[0] and NO_KEY not in (short[0], long[0])  # 5000 bytes: what each packing kept
+    assert list(short) == list(long) and NO_KEY not in short
+    other_tail = turn_keys(*pack_turns(["word " * 900 + "else " * 100], 10_000), roles[:1])
+    assert other_tail[0] == short[0]  # bytes past MAX_KEY_BYTES (4,500 on) do not count
 
 
 def test_memory_matches_a_plain_python_reference_over_random_batches():

@@ -5,9 +5,7 @@ import numpy as np
 import pytest
 
 from echogate import repetition
-from echogate.corpus import turn_keys
-from echogate.repetition import STOP_WORDS, TRANSCRIPT_STATS, TURN_FEATURES, analyse, role_codes, side_means
-from echogate.text import pack_turns
+from echogate.repetition import STOP_WORDS, TRANSCRIPT_STATS, TURN_FEATURES, analyse_texts, side_means
 
 F = {name: i for i, name in enumerate(TURN_FEATURES)}
 S = {name: i for i, name in enumerate(TRANSCRIPT_STATS)}
@@ -15,10 +13,7 @@ S = {name: i for i, name in enumerate(TRANSCRIPT_STATS)}
 
 def run(texts, roles, doc=None, n_docs=None):
     doc = np.zeros(len(texts), np.int64) if doc is None else np.asarray(doc)
-    stream, byte_turn = pack_turns(texts, 4096)
-    codes = role_codes(roles)
-    return analyse(stream, byte_turn, codes, doc, int(doc.max()) + 1 if n_docs is None else n_docs,
-                   turn_keys(stream, byte_turn, codes))
+    return analyse_texts(texts, roles, doc, int(doc.max()) + 1 if n_docs is None else n_docs)
 
 
 def test_verbatim_repeat_is_all_repeated_and_new_content_is_not():
@@ -86,8 +81,6 @@ def test_features_and_statistics_match_a_plain_python_reference():
         distinct = len(set(grams))
         top = max((grams.count(g) for g in set(grams)), default=0)
         assert rep.transcript[d, S["distinct_3"]] == pytest.approx(distinct / len(grams) if grams else 0)
-        assert rep.transcript[d, S["duplicate_trigram_fraction"]] == pytest.approx(
-            1 - distinct / len(grams) if grams else 0)
         assert rep.transcript[d, S["top_trigram_fraction"]] == pytest.approx(top / len(grams) if top > 1 else 0)
     assert rep.transcript[40].tolist() == [0] * len(TRANSCRIPT_STATS)
 

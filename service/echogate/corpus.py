@@ -25,8 +25,7 @@ from itertools import repeat
 
 import numpy as np
 
-from echogate.repetition import role_codes
-from echogate.text import PowerTable, turn_lengths
+from echogate.text import PowerTable, role_codes, turn_lengths
 
 MIN_WORDS = 3
 MIN_SAVED_COUNT = 2  # a turn is saved to the store once a second transcript has had it
@@ -37,10 +36,8 @@ _FOLD = np.arange(256, dtype=np.uint64)
 _FOLD[ord("A") : ord("Z") + 1] += 32  # ASCII letters lower-cased
 _FOLD[ord("0") : ord("9") + 1] = ord("0")  # digits folded
 _FOLD += np.uint64(1)  # no byte contributes zero
-_P = 0x100000001B3  # odd: invertible modulo 2**64
-_POWERS = np.cumprod(np.full(MAX_KEY_BYTES, _P, dtype=np.uint64))  # P**(k+1), wraps mod 2**64
-_TABLE = PowerTable(_P, np.uint64)
-# per role code (echogate.repetition.ROLE_CODES: customer, agent, system, any other role)
+_POWERS = PowerTable(0x100000001B3, np.uint64)  # P**i, P odd
+# per role code (echogate.types.ROLE_CODES: customer, agent, system; then OTHER_ROLE)
 _ROLE_SALT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], np.uint64)
 
 
@@ -48,10 +45,10 @@ def turn_keys(stream: np.ndarray, byte_turn: np.ndarray, roles: Sequence[str] | 
     """uint64 key per turn of a packed batch (see echogate.text.pack_turns); NO_KEY for turns
     of fewer than MIN_WORDS words.
 
-    A polynomial hash of the folded bytes (position weights are powers of an odd 64-bit
-    constant, arithmetic wraps), mixed with the role and finalised with splitmix64, so
-    that every process and replica derives the same key for the same turn. `roles` are role
-    names or their codes (echogate.repetition.role_codes).
+    A polynomial hash of the turn's first MAX_KEY_BYTES folded bytes (sum of fold * P**(k+1),
+    k the position in the turn; arithmetic wraps), mixed with the role and finalised with
+    splitmix64, so that every process and replica derives the same key for the same turn.
+    `roles` are role names or their codes (echogate.text.role_codes).
     """
     codes = roles if isinstance(roles, np.ndarray) else role_codes(roles)
     n_turns = len(codes)
@@ -62,14 +59,14 @@ def turn_keys(stream: np.ndarray, byte_turn: np.ndarray, roles: Sequence[str] | 
     starts = np.zeros(n_turns, np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
     nonempty = lengths > 0
+    # all turns at once: fold * P**(i+1) by stream position i, summed per turn, times P**-start
+    powers, inverse = _POWERS.get(stream.size + 1)
+    contrib = _FOLD[stream] * powers[1 : stream.size + 1]
+    if lengths.max() > MAX_KEY_BYTES:  # packed with a longer cut than the key reads
+        contrib[np.arange(stream.size) - starts[byte_turn] >= MAX_KEY_BYTES] = 0
     h = np.zeros(n_turns, np.uint64)
-    if lengths.max() <= MAX_KEY_BYTES:  # always, from pack_turns(..., MAX_KEY_BYTES): weights by stream position
-        powers, inverse = _TABLE.get(stream.size + 1)  # sum of fold * P**(i+1), times P**-start
-        h[nonempty] = np.add.reduceat(_FOLD[stream] * powers[1 : stream.size + 1], starts[nonempty])
-        h *= inverse[starts]
-    else:  # longer turns: bytes past MAX_KEY_BYTES share the last position's weight
-        position = np.minimum(np.arange(stream.size) - starts[byte_turn], MAX_KEY_BYTES - 1)
-        h[nonempty] = np.add.reduceat(_FOLD[stream] * _POWERS[position], starts[nonempty])
+    h[nonempty] = np.add.reduceat(contrib, starts[nonempty])
+    h *= inverse[starts]
     h ^= _ROLE_SALT[codes]
     h ^= h >> np.uint64(30)
     h *= np.uint64(0xBF58476D1CE4E5B9)

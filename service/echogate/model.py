@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from echogate.repetition import TURN_FEATURES
 from echogate.text import NORMALIZATION_VERSION
+from echogate.types import ROLE_CODES
 
 
 class ModelLoadError(RuntimeError):
@@ -49,6 +50,8 @@ class BotOriginModel:
         self.path = path
         self.version: str = meta["model_version"]
         self.role_weights: dict[str, float] = json.loads(meta["role_weights"])
+        # the same by role code (echogate.text.role_codes); a role outside ROLE_CODES weighs nothing
+        self.role_weight_by_code = np.array([self.role_weights.get(r, 0.0) for r in ROLE_CODES] + [0.0], np.float32)
         self.max_turn_bytes = int(meta["max_turn_bytes"])
 
     def run(self, stream: np.ndarray, byte_turn: np.ndarray, turn_transcript: np.ndarray,

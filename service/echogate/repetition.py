@@ -18,9 +18,9 @@ words has those shares at 0, so a repeated "Thanks." is not looping.
 Per transcript, over the agent side (every turn when there is none), Gopher-family
 statistics (Rae et al. 2021; thresholds in docs/repetition.md): duplicate turn fraction
 and its character fraction (a turn equal to an earlier one of its side, case and digits
-folded, as the corpus memory keys it), the word share of the most frequent trigram, the
-share of trigram occurrences that repeat an earlier one, and distinct-3 (distinct trigrams
-over trigram occurrences).
+folded, as the corpus memory keys it), the word share of the most frequent trigram, and
+distinct-3 (distinct trigrams over trigram occurrences; one minus it is the share of
+occurrences that repeat an earlier one).
 
 Vectorised over the batch with NumPy (no Python loop per word): words are hashed from the
 packed bytes the model reads (echogate.text.pack_turns) as sum((byte + 1) * Q**k) over their
@@ -36,18 +36,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
 
 import numpy as np
 
-from echogate.text import PowerTable, turn_lengths
+from echogate.corpus import MAX_KEY_BYTES, turn_keys
+from echogate.text import PowerTable, pack_turns, role_codes, turn_lengths
+from echogate.types import ROLE_CODES, RepetitionStats, Role
 
-ROLE_NAMES = ("customer", "agent", "system")  # role codes 0, 1, 2; any other role is 3
-ROLE_CODES = {name: code for code, name in enumerate(ROLE_NAMES)}
-AGENT = 1
+AGENT = ROLE_CODES[Role.AGENT]
 TURN_FEATURES = ("trigram_self", "content_self", "trigram_other", "content_other")
-TRANSCRIPT_STATS = ("duplicate_turn_fraction", "duplicate_turn_char_fraction", "top_trigram_fraction",
-                    "duplicate_trigram_fraction", "distinct_3")
+TRANSCRIPT_STATS = RepetitionStats._fields
 
 # Function words carry no content: a turn sharing only these with earlier ones repeats nothing.
 STOP_WORDS = tuple("""a about above after again against all am an and any are aren't as at be because been before
@@ -105,7 +103,7 @@ _STOP_TABLE, _STOP_SHIFT = _stop_table()
 
 @dataclass(frozen=True)
 class Repetition:
-    """Repetition of a batch: `turn` [R, 4] float32 in TURN_FEATURES order, `transcript` [T, 5]
+    """Repetition of a batch: `turn` [R, 4] float32 in TURN_FEATURES order, `transcript` [T, 4]
     float64 in TRANSCRIPT_STATS order, `side` [R] bool: the turns each transcript's statistics
     are over (the agent turns; every turn of a transcript without any). `side_trigrams` are the
     hashes of those turns' word trigrams (the same trigram has the same hash in every
@@ -119,16 +117,12 @@ class Repetition:
     side_trigram_transcript: np.ndarray
 
 
-def role_codes(roles: Sequence[str]) -> np.ndarray:
-    return np.fromiter(map(ROLE_CODES.get, roles, repeat(3, len(roles))), np.int64, len(roles))
-
-
 def analyse(stream: np.ndarray, byte_turn: np.ndarray, codes: np.ndarray, turn_transcript: np.ndarray,
             n_transcripts: int, turn_keys: np.ndarray) -> Repetition:
     """Repetition features of the turns of several transcripts.
 
     `stream` and `byte_turn` are the turns packed as the model reads them
-    (echogate.text.pack_turns of normalised texts), `codes` their role codes (`role_codes`),
+    (echogate.text.pack_turns of normalised texts), `codes` their role codes (echogate.text.role_codes),
     `turn_transcript` the transcript index of each turn (non-decreasing) and `turn_keys` the
     corpus memory's keys of the turns (echogate.corpus.turn_keys).
     """
@@ -178,6 +172,23 @@ def analyse(stream: np.ndarray, byte_turn: np.ndarray, codes: np.ndarray, turn_t
     return Repetition(turn, stats, side, side_trigrams, side_trigram_transcript)
 
 
+def analyse_texts(normalized: Sequence[str], roles: Sequence[str], turn_transcript: np.ndarray,
+                  n_transcripts: int) -> Repetition:
+    """`analyse` from normalised turn texts, packed and keyed as the scorer does (for the
+    trainer, checks and tests; the scorer packs once for the model and reuses it)."""
+    stream, byte_turn = pack_turns(normalized, MAX_KEY_BYTES)
+    codes = role_codes(roles)
+    return analyse(stream, byte_turn, codes, np.asarray(turn_transcript, np.int64), n_transcripts,
+                   turn_keys(stream, byte_turn, codes))
+
+
+def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """True where a run of equal values begins in a sorted array."""
+    new = np.ones(sorted_values.size, bool)
+    new[1:] = sorted_values[1:] != sorted_values[:-1]
+    return new
+
+
 def _words(stream: np.ndarray, byte_turn: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(hash, turn) of every word of the batch, in order. `lengths` are the turns' byte counts."""
     sep = _SEPARATOR[stream]
@@ -200,16 +211,13 @@ def _sorted_occurrences(key: np.ndarray, turn: np.ndarray) -> tuple[np.ndarray, 
     first occurrence of its key in its turn."""
     packed = (key & ~_TURN_MASK) | turn.astype(np.uint64)
     packed.sort()
-    first = np.ones(packed.size, bool)
-    first[1:] = packed[1:] != packed[:-1]
-    return packed >> np.uint64(_TURN_BITS), (packed & _TURN_MASK).astype(np.int64), first
+    return packed >> np.uint64(_TURN_BITS), (packed & _TURN_MASK).astype(np.int64), _run_starts(packed)
 
 
 def _earlier_shares(k: np.ndarray, t: np.ndarray, agent: np.ndarray, n_turns: int) -> tuple[np.ndarray, np.ndarray]:
     """Per turn, the shares of its distinct keys that its own side / the other side used in an
     earlier turn. `k`, `t` are distinct (key, turn) pairs sorted by key, then turn."""
-    new_key = np.ones(k.size, bool)
-    new_key[1:] = k[1:] != k[:-1]
+    new_key = _run_starts(k)
     starts = np.flatnonzero(new_key)
     group = np.cumsum(new_key) - 1
     is_agent = agent[t]
@@ -229,15 +237,13 @@ def _earlier_shares(k: np.ndarray, t: np.ndarray, agent: np.ndarray, n_turns: in
 
 def _trigram_stats(k: np.ndarray, t: np.ndarray, turn_transcript: np.ndarray,
                    side: np.ndarray, n_transcripts: int, stats: np.ndarray) -> None:
-    """Top, duplicate and distinct trigram shares of each transcript's side (all occurrences)."""
+    """Top-trigram share and distinct-3 of each transcript's side (all occurrences)."""
     on_side = side[t]
     k, t = k[on_side], t[on_side]
     if k.size == 0:
         return
     doc = turn_transcript[t]
-    new_key = np.ones(k.size, bool)
-    new_key[1:] = k[1:] != k[:-1]
-    starts = np.flatnonzero(new_key)
+    starts = np.flatnonzero(_run_starts(k))
     counts = np.diff(np.append(starts, k.size))
     key_doc = doc[starts]
     total = np.bincount(doc, minlength=n_transcripts)
@@ -247,8 +253,7 @@ def _trigram_stats(k: np.ndarray, t: np.ndarray, turn_transcript: np.ndarray,
     np.maximum.at(top, key_doc[repeated], counts[repeated])
     has = total > 0
     stats[has, 2] = np.where(top[has] > 1, top[has] / total[has], 0.0)  # a trigram seen once is no "top"
-    stats[has, 3] = 1 - distinct[has] / total[has]
-    stats[has, 4] = distinct[has] / total[has]
+    stats[has, 3] = distinct[has] / total[has]
 
 
 def _duplicate_turns(chars: np.ndarray, turn_keys: np.ndarray, turn_transcript: np.ndarray,

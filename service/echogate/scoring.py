@@ -18,7 +18,7 @@ from echogate import repetition
 from echogate.corpus import CorpusMemory, turn_keys
 from echogate.diversity import CorpusDiversity
 from echogate.model import BotOriginModel
-from echogate.text import content_sha256, normalize, pack_turns
+from echogate.text import content_sha256, normalize, pack_turns, role_codes
 from echogate.types import RepetitionStats, Scores, Transcript, TurnScore
 
 
@@ -44,7 +44,7 @@ class Scorer:
     def score(self, transcripts: Sequence[Transcript]) -> list[ScoredTranscript]:
         model = self.model  # one model for the whole batch, even if a reload swaps it meanwhile
         roles = [turn.role for t in transcripts for turn in t.turns]
-        codes = repetition.role_codes(roles)
+        codes = role_codes(roles)
         texts = [normalize(turn.text) for t in transcripts for turn in t.turns]
         counts = [len(t.turns) for t in transcripts]
         turn_transcript = np.repeat(np.arange(len(transcripts), dtype=np.int64), counts)
@@ -54,12 +54,11 @@ class Scorer:
         rep = repetition.analyse(stream, byte_turn, codes, turn_transcript, len(transcripts), keys)
         if self.diversity is not None:
             self.diversity.add([t.source for t in transcripts], rep.side_trigrams, rep.side_trigram_transcript)
-        weights = np.array([model.role_weights.get(r, 0.0) for r in repetition.ROLE_NAMES] + [0.0], np.float32)
         out = model.run(
             stream=stream,
             byte_turn=byte_turn,
             turn_transcript=turn_transcript,
-            turn_weight=weights[codes],
+            turn_weight=model.role_weight_by_code[codes],
             turn_seen=np.log1p(seen).astype(np.float32),
             transcript_count=len(transcripts),
             turn_repetition=rep.turn,

@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from collections.abc import Sequence
+from itertools import repeat
 
 import numpy as np
+
+from echogate.types import OTHER_ROLE, ROLE_CODES
 
 NORMALIZATION_VERSION = "nfkc-zw-ws-1"
 
@@ -41,6 +44,11 @@ def pack_turns(normalized: Sequence[str], max_bytes: int) -> tuple[np.ndarray, n
     stream = np.frombuffer(b"".join(encoded), dtype=np.uint8)
     turn_of_byte = np.repeat(np.arange(len(encoded), dtype=np.int64), lengths)
     return stream, turn_of_byte
+
+
+def role_codes(roles: Sequence[str]) -> np.ndarray:
+    """int64 code per turn role (echogate.types.ROLE_CODES; OTHER_ROLE for any other name)."""
+    return np.fromiter(map(ROLE_CODES.get, roles, repeat(OTHER_ROLE, len(roles))), np.int64, len(roles))
 
 
 def turn_lengths(byte_turn: np.ndarray, n_turns: int) -> np.ndarray:

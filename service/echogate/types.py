@@ -18,6 +18,12 @@ class Role(enum.StrEnum):
     SYSTEM = "system"
 
 
+# Roles as small integers for array work (echogate.text.role_codes): 0, 1, 2 in Role's order;
+# a role name outside Role (plain strings from offline tools) is OTHER_ROLE.
+ROLE_CODES = {role: code for code, role in enumerate(Role)}
+OTHER_ROLE = len(ROLE_CODES)
+
+
 class DeclaredOrigin(enum.StrEnum):
     UNKNOWN = "unknown"
     HUMAN = "human"
@@ -68,7 +74,6 @@ class RepetitionStats(NamedTuple):
     duplicate_turn_fraction: float = 0.0
     duplicate_turn_char_fraction: float = 0.0
     top_trigram_fraction: float = 0.0
-    duplicate_trigram_fraction: float = 0.0
     distinct_3: float = 0.0
 
 

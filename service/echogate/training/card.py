@@ -36,7 +36,7 @@ def render(report: dict) -> str:
     cal = report["calibration"]
     seen = (f"single texts {cal['turn']['seen_weight']:.2f}, dialogues {cal['transcript']['seen_weight']:.2f} "
             "per unit of log1p(count)")
-    rep = report.get("repetition", {"head": {"weights": [], "bias": float("nan")}, "validation": []})
+    rep = report["repetition"]
     rep_rows = "\n".join(
         f"| {r['held_out']} | {r['kind']} | {r['n']} | {r['machine']} | {_f(r['auroc'])} | {_f(r['tpr_at_1pct_fpr'])} "
         f"| {_f(r['ece'])} |" for r in rep["validation"])
@@ -77,8 +77,8 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   or the other side, said earlier in the conversation). Weights: {head}; bias {rep['head']['bias']:.2f}.
 - `transcript_repetitiveness`: the share of the agent side (every turn when there is none)
   that is repetition, within the conversation or of the corpus: the mean over those turns of
-  1 - (1 - turn_repetitiveness) x (1 - c / (c + {rep['head'].get('corpus_half_count', 4):g})), c = seen_before
-  (a turn seen {rep['head'].get('corpus_half_count', 4):g} times before counts as half repetition).
+  1 - (1 - turn_repetitiveness) x (1 - c / (c + {rep['head']['corpus_half_count']:g})), c = seen_before
+  (a turn seen {rep['head']['corpus_half_count']:g} times before counts as half repetition).
 - No shared file labels repetition, so the head is fitted on controlled edits of real dialogues
   (`echogate.training.repetition`): at a random agent turn either the original stays (negative)
   or a redundant turn replaces it: an earlier agent turn re-sent (`verbatim`), re-sent with words

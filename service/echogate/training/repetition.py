@@ -25,8 +25,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from echogate import evaluation, repetition
-from echogate.corpus import turn_keys
-from echogate.text import normalize, pack_turns
+from echogate.text import normalize
 from echogate.training.data import Doc
 
 KINDS = ("verbatim", "partial", "sentence", "echo")
@@ -104,14 +103,10 @@ def make_examples(docs: list[Doc], seed: int, per_dataset: int = 3000) -> list[E
 
 def features(examples: list[Example]) -> np.ndarray:
     """TURN_FEATURES of each example's judged (last) turn, computed as the scorer does."""
-    texts = [normalize(t) for e in examples for t in e.texts]
-    roles = [r for e in examples for r in e.roles]
     counts = [len(e.texts) for e in examples]
-    turn_transcript = np.repeat(np.arange(len(examples)), counts)
-    stream, byte_turn = pack_turns(texts, 4096)
-    codes = repetition.role_codes(roles)
-    rep = repetition.analyse(stream, byte_turn, codes, turn_transcript, len(examples),
-                             turn_keys(stream, byte_turn, codes))
+    rep = repetition.analyse_texts([normalize(t) for e in examples for t in e.texts],
+                                   [r for e in examples for r in e.roles], np.repeat(np.arange(len(examples)), counts),
+                                   len(examples))
     return rep.turn[np.cumsum(counts) - 1].astype(np.float64)
 
 
