@@ -59,13 +59,14 @@ def main() -> None:
             texts = [normalize(t.text) for x in chunk for t in x.turns]
             roles = [t.role for x in chunk for t in x.turns]
             codes = role_codes(roles)
-            stream, byte_turn = pack_turns(texts, model.max_turn_bytes)
+            packed_turns = pack_turns(texts, model.max_turn_bytes)
+            stream, byte_turn = packed_turns.stream, packed_turns.byte_turn
             turn_transcript = np.repeat(np.arange(len(chunk)), [len(x.turns) for x in chunk])
-            keys = turn_keys(stream, byte_turn, codes)
-            rep = repetition.analyse(stream, byte_turn, codes, turn_transcript, len(chunk), keys)
+            keys = turn_keys(packed_turns, codes)
+            rep = repetition.analyse(packed_turns, codes, turn_transcript, len(chunk), keys)
             packed.append((stream, byte_turn, turn_transcript, np.ones(len(texts), np.float32),
                            np.zeros(len(texts), np.float32), len(chunk), rep.turn, rep.side.astype(np.float32)))
-            rep_inputs.append((stream, byte_turn, codes, turn_transcript, len(chunk), keys))
+            rep_inputs.append((packed_turns, codes, turn_transcript, len(chunk), keys))
 
         def repetition_only(i: int) -> None:
             repetition.analyse(*rep_inputs[i % len(rep_inputs)])

@@ -50,8 +50,7 @@ def test_score_is_deterministic_and_batch_independent():
 
 async def test_corpus_memory_counts_turns_seen_in_earlier_transcripts(server, stub):
     canned = "Thank you for contacting us, your request has been forwarded to our team."
-    stream, byte_turn = pack_turns([canned], 4096)
-    key = turn_keys(stream, byte_turn, ["agent"])[0]
+    key = turn_keys(pack_turns([canned], 4096), ["agent"])[0]
     questions = ["where is my parcel", "how do refunds work", "can I change my address", "why was I charged twice"]
     for i, question in enumerate(questions):
         await stub.Score(pb.ScoreRequest(transcripts=[transcript(f"cm{i}", question, canned)]))

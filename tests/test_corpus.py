@@ -18,8 +18,7 @@ from tests.conftest import make_settings, transcript
 
 def keys(texts, roles=None):
     roles = roles or ["agent"] * len(texts)
-    stream, byte_turn = pack_turns([normalize(t) for t in texts], 4096)
-    return turn_keys(stream, byte_turn, roles)
+    return turn_keys(pack_turns([normalize(t) for t in texts], 4096), roles)
 
 
 def test_case_and_digits_are_folded_but_words_and_roles_are_not():
@@ -50,10 +49,10 @@ def test_a_key_reads_the_first_max_key_bytes_of_a_turn_however_it_was_packed():
     same keys, a long turn keyed by its first MAX_KEY_BYTES bytes."""
     texts = ["word " * 1000, "Is there anything else I can help you with?", "b c " * 700]
     roles = ["agent"] * 3
-    short = turn_keys(*pack_turns(texts, MAX_KEY_BYTES), roles)
-    long = turn_keys(*pack_turns(texts, 10_000), roles)
+    short = turn_keys(pack_turns(texts, MAX_KEY_BYTES), roles)
+    long = turn_keys(pack_turns(texts, 10_000), roles)
     assert list(short) == list(long) and NO_KEY not in short
-    other_tail = turn_keys(*pack_turns(["word " * 900 + "else " * 100], 10_000), roles[:1])
+    other_tail = turn_keys(pack_turns(["word " * 900 + "else " * 100], 10_000), roles[:1])
     assert other_tail[0] == short[0]  # bytes past MAX_KEY_BYTES (4,500 on) do not count
 
 

@@ -22,7 +22,7 @@ TEXTS = ["Hello, how can I help?", "", "ok", "Ünïcödé 😀 text with\u200b z
 
 def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, n_transcripts):
     """Raw (pre-calibration) turn and transcript scores computed in NumPy."""
-    stream, turn_of_byte = pack_turns([normalize(t) for t in texts], 4096)
+    stream, turn_of_byte, _, _ = pack_turns([normalize(t) for t in texts], 4096)
     hashes, turns = ngram_hashes(stream, turn_of_byte, spec)
     sums = np.bincount(turns, weights=weights[hashes], minlength=len(texts))
     counts = np.bincount(turns, minlength=len(texts)).astype(float)

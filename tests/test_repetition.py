@@ -104,9 +104,13 @@ def test_side_means_average_the_agent_side():
 def test_a_batch_past_the_turn_field_is_split_between_transcripts(monkeypatch):
     monkeypatch.setattr(repetition, "_TURN_BITS", 3)
     monkeypatch.setattr(repetition, "_TURN_MASK", np.uint64(7))
+    monkeypatch.setattr(repetition, "_SIDE_BIT", np.uint64(8))
+    monkeypatch.setattr(repetition, "_KIND_BIT", np.uint64(16))
     texts = ["we can help you today", "we can help you today", "sorry it is late"] * 4
-    roles = ["agent"] * 12
     doc = np.repeat(np.arange(4), 3)
-    rep = run(texts, roles, doc)
+    rep = run(texts, ["agent"] * 12, doc)
     assert rep.turn[:, F["trigram_self"]].tolist() == [0, 1, 0] * 4
     assert rep.transcript[:, S["duplicate_turn_fraction"]].tolist() == pytest.approx([1 / 3] * 4)
+    echo = run(texts, ["customer", "agent", "agent"] * 4, doc)
+    assert echo.turn[:, F["trigram_self"]].tolist() == [0] * 12
+    assert echo.turn[:, F["trigram_other"]].tolist() == [0, 1, 0] * 4

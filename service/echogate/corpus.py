@@ -25,47 +25,43 @@ from itertools import repeat
 
 import numpy as np
 
-from echogate.text import PowerTable, role_codes, turn_lengths
+from echogate.text import Packed, PowerTable, role_codes
 
 MIN_WORDS = 3
 MIN_SAVED_COUNT = 2  # a turn is saved to the store once a second transcript has had it
 MAX_KEY_BYTES = 4096  # bytes of a turn that make its key (the model reads no more either)
 NO_KEY = np.uint64(0)
 
-_FOLD = np.arange(256, dtype=np.uint64)
-_FOLD[ord("A") : ord("Z") + 1] += 32  # ASCII letters lower-cased
-_FOLD[ord("0") : ord("9") + 1] = ord("0")  # digits folded
-_FOLD += np.uint64(1)  # no byte contributes zero
+# ASCII letters lower-cased, digits folded; each byte then weighs its folded value + 1 (never 0)
+_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", b"abcdefghijklmnopqrstuvwxyz0000000000")
 _POWERS = PowerTable(0x100000001B3, np.uint64)  # P**i, P odd
 # per role code (echogate.types.ROLE_CODES: customer, agent, system; then OTHER_ROLE)
 _ROLE_SALT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], np.uint64)
 
 
-def turn_keys(stream: np.ndarray, byte_turn: np.ndarray, roles: Sequence[str] | np.ndarray) -> np.ndarray:
-    """uint64 key per turn of a packed batch (see echogate.text.pack_turns); NO_KEY for turns
-    of fewer than MIN_WORDS words.
+def turn_keys(packed: Packed, roles: Sequence[str] | np.ndarray) -> np.ndarray:
+    """uint64 key per turn of a packed batch (echogate.text.pack_turns); NO_KEY for turns of
+    fewer than MIN_WORDS words.
 
-    A polynomial hash of the turn's first MAX_KEY_BYTES folded bytes (sum of fold * P**(k+1),
-    k the position in the turn; arithmetic wraps), mixed with the role and finalised with
-    splitmix64, so that every process and replica derives the same key for the same turn.
+    A polynomial hash of the turn's first MAX_KEY_BYTES folded bytes (sum of (fold + 1) *
+    P**(k+1), k the position in the turn; arithmetic wraps), mixed with the role and finalised
+    with splitmix64, so that every process and replica derives the same key for the same turn.
     `roles` are role names or their codes (echogate.text.role_codes).
     """
     codes = roles if isinstance(roles, np.ndarray) else role_codes(roles)
+    stream, starts = packed.stream, packed.starts
     n_turns = len(codes)
     keys = np.zeros(n_turns, np.uint64)
     if n_turns == 0 or stream.size == 0:
         return keys
-    lengths = turn_lengths(byte_turn, n_turns)
-    starts = np.zeros(n_turns, np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    nonempty = lengths > 0
-    # all turns at once: fold * P**(i+1) by stream position i, summed per turn, times P**-start
-    powers, inverse = _POWERS.get(stream.size + 1)
-    contrib = _FOLD[stream] * powers[1 : stream.size + 1]
-    if lengths.max() > MAX_KEY_BYTES:  # packed with a longer cut than the key reads
-        contrib[np.arange(stream.size) - starts[byte_turn] >= MAX_KEY_BYTES] = 0
-    h = np.zeros(n_turns, np.uint64)
-    h[nonempty] = np.add.reduceat(contrib, starts[nonempty])
+    # all turns at once: with i the stream position, the sum over a turn's keyed bytes of
+    # fold * P**(i+1) (a prefix sum, differenced) plus of P**(i+1), times P**-start
+    powers, inverse, power_sums = _POWERS.get(stream.size + 2)
+    folded = np.frombuffer(stream.tobytes().translate(_FOLD), np.uint8)
+    prefix = np.zeros(stream.size + 1, np.uint64)
+    np.cumsum(folded * powers[1 : stream.size + 1], out=prefix[1:])
+    stops = starts + np.minimum(packed.lengths, MAX_KEY_BYTES)
+    h = prefix[stops] - prefix[starts] + power_sums[stops + 1] - power_sums[starts + 1]
     h *= inverse[starts]
     h ^= _ROLE_SALT[codes]
     h ^= h >> np.uint64(30)
@@ -73,7 +69,7 @@ def turn_keys(stream: np.ndarray, byte_turn: np.ndarray, roles: Sequence[str] | 
     h ^= h >> np.uint64(27)
     h *= np.uint64(0x94D049BB133111EB)
     h ^= h >> np.uint64(31)
-    words = np.bincount(byte_turn[stream == 32], minlength=n_turns) + nonempty
+    words = np.bincount(packed.byte_turn[stream == 32], minlength=n_turns) + (packed.lengths > 0)
     keyed = words >= MIN_WORDS
     keys[keyed] = h[keyed] | np.uint64(1)  # never NO_KEY
     return keys

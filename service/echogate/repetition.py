@@ -11,8 +11,8 @@ them into a probability, see echogate.training.repetition):
 - ``trigram_other``, ``content_other``  the same against what the *other* side said
                      earlier: an agent echoing the customer back.
 
-"Side" is agent versus everyone else. Words are lower-cased and split at whitespace and
-ASCII punctuation (apostrophes stay inside words). A turn without trigrams or content
+"Side" is agent versus everyone else. Words are lower-cased and split at whitespace, ASCII
+punctuation and control bytes (apostrophes stay inside words). A turn without trigrams or content
 words has those shares at 0, so a repeated "Thanks." is not looping.
 
 Per transcript, over the agent side (every turn when there is none), Gopher-family
@@ -23,14 +23,15 @@ distinct-3 (distinct trigrams over trigram occurrences; one minus it is the shar
 occurrences that repeat an earlier one).
 
 Vectorised over the batch with NumPy (no Python loop per word): words are hashed from the
-packed bytes the model reads (echogate.text.pack_turns) as sum((byte + 1) * Q**k) over their
-bytes, k the position in the word, computed for all words at once as a reduceat over
-Q**(position in the stream) times Q**-(word start) (uint32 arithmetic wraps; Q is odd, so
-invertible), then spread over 64 bits; one
-sort per key type (trigram, content word) groups each key's occurrences in a conversation
-in turn order, and reduceat finds the first turn of each side to use it. Keys are 44-bit
-hashes: a collision (odds about 1 in 10^13 per pair in a batch) could only mark a trigram
-as repeated that was not.
+packed bytes the model reads (echogate.text.pack_turns) as sum(byte * Q**k) over their
+lower-cased bytes, k the position in the word, computed for all words at once as a prefix
+sum of byte * Q**(position in the stream), differenced at word bounds, times Q**-(word start)
+(uint32 arithmetic wraps; Q is odd, so invertible), then spread over 64 bits. One sort per
+key type (trigram, content word) orders each key's occurrences in a conversation by side,
+then turn: a turn repeats its own side when it is not the first of its run, and the other
+side when that side's run of the key (the neighbouring run) began in an earlier turn. Keys
+are 43-bit hashes: a collision (odds about 1 in 10^13 per pair in a batch) could only mark
+a trigram as repeated that was not.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from echogate.corpus import MAX_KEY_BYTES, turn_keys
-from echogate.text import PowerTable, pack_turns, role_codes, turn_lengths
+from echogate.text import Packed, PowerTable, pack_turns, role_codes
 from echogate.types import ROLE_CODES, RepetitionStats, Role
 
 AGENT = ROLE_CODES[Role.AGENT]
@@ -59,17 +60,16 @@ very was wasn't we we'd we'll we're we've were weren't what what's when when's w
 who's whom why why's will with won't would wouldn't yes you you'd you'll you're you've your yours yourself
 yourselves ok okay oh well also thank thanks""".split())
 
-_BYTE_MAP = np.arange(256, dtype=np.uint8)
-_BYTE_MAP[ord("A") : ord("Z") + 1] += 32
-for _c in b"!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~":
-    _BYTE_MAP[_c] = 32  # punctuation separates words ("dogs!" is "dogs"); apostrophes stay
-_SEPARATOR = _BYTE_MAP == 32
-# a word byte's term before its position weight: byte + 1 (lower-cased), 0 for separators
-_TERM = np.where(_SEPARATOR, 0, _BYTE_MAP.astype(np.uint32) + 1).astype(np.uint32)
+# byte -> what a word's hash reads: ASCII letters lower-cased; 0 for the bytes that separate words
+_SEPARATORS = bytes(range(33)) + b"!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\x7f"  # apostrophes stay inside words
+_WORD_BYTES = bytes.maketrans(_SEPARATORS + b"ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                              bytes(len(_SEPARATORS)) + b"abcdefghijklmnopqrstuvwxyz")
 _POWERS = PowerTable(0x9E3779B1, np.uint32)  # Q**i for word hashes
 _K1, _K2, _K3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
 _TURN_BITS = 20  # turns per batch stay below 2**20 (max_batch x max_turns is far less)
 _TURN_MASK = np.uint64(2**_TURN_BITS - 1)
+_SIDE_BIT = np.uint64(2**_TURN_BITS)  # the lowest key bit above the turn: 1 for agent turns
+_KIND_BIT = np.uint64(2**(_TURN_BITS + 1))  # the next: 0 for word trigrams, 1 for content words
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -80,7 +80,7 @@ def _mix(h: np.ndarray) -> np.ndarray:
 
 def _word_hash(word: str) -> np.uint64:
     """The hash `_words` gives one word (for the stop-word list)."""
-    b = _TERM[np.frombuffer(word.encode("utf-8"), np.uint8)]
+    b = np.frombuffer(word.encode("utf-8").translate(_WORD_BYTES), np.uint8)
     return _mix(np.sum(b * _POWERS.get(b.size)[0][: b.size], dtype=np.uint32, keepdims=True))[0]
 
 
@@ -117,25 +117,27 @@ class Repetition:
     side_trigram_transcript: np.ndarray
 
 
-def analyse(stream: np.ndarray, byte_turn: np.ndarray, codes: np.ndarray, turn_transcript: np.ndarray,
-            n_transcripts: int, turn_keys: np.ndarray) -> Repetition:
+def analyse(packed: Packed, codes: np.ndarray, turn_transcript: np.ndarray, n_transcripts: int,
+            turn_keys: np.ndarray) -> Repetition:
     """Repetition features of the turns of several transcripts.
 
-    `stream` and `byte_turn` are the turns packed as the model reads them
-    (echogate.text.pack_turns of normalised texts), `codes` their role codes (echogate.text.role_codes),
-    `turn_transcript` the transcript index of each turn (non-decreasing) and `turn_keys` the
-    corpus memory's keys of the turns (echogate.corpus.turn_keys).
+    `packed` are the turns as the model reads them (echogate.text.pack_turns of normalised
+    texts), `codes` their role codes (echogate.text.role_codes), `turn_transcript` the
+    transcript index of each turn (non-decreasing) and `turn_keys` the corpus memory's keys of
+    the turns (echogate.corpus.turn_keys).
     """
     n_turns = len(codes)
     if n_turns >= 2**_TURN_BITS:  # beyond the sort key's turn field: split between transcripts
         cut = int(np.searchsorted(turn_transcript, turn_transcript[n_turns // 2]))
         if not 0 < cut < n_turns:
             raise ValueError(f"one transcript of {n_turns} turns is beyond the repetition scorer's limit")
-        first_docs, cut_byte = int(turn_transcript[cut]), int(np.searchsorted(byte_turn, cut))
-        a = analyse(stream[:cut_byte], byte_turn[:cut_byte], codes[:cut], turn_transcript[:cut], first_docs,
-                    turn_keys[:cut])
-        b = analyse(stream[cut_byte:], byte_turn[cut_byte:] - cut, codes[cut:], turn_transcript[cut:] - first_docs,
-                    n_transcripts - first_docs, turn_keys[cut:])
+        first_docs, cut_byte = int(turn_transcript[cut]), int(packed.starts[cut])
+        head = Packed(packed.stream[:cut_byte], packed.byte_turn[:cut_byte], packed.starts[:cut],
+                      packed.lengths[:cut])
+        tail = Packed(packed.stream[cut_byte:], packed.byte_turn[cut_byte:] - cut, packed.starts[cut:] - cut_byte,
+                      packed.lengths[cut:])
+        a = analyse(head, codes[:cut], turn_transcript[:cut], first_docs, turn_keys[:cut])
+        b = analyse(tail, codes[cut:], turn_transcript[cut:] - first_docs, n_transcripts - first_docs, turn_keys[cut:])
         return Repetition(np.concatenate([a.turn, b.turn]), np.concatenate([a.transcript, b.transcript]),
                           np.concatenate([a.side, b.side]), np.concatenate([a.side_trigrams, b.side_trigrams]),
                           np.concatenate([a.side_trigram_transcript, b.side_trigram_transcript + first_docs]))
@@ -148,27 +150,26 @@ def analyse(stream: np.ndarray, byte_turn: np.ndarray, codes: np.ndarray, turn_t
     none = np.zeros(0, np.uint64), np.zeros(0, np.int64)
     if n_turns == 0:
         return Repetition(turn, stats, side, *none)
-    lengths = turn_lengths(byte_turn, n_turns)
-    _duplicate_turns(lengths, turn_keys, turn_transcript, side, stats)
-    word_hash, word_turn = _words(stream, byte_turn, lengths)
+    _duplicate_turns(packed.lengths, turn_keys, turn_transcript, side, stats)
+    word_hash, word_turn = _words(packed)
     if word_hash.size == 0:
         return Repetition(turn, stats, side, *none)
-    conversation = turn_transcript.astype(np.uint64) * _K3
     # word trigrams within a turn
     same_turn = word_turn[:-2] == word_turn[2:]
     tri = (word_hash[:-2] * _K1 + word_hash[1:-1] * _K2 + word_hash[2:])[same_turn]
     tri_turn = word_turn[:-2][same_turn]
     on_side = side[tri_turn]
     side_trigrams, side_trigram_transcript = tri[on_side], turn_transcript[tri_turn[on_side]]
-    if tri.size:
-        k, t, first_in_run = _sorted_occurrences(tri ^ conversation[tri_turn], tri_turn)
-        _trigram_stats(k, t, turn_transcript, side, n_transcripts, stats)
-        turn[:, 0], turn[:, 2] = _earlier_shares(k[first_in_run], t[first_in_run], agent, n_turns)
+    # trigrams and content words in one sort, told apart by a kind bit
     content = _STOP_TABLE[(word_hash >> _STOP_SHIFT) & np.uint64(_STOP_TABLE.size - 1)] != word_hash
-    if content.any():
-        c_turn = word_turn[content]
-        k, t, first_in_run = _sorted_occurrences(word_hash[content] ^ conversation[c_turn], c_turn)
-        turn[:, 1], turn[:, 3] = _earlier_shares(k[first_in_run], t[first_in_run], agent, n_turns)
+    keys = np.concatenate([tri & ~_KIND_BIT, word_hash[content] | _KIND_BIT])
+    salt = (turn_transcript.astype(np.uint64) * _K3) & ~(_TURN_MASK | _SIDE_BIT | _KIND_BIT)
+    salt[agent] |= _SIDE_BIT
+    k, t, first_in_run = _sorted_occurrences(keys, np.concatenate([tri_turn, word_turn[content]]), salt)
+    content_word = (k & np.uint64(2)).astype(bool)  # the kind bit, above the side bit
+    _trigram_stats(k, t, ~content_word, turn_transcript, side, n_transcripts, stats)
+    own, other = _earlier_shares(k[first_in_run], t[first_in_run], content_word[first_in_run], n_turns)
+    turn[:, :2], turn[:, 2:] = own, other  # TURN_FEATURES order: trigram, content word; own side, then other
     return Repetition(turn, stats, side, side_trigrams, side_trigram_transcript)
 
 
@@ -176,10 +177,9 @@ def analyse_texts(normalized: Sequence[str], roles: Sequence[str], turn_transcri
                   n_transcripts: int) -> Repetition:
     """`analyse` from normalised turn texts, packed and keyed as the scorer does (for the
     trainer, checks and tests; the scorer packs once for the model and reuses it)."""
-    stream, byte_turn = pack_turns(normalized, MAX_KEY_BYTES)
+    packed = pack_turns(normalized, MAX_KEY_BYTES)
     codes = role_codes(roles)
-    return analyse(stream, byte_turn, codes, np.asarray(turn_transcript, np.int64), n_transcripts,
-                   turn_keys(stream, byte_turn, codes))
+    return analyse(packed, codes, np.asarray(turn_transcript, np.int64), n_transcripts, turn_keys(packed, codes))
 
 
 def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
@@ -189,56 +189,62 @@ def _run_starts(sorted_values: np.ndarray) -> np.ndarray:
     return new
 
 
-def _words(stream: np.ndarray, byte_turn: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(hash, turn) of every word of the batch, in order. `lengths` are the turns' byte counts."""
-    sep = _SEPARATOR[stream]
-    start = ~sep
-    start[1:] &= sep[:-1]  # a word starts after a separator...
-    first = (np.cumsum(lengths) - lengths)[lengths > 0]
-    start[first] = ~sep[first]  # ...or at its turn's first byte
-    word_starts = np.flatnonzero(start)
+def _words(packed: Packed) -> tuple[np.ndarray, np.ndarray]:
+    """(hash, turn) of every word of the batch, in order."""
+    stream = packed.stream
+    term = np.frombuffer(stream.tobytes().translate(_WORD_BYTES), np.uint8)
+    follows_separator = np.empty(stream.size, bool)
+    follows_separator[:1] = True
+    np.equal(term[:-1], 0, out=follows_separator[1:])
+    follows_separator[packed.starts[packed.lengths > 0]] = True  # a turn's first byte follows nothing
+    word_starts = np.flatnonzero(follows_separator & (term != 0))
     if word_starts.size == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    powers, inverse = _POWERS.get(stream.size)
-    contrib = _TERM[stream]  # separators are 0: a word's sum runs to the next word's start
-    contrib *= powers[: stream.size]
-    sums = np.add.reduceat(contrib, word_starts, dtype=np.uint32)
-    return _mix(sums * inverse[word_starts]), byte_turn[word_starts]
+    powers, inverse, _ = _POWERS.get(stream.size)
+    prefix = np.zeros(stream.size + 1, np.uint32)  # separators add 0: a word runs to the next word's start
+    np.cumsum(term * powers[: stream.size], dtype=np.uint32, out=prefix[1:])
+    sums = prefix[np.append(word_starts[1:], stream.size)]
+    sums -= prefix[word_starts]
+    return _mix(sums * inverse[word_starts]), packed.byte_turn[word_starts]
 
 
-def _sorted_occurrences(key: np.ndarray, turn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Occurrences sorted by (key, turn): the key (top 44 bits), the turn, and whether each is the
-    first occurrence of its key in its turn."""
-    packed = (key & ~_TURN_MASK) | turn.astype(np.uint64)
+def _sorted_occurrences(key: np.ndarray, turn: np.ndarray, salt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Occurrences sorted by (key ^ salt of the turn, turn): that key (its top 44 bits, the lowest
+    of them the turn's side bit), the turn, and whether each is the first occurrence of its key
+    in its turn. `salt` (per turn) separates conversations and carries the side bit."""
+    packed = ((key & ~(_TURN_MASK | _SIDE_BIT)) ^ salt[turn]) | turn.astype(np.uint64)  # salt's low bits are 0
     packed.sort()
     return packed >> np.uint64(_TURN_BITS), (packed & _TURN_MASK).astype(np.int64), _run_starts(packed)
 
 
-def _earlier_shares(k: np.ndarray, t: np.ndarray, agent: np.ndarray, n_turns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per turn, the shares of its distinct keys that its own side / the other side used in an
-    earlier turn. `k`, `t` are distinct (key, turn) pairs sorted by key, then turn."""
-    new_key = _run_starts(k)
-    starts = np.flatnonzero(new_key)
-    group = np.cumsum(new_key) - 1
-    is_agent = agent[t]
-    never = np.int64(n_turns)
-    first_agent = np.minimum.reduceat(np.where(is_agent, t, never), starts)[group]
-    first_other = np.minimum.reduceat(np.where(is_agent, never, t), starts)[group]
-    own_first = np.where(is_agent, first_agent, first_other)
-    other_first = np.where(is_agent, first_other, first_agent)
-    total = np.bincount(t, minlength=n_turns)
+def _earlier_shares(k: np.ndarray, t: np.ndarray, kind: np.ndarray, n_turns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per turn and kind of key [R, 2], the shares of its distinct keys that its own side / the
+    other side used in an earlier turn. `k`, `t` are distinct (key, turn) pairs sorted by key
+    (its lowest bit the side), then turn: a key's occurrences form at most two runs, the other
+    side's before the agent's. `kind` (0 or 1) is each pair's kind of key."""
+    run_start = _run_starts(k)
+    starts = np.flatnonzero(run_start)
+    run = np.cumsum(run_start) - 1
+    first_turn = t[starts]
+    pair = (k[starts[1:]] >> np.uint64(1)) == (k[starts[:-1]] >> np.uint64(1))  # runs r, r+1 share a key
+    other_first = np.full(starts.size, n_turns)
+    other_first[1:][pair] = first_turn[:-1][pair]  # the agent run: the other side began in the run before
+    other_first[:-1][pair] = first_turn[1:][pair]  # the other side's run: agents began in the run after
+    slot = 2 * t + kind
+    total = np.bincount(slot, minlength=2 * n_turns)
     shares = []
-    for earlier in (own_first < t, other_first < t):
-        out = np.zeros(n_turns)
-        np.divide(np.bincount(t, weights=earlier, minlength=n_turns), total, out=out, where=total > 0)
-        shares.append(out)
+    for earlier in (~run_start, other_first[run] < t):
+        out = np.zeros(2 * n_turns)
+        np.divide(np.bincount(slot, weights=earlier, minlength=2 * n_turns), total, out=out, where=total > 0)
+        shares.append(out.reshape(n_turns, 2))
     return shares[0], shares[1]
 
 
-def _trigram_stats(k: np.ndarray, t: np.ndarray, turn_transcript: np.ndarray,
+def _trigram_stats(k: np.ndarray, t: np.ndarray, trigram: np.ndarray, turn_transcript: np.ndarray,
                    side: np.ndarray, n_transcripts: int, stats: np.ndarray) -> None:
-    """Top-trigram share and distinct-3 of each transcript's side (all occurrences)."""
-    on_side = side[t]
+    """Top-trigram share and distinct-3 of each transcript's side (all occurrences; `trigram`
+    marks the occurrences that are trigrams)."""
+    on_side = side[t] & trigram
     k, t = k[on_side], t[on_side]
     if k.size == 0:
         return

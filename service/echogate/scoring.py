@@ -48,15 +48,15 @@ class Scorer:
         texts = [normalize(turn.text) for t in transcripts for turn in t.turns]
         counts = [len(t.turns) for t in transcripts]
         turn_transcript = np.repeat(np.arange(len(transcripts), dtype=np.int64), counts)
-        stream, byte_turn = pack_turns(texts, model.max_turn_bytes)
-        keys = turn_keys(stream, byte_turn, codes)
+        packed = pack_turns(texts, model.max_turn_bytes)
+        keys = turn_keys(packed, codes)
         seen = self.memory.observe([f"{t.source}\x1f{t.id}" for t in transcripts], keys, counts)
-        rep = repetition.analyse(stream, byte_turn, codes, turn_transcript, len(transcripts), keys)
+        rep = repetition.analyse(packed, codes, turn_transcript, len(transcripts), keys)
         if self.diversity is not None:
             self.diversity.add([t.source for t in transcripts], rep.side_trigrams, rep.side_trigram_transcript)
         out = model.run(
-            stream=stream,
-            byte_turn=byte_turn,
+            stream=packed.stream,
+            byte_turn=packed.byte_turn,
             turn_transcript=turn_transcript,
             turn_weight=model.role_weight_by_code[codes],
             turn_seen=np.log1p(seen).astype(np.float32),

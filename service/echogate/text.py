@@ -11,6 +11,7 @@ import hashlib
 import unicodedata
 from collections.abc import Sequence
 from itertools import repeat
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,29 +33,35 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
-def pack_turns(normalized: Sequence[str], max_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+class Packed(NamedTuple):
+    """Turns packed into one UTF-8 byte stream: what the model, the corpus keys and the
+    repetition features all read. `byte_turn` is the turn of each byte (the model's input),
+    `starts` and `lengths` each turn's first byte and byte count."""
+
+    stream: np.ndarray  # uint8 [N]
+    byte_turn: np.ndarray  # int64 [N]
+    starts: np.ndarray  # int64 [R]
+    lengths: np.ndarray  # int64 [R]
+
+
+def pack_turns(normalized: Sequence[str], max_bytes: int) -> Packed:
     """Concatenate already-normalised turns, as UTF-8, into one byte stream.
 
-    Returns (stream uint8 [N], turn_of_byte int64 [N]): the model's `text_bytes` and
-    `byte_turn` inputs. Each turn is cut to `max_bytes`; an empty turn contributes no
-    bytes (its n-gram count is zero).
+    Each turn is cut to `max_bytes`; an empty turn contributes no bytes (its n-gram count is
+    zero).
     """
     encoded = [t.encode("utf-8")[:max_bytes] for t in normalized]
-    lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    starts = np.zeros(len(encoded), np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
     stream = np.frombuffer(b"".join(encoded), dtype=np.uint8)
     turn_of_byte = np.repeat(np.arange(len(encoded), dtype=np.int64), lengths)
-    return stream, turn_of_byte
+    return Packed(stream, turn_of_byte, starts, lengths)
 
 
 def role_codes(roles: Sequence[str]) -> np.ndarray:
     """int64 code per turn role (echogate.types.ROLE_CODES; OTHER_ROLE for any other name)."""
     return np.fromiter(map(ROLE_CODES.get, roles, repeat(OTHER_ROLE, len(roles))), np.int64, len(roles))
-
-
-def turn_lengths(byte_turn: np.ndarray, n_turns: int) -> np.ndarray:
-    """Bytes per turn of a packed stream (`byte_turn` is sorted: a search per turn, not a pass
-    over every byte as bincount would make)."""
-    return np.diff(np.searchsorted(byte_turn, np.arange(n_turns + 1)))
 
 
 def content_sha256(roles: Sequence[str], texts: Sequence[str], normalized: bool = False) -> str:
@@ -68,25 +75,29 @@ def content_sha256(roles: Sequence[str], texts: Sequence[str], normalized: bool 
 
 
 class PowerTable:
-    """base**i and base**-i modulo 2**bits (the dtype's width) for i < size, grown on demand.
+    """base**i, base**-i and sum(base**j for j < i) modulo 2**bits (the dtype's width), grown
+    on demand.
 
-    A polynomial hash of every word or turn of a packed stream at once: a reduceat over
-    term * base**(position in the stream), times base**-(start of the word) (base is odd, so
-    invertible; arithmetic wraps). Tables are replaced whole, so readers on other threads
-    always see a consistent pair.
+    A polynomial hash of every word or turn of a packed stream at once: prefix sums of
+    term * base**(position in the stream), differenced at word or turn bounds, times
+    base**-(start) (base is odd, so invertible; arithmetic wraps). Tables are replaced whole,
+    so readers on other threads always see a consistent set.
     """
 
     def __init__(self, base: int, dtype: type[np.unsignedinteger]):
         self.base, self.dtype = base, dtype
-        self._tables = np.ones(1, dtype), np.ones(1, dtype)
+        self._tables = np.ones(1, dtype), np.ones(1, dtype), np.zeros(1, dtype)
 
-    def get(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def get(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(powers, inverse powers, prefix sums of powers), each of at least `size` entries."""
         tables = self._tables
         if tables[0].size < size:
             n = max(size, 2 * tables[0].size)
             bits = np.dtype(self.dtype).itemsize * 8
             steps = np.full(n, self.base, self.dtype), np.full(n, pow(self.base, -1, 2**bits), self.dtype)
             steps[0][0] = steps[1][0] = 1
-            tables = self._tables = np.cumprod(steps[0], dtype=self.dtype), np.cumprod(steps[1], dtype=self.dtype)
+            powers = np.cumprod(steps[0], dtype=self.dtype)
+            prefix = np.zeros(n, self.dtype)
+            np.cumsum(powers[:-1], out=prefix[1:])
+            tables = self._tables = powers, np.cumprod(steps[1], dtype=self.dtype), prefix
         return tables
-

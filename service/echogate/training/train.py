@@ -115,8 +115,8 @@ def featurize(docs: list[Doc], spec: HashSpec, role_weights: dict[str, float], c
         texts = [normalize(t) for d in part for t in d.texts]
         doc_of_turn = np.repeat(np.arange(len(part)), [len(d.texts) for d in part])
         weight_of_turn = np.array([role_weights.get(r, 0.0) for d in part for r in d.roles], np.float32)
-        stream, turn_of_byte = pack_turns(texts, MAX_TURN_BYTES)
-        hashes, turns = ngram_hashes(stream, turn_of_byte, spec)
+        packed = pack_turns(texts, MAX_TURN_BYTES)
+        hashes, turns = ngram_hashes(packed.stream, packed.byte_turn, spec)
         rows = doc_of_turn[turns]
         vals = weight_of_turn[turns]
         m = sp.csr_matrix((vals, (rows, hashes)), shape=(len(part), spec.table_size), dtype=np.float32)
@@ -194,9 +194,9 @@ def simulate_seen(docs: list[Doc], role_weights: dict[str, float], seed: int, st
         for start in range(0, len(order), stream_size):
             chunk = order[start : start + stream_size]
             roles = [r for i in chunk for r in docs[i].roles]
-            stream, byte_turn = pack_turns([normalize(t) for i in chunk for t in docs[i].texts], MAX_TURN_BYTES)
+            packed = pack_turns([normalize(t) for i in chunk for t in docs[i].texts], MAX_TURN_BYTES)
             counts = [len(docs[i].texts) for i in chunk]
-            seen = np.log1p(CorpusMemory().observe([str(i) for i in chunk], turn_keys(stream, byte_turn, roles),
+            seen = np.log1p(CorpusMemory().observe([str(i) for i in chunk], turn_keys(packed, roles),
                                                    counts))
             weight = np.array([role_weights.get(r, 0.0) for r in roles])
             doc = np.repeat(np.arange(len(chunk)), counts)
