@@ -12,7 +12,6 @@ import json
 import resource
 import sqlite3
 import tempfile
-import time
 import uuid
 from datetime import datetime, timezone
 

@@ -95,7 +95,6 @@ def test_shipped_model_loads_with_metadata():
 def test_shipped_model_is_trained_not_constant():
     """On a sample of the training data the model must rank machine above human text."""
     from echogate.evaluation import auroc
-    from echogate.gate import GateCore  # noqa: F401 - the scorer below is the server's
     from echogate.scoring import Scorer
     from echogate.training.data import load_docs
     from echogate.types import Role, Transcript, Turn

@@ -18,7 +18,7 @@ from echogate import repetition
 from echogate.corpus import CorpusMemory, turn_keys
 from echogate.diversity import CorpusDiversity
 from echogate.model import BotOriginModel
-from echogate.text import content_sha256, normalize, pack_turns, role_codes
+from echogate.text import content_sha256, normalize_all, pack_turns, role_codes
 from echogate.types import RepetitionStats, Scores, Transcript, TurnScore
 
 
@@ -45,7 +45,7 @@ class Scorer:
         model = self.model  # one model for the whole batch, even if a reload swaps it meanwhile
         roles = [turn.role for t in transcripts for turn in t.turns]
         codes = role_codes(roles)
-        texts = [normalize(turn.text) for t in transcripts for turn in t.turns]
+        texts = normalize_all([turn.text for t in transcripts for turn in t.turns])
         counts = [len(t.turns) for t in transcripts]
         turn_transcript = np.repeat(np.arange(len(transcripts), dtype=np.int64), counts)
         packed = pack_turns(texts, model.max_turn_bytes)

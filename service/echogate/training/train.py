@@ -26,7 +26,7 @@ from tqdm import tqdm
 from echogate import evaluation
 from echogate.features import HashSpec, ngram_hashes
 from echogate.corpus import CorpusMemory, turn_keys
-from echogate.text import NORMALIZATION_VERSION, normalize, pack_turns
+from echogate.text import NORMALIZATION_VERSION, normalize_all, pack_turns
 from echogate.training.card import render as render_card
 from echogate.training.data import Doc, load_docs
 from echogate.training.graph import Calibration, build_graph
@@ -112,7 +112,7 @@ def featurize(docs: list[Doc], spec: HashSpec, role_weights: dict[str, float], c
     blocks = []
     for start in tqdm(range(0, len(docs), chunk), desc="features", unit="chunk", leave=False):
         part = docs[start : start + chunk]
-        texts = [normalize(t) for d in part for t in d.texts]
+        texts = normalize_all([t for d in part for t in d.texts])
         doc_of_turn = np.repeat(np.arange(len(part)), [len(d.texts) for d in part])
         weight_of_turn = np.array([role_weights.get(r, 0.0) for d in part for r in d.roles], np.float32)
         packed = pack_turns(texts, MAX_TURN_BYTES)
@@ -194,7 +194,7 @@ def simulate_seen(docs: list[Doc], role_weights: dict[str, float], seed: int, st
         for start in range(0, len(order), stream_size):
             chunk = order[start : start + stream_size]
             roles = [r for i in chunk for r in docs[i].roles]
-            packed = pack_turns([normalize(t) for i in chunk for t in docs[i].texts], MAX_TURN_BYTES)
+            packed = pack_turns(normalize_all([t for i in chunk for t in docs[i].texts]), MAX_TURN_BYTES)
             counts = [len(docs[i].texts) for i in chunk]
             seen = np.log1p(CorpusMemory().observe([str(i) for i in chunk], turn_keys(packed, roles),
                                                    counts))

@@ -1,0 +1,35 @@
+"""Normalisation and packing: what the model, the corpus keys and the repetition features read."""
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from echogate.text import normalize, normalize_all, pack_turns
+
+# whitespace of every kind, combining marks, compatibility forms, zero-width characters, NUL
+PIECES = st.sampled_from([" ", "  ", "\t", "\n", "\x1c", "\x1f", "\u00a0", "\u3000", "\u2028", "\u0085", "a", "B", "e",
+                          "\u0301", "\u1100", "\u1161", "\u11a8", "\ufb01", "\uff46", "\u200b", "\ufeff", "\u00ad",
+                          "\u212b", "\x00", "😀", "x.y"])
+TEXTS = st.lists(st.one_of(st.lists(PIECES, max_size=8).map("".join), st.text(max_size=20)), max_size=8)
+
+
+@settings(max_examples=500, deadline=None)
+@given(TEXTS)
+def test_normalising_a_batch_equals_normalising_each_text(texts):
+    assert normalize_all(texts) == [normalize(t) for t in texts]
+
+
+def test_nothing_composes_across_texts_and_already_normal_text_comes_back_as_is():
+    # a text ending in a letter and the next starting with a combining accent stay apart
+    assert normalize_all(["cafe", "\u0301 au lait", "\u1100", "\u1161"]) == ["cafe", "\u0301 au lait", "\u1100", "\u1161"]
+    assert normalize_all(["  Hello \t world ", "", " ", "a\x00b  c"]) == ["Hello world", "", "", "a\x00b c"]
+    texts = ["Hello world", "ok", "fine thanks"]
+    assert all(a is b for a, b in zip(normalize_all(texts), texts))
+
+
+def test_packing_records_where_each_turn_starts_and_how_long_it_is():
+    packed = pack_turns(["héllo", "", "ab", "x" * 10], 4)
+    assert packed.stream.tobytes() == "héll".encode()[:4] + b"ab" + b"xxxx"
+    assert packed.starts.tolist() == [0, 4, 4, 6] and packed.lengths.tolist() == [4, 0, 2, 4]
+    np.testing.assert_array_equal(packed.byte_turn, np.repeat(np.arange(4), packed.lengths))
