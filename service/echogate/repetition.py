@@ -168,8 +168,8 @@ def analyse(packed: Packed, codes: np.ndarray, turn_transcript: np.ndarray, n_tr
     k, t, first_in_run = _sorted_occurrences(keys, np.concatenate([tri_turn, word_turn[content]]), salt)
     content_word = (k & np.uint64(2)).astype(bool)  # the kind bit, above the side bit
     _trigram_stats(k, t, ~content_word, turn_transcript, side, n_transcripts, stats)
-    own, other = _earlier_shares(k[first_in_run], t[first_in_run], content_word[first_in_run], n_turns)
-    turn[:, :2], turn[:, 2:] = own, other  # TURN_FEATURES order: trigram, content word; own side, then other
+    # TURN_FEATURES order: trigram, content word; own side, then the other
+    _earlier_shares(k[first_in_run], t[first_in_run], content_word[first_in_run], turn)
     return Repetition(turn, stats, side, side_trigrams, side_trigram_transcript)
 
 
@@ -197,13 +197,13 @@ def _words(packed: Packed) -> tuple[np.ndarray, np.ndarray]:
     follows_separator[:1] = True
     np.equal(term[:-1], 0, out=follows_separator[1:])
     follows_separator[packed.starts[packed.lengths > 0]] = True  # a turn's first byte follows nothing
-    word_starts = np.flatnonzero(follows_separator & (term != 0))
+    word_starts = (follows_separator & (term != 0)).nonzero()[0]
     if word_starts.size == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
     powers, inverse, _ = _POWERS.get(stream.size)
     prefix = np.zeros(stream.size + 1, np.uint32)  # separators add 0: a word runs to the next word's start
-    np.cumsum(term * powers[: stream.size], dtype=np.uint32, out=prefix[1:])
-    sums = prefix[np.append(word_starts[1:], stream.size)]
+    (term * powers[: stream.size]).cumsum(dtype=np.uint32, out=prefix[1:])
+    sums = prefix[np.concatenate([word_starts[1:], [stream.size]])]
     sums -= prefix[word_starts]
     return _mix(sums * inverse[word_starts]), packed.byte_turn[word_starts]
 
@@ -217,27 +217,26 @@ def _sorted_occurrences(key: np.ndarray, turn: np.ndarray, salt: np.ndarray) -> 
     return packed >> np.uint64(_TURN_BITS), (packed & _TURN_MASK).astype(np.int64), _run_starts(packed)
 
 
-def _earlier_shares(k: np.ndarray, t: np.ndarray, kind: np.ndarray, n_turns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per turn and kind of key [R, 2], the shares of its distinct keys that its own side / the
-    other side used in an earlier turn. `k`, `t` are distinct (key, turn) pairs sorted by key
-    (its lowest bit the side), then turn: a key's occurrences form at most two runs, the other
-    side's before the agent's. `kind` (0 or 1) is each pair's kind of key."""
+def _earlier_shares(k: np.ndarray, t: np.ndarray, kind: np.ndarray, turn: np.ndarray) -> None:
+    """Per turn and kind of key, the shares of its distinct keys that its own side (into
+    turn[:, :2]) and the other side (turn[:, 2:]) used in an earlier turn. `k`, `t` are distinct
+    (key, turn) pairs sorted by key (its lowest bit the side), then turn: a key's occurrences
+    form at most two runs, the other side's before the agent's. `kind` (0 or 1) is each pair's
+    kind of key, its column in each half of `turn`."""
+    n_turns = turn.shape[0]
     run_start = _run_starts(k)
-    starts = np.flatnonzero(run_start)
-    run = np.cumsum(run_start) - 1
+    starts = run_start.nonzero()[0]
+    run = run_start.cumsum() - 1
     first_turn = t[starts]
     pair = (k[starts[1:]] >> np.uint64(1)) == (k[starts[:-1]] >> np.uint64(1))  # runs r, r+1 share a key
     other_first = np.full(starts.size, n_turns)
     other_first[1:][pair] = first_turn[:-1][pair]  # the agent run: the other side began in the run before
     other_first[:-1][pair] = first_turn[1:][pair]  # the other side's run: agents began in the run after
     slot = 2 * t + kind
-    total = np.bincount(slot, minlength=2 * n_turns)
-    shares = []
-    for earlier in (~run_start, other_first[run] < t):
-        out = np.zeros(2 * n_turns)
-        np.divide(np.bincount(slot, weights=earlier, minlength=2 * n_turns), total, out=out, where=total > 0)
-        shares.append(out.reshape(n_turns, 2))
-    return shares[0], shares[1]
+    total = np.bincount(slot, minlength=2 * n_turns).reshape(n_turns, 2)
+    for columns, earlier in ((slice(0, 2), ~run_start), (slice(2, 4), other_first[run] < t)):
+        used = np.bincount(slot, weights=earlier, minlength=2 * n_turns).reshape(n_turns, 2)
+        np.divide(used, total, out=turn[:, columns], where=total > 0, casting="unsafe")
 
 
 def _trigram_stats(k: np.ndarray, t: np.ndarray, trigram: np.ndarray, turn_transcript: np.ndarray,
@@ -249,17 +248,16 @@ def _trigram_stats(k: np.ndarray, t: np.ndarray, trigram: np.ndarray, turn_trans
     if k.size == 0:
         return
     doc = turn_transcript[t]
-    starts = np.flatnonzero(_run_starts(k))
-    counts = np.diff(np.append(starts, k.size))
+    starts = _run_starts(k).nonzero()[0]
+    counts = np.concatenate([starts[1:], [k.size]]) - starts
     key_doc = doc[starts]
     total = np.bincount(doc, minlength=n_transcripts)
     distinct = np.bincount(key_doc, minlength=n_transcripts)
     top = np.zeros(n_transcripts)
     repeated = counts > 1  # only a trigram seen twice can be a "top" trigram: few of them
     np.maximum.at(top, key_doc[repeated], counts[repeated])
-    has = total > 0
-    stats[has, 2] = np.where(top[has] > 1, top[has] / total[has], 0.0)  # a trigram seen once is no "top"
-    stats[has, 3] = distinct[has] / total[has]
+    np.divide(top, total, out=stats[:, 2], where=top > 1)  # a trigram seen once is no "top"
+    np.divide(distinct, total, out=stats[:, 3], where=total > 0)
 
 
 def _duplicate_turns(chars: np.ndarray, turn_keys: np.ndarray, turn_transcript: np.ndarray,
@@ -267,7 +265,7 @@ def _duplicate_turns(chars: np.ndarray, turn_keys: np.ndarray, turn_transcript: 
     """Duplicate turn fraction and its character (UTF-8 byte) fraction over each transcript's side."""
     n_transcripts = stats.shape[0]
     keyed = side & (turn_keys != 0)
-    idx = np.flatnonzero(keyed)
+    idx = keyed.nonzero()[0]
     duplicate = np.zeros(len(turn_keys), bool)
     if idx.size:
         mixed = turn_keys[idx] ^ (turn_transcript[idx].astype(np.uint64) * _K3)
