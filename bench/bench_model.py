@@ -2,12 +2,14 @@
 
   python bench/bench_model.py [--data ../shared/datasets] [--threads 1]
 
-Reports transcripts/s for batches of 1, 32 and 256 on one thread (per core), best of
---rounds interleaved rounds (a shared VM's slow spells otherwise decide the figure), split into
+Reports transcripts/s for batches of 1, 32 and 256 on one thread (per core), from median call
+times of measures taken in turn (a shared VM's slow spells otherwise decide the figure), split into
 the ONNX model call alone (bot origin and the repetitiveness head), the repetition
 features alone (echogate.repetition.analyse: what repetitiveness adds to the scorer besides
-the head's few graph nodes), and the whole Scorer (normalisation, packing, corpus memory,
-repetition, model), plus call latency p50/p99.
+the head's few graph nodes), the whole Scorer (normalisation, packing, corpus memory,
+repetition, model), and the Scorer with the repetition features replaced by zeros: the
+difference of the last two is what repetitiveness adds to scoring time, cache effects
+included. Call latency p50/p99 for each.
 """
 from __future__ import annotations
 
@@ -45,8 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seconds", type=float, default=3.0, help="per measure and batch size, over all rounds")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measure and batch size")
     args = parser.parse_args()
     transcripts = load(args.data, 4096)
     sizes = [sum(len(t.text.encode()) for t in x.turns) for x in transcripts]
@@ -73,32 +74,45 @@ def main() -> None:
         def repetition_only(i: int) -> None:
             repetition.analyse(*rep_inputs[i % len(rep_inputs)])
 
-        # Rounds interleave the three measures, so a slow spell of a shared VM hits all of them; each
-        # reports its best round (the machine's capacity, as timeit advises) and its median round.
+        def without_repetition(i: int) -> None:
+            """The scorer with the repetition features replaced by zeros of the same shape (the
+            model still runs its head): what scoring would cost without them, caches included."""
+            real = repetition.analyse
+            repetition.analyse = _zero_repetition
+            try:
+                scorer.score(chunks[i % len(chunks)])
+            finally:
+                repetition.analyse = real
+
+        # The measures take turns call by call, so a slow spell of a shared VM hits them all
+        # alike; rates are batch / median call time (a spell moves a mean, hardly a median).
         fns = {"model only": lambda i: model.run(*packed[i % len(packed)]),
                "repetition": repetition_only,
-               "full scorer": lambda i: scorer.score(chunks[i % len(chunks)])}
-        per_transcript: dict[str, list[float]] = {name: [] for name in fns}
+               "full scorer": lambda i: scorer.score(chunks[i % len(chunks)]),
+               "no repetition": without_repetition}
         lat: dict[str, list[float]] = {name: [] for name in fns}
-        for _ in range(args.rounds):
+        end, i = time.perf_counter() + len(fns) * args.seconds, 0
+        while time.perf_counter() < end:
             for name, fn in fns.items():
-                spent, done, i = 0.0, 0, 0
-                while spent < args.seconds / args.rounds:
-                    t0 = time.perf_counter()
-                    fn(i)
-                    took = time.perf_counter() - t0
-                    lat[name].append(took)
-                    spent += took
-                    done += batch
-                    i += 1
-                per_transcript[name].append(spent / done)
-        for name in fns:
-            best, median = min(per_transcript[name]), statistics.median(per_transcript[name])
-            print(f"batch {batch:4d} {name:12s}: {1 / best:9.0f} transcripts/s (median round {1 / median:7.0f})  "
-                  f"call p50 {np.median(lat[name]) * 1e3:7.3f} ms  p99 {np.quantile(lat[name], 0.99) * 1e3:7.3f} ms")
-        rep, full = min(per_transcript["repetition"]), min(per_transcript["full scorer"])
-        print(f"batch {batch:4d} repetition adds {rep / (full - rep):.0%} to the rest of the scorer "
-              f"({rep * 1e6:.1f} of {full * 1e6:.1f} us per transcript, best rounds)")
+                t0 = time.perf_counter()
+                fn(i)
+                lat[name].append(time.perf_counter() - t0)
+            i += 1
+        median = {name: float(np.median(values)) for name, values in lat.items()}
+        for name, values in lat.items():
+            print(f"batch {batch:4d} {name:13s}: {batch / median[name]:9.0f} transcripts/s  "
+                  f"call p50 {median[name] * 1e3:7.3f} ms  p99 {np.quantile(values, 0.99) * 1e3:7.3f} ms")
+        full, bare = median["full scorer"], median["no repetition"]
+        print(f"batch {batch:4d} repetition adds {full / bare - 1:.0%} to scoring time "
+              f"({(full - bare) / batch * 1e6:.1f} of {full / batch * 1e6:.1f} us per transcript)")
+
+
+def _zero_repetition(packed, codes: np.ndarray, turn_transcript: np.ndarray, n_transcripts: int,
+                     turn_keys: np.ndarray) -> repetition.Repetition:
+    n_turns = len(codes)
+    return repetition.Repetition(np.zeros((n_turns, len(repetition.TURN_FEATURES)), np.float32),
+                                 np.zeros((n_transcripts, len(repetition.TRANSCRIPT_STATS))), np.ones(n_turns, bool),
+                                 np.zeros(0, np.uint64), np.zeros(0, np.int64))
 
 
 if __name__ == "__main__":
