@@ -19,7 +19,7 @@ sending the same turn a thousand times is exactly what this memory is for.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from itertools import repeat
 
@@ -88,8 +88,9 @@ class CorpusMemory:
     def __init__(self, capacity: int = 500_000, seen_transcripts: int = 100_000, shared: bool = False):
         self.capacity = capacity
         self.shared = shared
-        self._deltas: dict[int, int] = {}  # shared: increments since the last drain_deltas
-        self._counts: dict[int, int] = {}
+        # Counters: update() with an iterable of keys adds one to each in C
+        self._deltas: Counter[int] = Counter()  # shared: increments since the last drain_deltas
+        self._counts: Counter[int] = Counter()
         self._transcripts: OrderedDict[str, None] = OrderedDict()
         self._max_transcripts = seen_transcripts
         self._lock = threading.Lock()
@@ -100,7 +101,7 @@ class CorpusMemory:
     def load(self, counts: dict[int, int]) -> None:
         """Start from saved counts (see echogate.store: load_corpus)."""
         with self._lock:
-            self._counts = dict(counts)
+            self._counts = Counter(counts)
             self.most_repeated = max(self._counts.values(), default=0)
 
     def drain_changes(self) -> tuple[dict[int, int], bool]:
@@ -126,7 +127,7 @@ class CorpusMemory:
         """Shared: this replica's increments since the last call (every key, singletons too: another
         replica may have seen the same turn once as well)."""
         with self._lock:
-            deltas, self._deltas = self._deltas, {}
+            deltas, self._deltas = self._deltas, Counter()
             self._changed.clear()
         return deltas
 
@@ -135,7 +136,7 @@ class CorpusMemory:
         keeping on top the increments counted here since they were drained."""
         with self._lock:
             if replace_all:
-                self._counts = dict(counts)
+                self._counts = Counter(counts)
                 for k, d in self._deltas.items():
                     self._counts[k] = self._counts.get(k, 0) + d
             else:
@@ -168,41 +169,36 @@ class CorpusMemory:
         `transcript_keys` identify transcripts (retries are not counted twice), `keys` are
         the flat turn keys of the batch (`turn_keys`), `turns_per_transcript` how many belong
         to each. Returns the prior count per turn (0 for keyless turns), int64.
+
+        A transcript's counts are read and its distinct keys counted with dict and Counter
+        methods, which loop in C: one Python step per transcript, none per turn.
         """
-        n_docs = len(turns_per_transcript)
-        doc = np.repeat(np.arange(n_docs, dtype=np.int64), turns_per_transcript)
-        keyed = keys != NO_KEY
-        # (key, transcript) pairs as one sortable number: the key's rank in the batch, then the transcript
-        ranked, rank = np.unique(keys, return_inverse=True)
-        pair = rank.astype(np.int64) * (n_docs + 1) + doc
+        key_list = keys.tolist()
+        prior: list[int] = []
+        touched: set[int] = set()
         with self._lock:
-            counts = self._counts
-            counted = np.zeros(n_docs, bool)  # first sight of the transcript: its turns count
-            for i, transcript_key in enumerate(transcript_keys):
-                if transcript_key in self._transcripts:
+            counts, seen = self._counts, self._transcripts
+            offset = 0
+            for transcript_key, n in zip(transcript_keys, turns_per_transcript):
+                turn_keys = key_list[offset : offset + n]
+                offset += n
+                prior.extend(map(counts.get, turn_keys, repeat(0)))  # NO_KEY is never counted: 0
+                if transcript_key in seen:
                     continue
-                self._transcripts[transcript_key] = None
-                if len(self._transcripts) > self._max_transcripts:
-                    self._transcripts.popitem(last=False)
-                counted[i] = True
-            # prior = the count before this batch + earlier counted transcripts of the batch with the key
-            before = np.fromiter(map(counts.get, keys.tolist(), repeat(0)), np.int64, keys.size)
-            counted_pairs = np.unique(pair[keyed & counted[doc]])
-            earlier = np.searchsorted(counted_pairs, pair) - np.searchsorted(counted_pairs, pair - doc)
-            prior = np.where(keyed, before + earlier, 0)
-            key_rank, added = np.unique(counted_pairs // (n_docs + 1), return_counts=True)
-            if key_rank.size:
-                changed = ranked[key_rank].tolist()
-                now = (np.fromiter(map(counts.get, changed, repeat(0)), np.int64, len(changed)) + added).tolist()
-                counts.update(zip(changed, now))
-                self._changed.update(changed)
+                seen[transcript_key] = None
+                if len(seen) > self._max_transcripts:
+                    seen.popitem(last=False)
+                distinct = set(turn_keys)
+                distinct.discard(int(NO_KEY))
+                counts.update(distinct)
                 if self.shared:
-                    deltas = self._deltas
-                    for k, d in zip(changed, added.tolist()):
-                        deltas[k] = deltas.get(k, 0) + d
-                self.most_repeated = max(self.most_repeated, max(now))
+                    self._deltas.update(distinct)
+                touched |= distinct
+            if touched:
+                self._changed |= touched
+                self.most_repeated = max(self.most_repeated, max(map(counts.__getitem__, touched)))
             if len(counts) > self.capacity and not self.shared:  # shared: the store halves
-                self._counts = {k: c // 2 for k, c in counts.items() if c > 1}
+                self._counts = Counter({k: c // 2 for k, c in counts.items() if c > 1})
                 self.most_repeated //= 2
                 self._halved = True
-        return prior
+        return np.array(prior, np.int64)
