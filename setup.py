@@ -1,4 +1,6 @@
-"""Build hook: generate the Python protobuf/gRPC modules from proto/ at build time.
+"""Build hooks: generate the Python protobuf/gRPC modules from proto/ at build time, and
+compile the repetition kernel (service/echogate/_repetition.c, plain C against the Python
+API, no NumPy headers).
 
 Generated code is never committed or edited by hand; it is written next to the
 hand-written package (service/echogate/v1/, git-ignored) so that both regular and
@@ -6,7 +8,7 @@ editable installs see it.
 """
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
@@ -30,4 +32,8 @@ class BuildPyWithProtos(build_py):
         super().run()
 
 
-setup(cmdclass={"build_py": BuildPyWithProtos})
+setup(
+    cmdclass={"build_py": BuildPyWithProtos},
+    ext_modules=[Extension("echogate._repetition", ["service/echogate/_repetition.c"],
+                           extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"])],
+)

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from echogate import repetition
+from echogate.corpus import turn_keys
 from echogate.repetition import STOP_WORDS, TRANSCRIPT_STATS, TURN_FEATURES, analyse_texts, side_means
+from echogate.text import pack_turns, role_codes
 
 F = {name: i for i, name in enumerate(TURN_FEATURES)}
 S = {name: i for i, name in enumerate(TRANSCRIPT_STATS)}
@@ -101,16 +103,28 @@ def test_side_means_average_the_agent_side():
     np.testing.assert_allclose(side_means(np.array([9.0, 1, 0, 0.5, 0.5]), side, doc, 3), [0.5, 0.5, 0])
 
 
-def test_a_batch_past_the_turn_field_is_split_between_transcripts(monkeypatch):
-    monkeypatch.setattr(repetition, "_TURN_BITS", 3)
-    monkeypatch.setattr(repetition, "_TURN_MASK", np.uint64(7))
-    monkeypatch.setattr(repetition, "_SIDE_BIT", np.uint64(8))
-    monkeypatch.setattr(repetition, "_KIND_BIT", np.uint64(16))
-    texts = ["we can help you today", "we can help you today", "sorry it is late"] * 4
-    doc = np.repeat(np.arange(4), 3)
-    rep = run(texts, ["agent"] * 12, doc)
-    assert rep.turn[:, F["trigram_self"]].tolist() == [0, 1, 0] * 4
-    assert rep.transcript[:, S["duplicate_turn_fraction"]].tolist() == pytest.approx([1 / 3] * 4)
-    echo = run(texts, ["customer", "agent", "agent"] * 4, doc)
-    assert echo.turn[:, F["trigram_self"]].tolist() == [0] * 12
-    assert echo.turn[:, F["trigram_other"]].tolist() == [0, 1, 0] * 4
+def test_the_kernel_checks_its_buffers_before_reading_them():
+    packed = pack_turns(["we can help you today", "sorry it is late"], 4096)
+    codes = role_codes(["agent", "agent"])
+    keys = turn_keys(packed, codes)
+    good = repetition.analyse(packed, codes, np.array([0, 1]), 2, keys)
+    assert good.turn.shape == (2, 4) and good.side_trigrams.size == 5
+    with pytest.raises(ValueError, match="out of range or out of order"):
+        repetition.analyse(packed, codes, np.array([1, 0]), 2, keys)  # transcripts not grouped
+    with pytest.raises(ValueError, match="out of range"):
+        repetition.analyse(packed._replace(lengths=packed.lengths + 10), codes, np.array([0, 1]), 2, keys)
+    with pytest.raises(ValueError, match="turn_keys"):
+        repetition.analyse(packed, codes, np.array([0, 1]), 2, keys[:1])
+
+
+def test_a_long_conversation_grows_its_table_and_keeps_every_turn():
+    def code(i):  # a distinct word per turn (digits would fold together in the turn keys)
+        return "".join("abcdefghijklmnopqrstuvwxyz"[i // 26**k % 26] for k in range(3))
+
+    texts = [f"reply {code(i)} concerns parcel {code(i)} today" for i in range(3000)]
+    texts[2999] = texts[5]
+    rep = run(texts, ["agent"] * 3000)
+    assert rep.transcript[0, S["duplicate_turn_fraction"]] == pytest.approx(1 / 3000)
+    assert rep.turn[2999, F["trigram_self"]] == 1.0
+    assert rep.turn[5, F["content_self"]] == pytest.approx(4 / 5)  # all but its own code word
+    assert rep.turn[1:2999, F["trigram_self"]].max() == 0.0
