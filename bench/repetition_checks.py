@@ -13,15 +13,13 @@ dialogues, people vary theirs. The dialogues go through the server's Scorer in f
 2. Across the corpus: how many template and typed turns had been seen in an earlier
    dialogue, the AUROC of seen_before alone, and of the transcript repetitiveness (which
    combines both) for template-dominated versus human dialogues.
-3. Compression ratio (zlib of the agent side; the service does not compute it, see
-   docs/repetition.md): how well it separates the same dialogues, and how closely it follows
-   the side's length and distinct-3, on STAR and the other dialogue files.
+3. Compression ratio of the agent side: how well it separates the same dialogues, and how
+   closely it follows the side's length and distinct-3, on STAR and the other dialogue files.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -78,30 +76,22 @@ def main() -> None:
           f"{auroc(machine[agent], seen[agent]):.3f}")
     print(f"   transcript repetitiveness, template-dominated vs human dialogues: AUROC {auroc(y, doc_rep):.3f}; "
           f"mean {doc_rep[y].mean():.3f} vs {doc_rep[~y].mean():.3f}")
-    print("3. compression ratio of the agent side (lower: more repetitive):")
-    ratio, _, distinct, keep = compression(dialogues)
-    print(f"   STAR template-dominated vs human: AUROC {auroc(y[keep], -ratio):.3f} "
-          f"(1 - distinct_3: {auroc(y[keep], -distinct):.3f})")
+    print("3. compression ratio of the agent side (higher: more repetitive):")
+    ratio = features.transcript[:, TRANSCRIPT_STATS.index("compression_ratio")]
+    distinct = features.transcript[:, TRANSCRIPT_STATS.index("distinct_3")]
+    print(f"   STAR template-dominated vs human: AUROC {auroc(y, ratio):.3f} (1 - distinct_3: {auroc(y, -distinct):.3f})")
     for name in ("star_dialogues", "sgd", "synthetic_persona_chat", "cucom_ecommerce"):
         records = dialogues if name == "star_dialogues" else [
             json.loads(line) for _, line in zip(range(4000), (args.data / f"{name}.jsonl").open())]
-        ratio, length, distinct, _ = compression(records)
-        print(f"   {name:24s} Spearman with length {spearmanr(ratio, length).statistic:+.2f}, "
-              f"with distinct_3 {spearmanr(ratio, distinct).statistic:+.2f}")
-
-
-def compression(records: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """zlib ratio, byte length and distinct-3 of the agent side of the records that have one, and
-    which records those are."""
-    sides = [" ".join(normalize(t["text"]) for t in r["turns"] if t["role"] == "agent").encode() for r in records]
-    keep = [i for i, side in enumerate(sides) if side]
-    kept = [records[i] for i in keep]
-    rep = analyse_texts([normalize(t["text"]) for r in kept for t in r["turns"]],
-                        [t["role"] for r in kept for t in r["turns"]],
-                        np.repeat(np.arange(len(kept)), [len(r["turns"]) for r in kept]), len(kept))
-    length = np.array([len(sides[i]) for i in keep])
-    ratio = np.array([len(zlib.compress(sides[i], 6)) for i in keep]) / length
-    return ratio, length, rep.transcript[:, TRANSCRIPT_STATS.index("distinct_3")], np.array(keep)
+        rep = analyse_texts([normalize(t["text"]) for r in records for t in r["turns"]],
+                            [t["role"] for r in records for t in r["turns"]],
+                            np.repeat(np.arange(len(records)), [len(r["turns"]) for r in records]), len(records))
+        ratio = rep.transcript[:, TRANSCRIPT_STATS.index("compression_ratio")]
+        length = np.array([sum(len(normalize(t["text"]).encode()) for t in r["turns"] if t["role"] == "agent")
+                           for r in records])
+        has = length > 0
+        print(f"   {name:24s} Spearman with the side's length {spearmanr(ratio[has], length[has]).statistic:+.2f}, "
+              f"with distinct_3 {spearmanr(ratio[has], rep.transcript[has, TRANSCRIPT_STATS.index('distinct_3')]).statistic:+.2f}")
 
 
 if __name__ == "__main__":

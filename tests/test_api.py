@@ -79,6 +79,7 @@ async def test_a_looping_bot_turn_scores_repetitive_and_the_statistics_are_store
     assert stats.duplicate_turn_fraction == pytest.approx(2 / 3)  # two of three agent turns repeat the first
     assert stats.distinct_3 < second.repetition.distinct_3 == 1.0  # the re-asks repeat the first ask's trigrams
     assert stats.top_trigram_fraction > 0 and second.repetition.duplicate_turn_fraction == 0
+    assert stats.compression_ratio > second.repetition.compression_ratio > 0  # a loop compresses well
     stored = await stub.GetRecord(pb.GetRecordRequest(record_id=first.record_id))
     assert stored.verdict.repetition == stats
     assert [t.repetitiveness for t in stored.verdict.turns] == [t.repetitiveness for t in first.turns]

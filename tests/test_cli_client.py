@@ -56,7 +56,7 @@ def test_score_command_appends_echogate_object_in_order(tmp_path):
         assert len(e["turns"]) == len(original.get("turns") or [])
         assert all(set(t) == {"bot_origin", "repetitiveness", "seen_before"} for t in e["turns"])
         assert set(e["repetition"]) == {"duplicate_turn_fraction", "duplicate_turn_char_fraction",
-                                        "top_trigram_fraction", "distinct_3"}
+                                        "top_trigram_fraction", "distinct_3", "compression_ratio"}
 
 
 def test_score_command_counts_turns_seen_earlier_in_the_file(tmp_path):

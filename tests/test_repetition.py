@@ -128,3 +128,19 @@ def test_a_long_conversation_grows_its_table_and_keeps_every_turn():
     assert rep.turn[2999, F["trigram_self"]] == 1.0
     assert rep.turn[5, F["content_self"]] == pytest.approx(4 / 5)  # all but its own code word
     assert rep.turn[1:2999, F["trigram_self"]].max() == 0.0
+
+
+def test_compression_ratio_is_the_side_over_its_deflate_size():
+    import zlib
+
+    varied = ["Your parcel left our Leeds depot this morning.", "It should reach you by Friday afternoon.",
+              "A courier will ring before delivering it."]
+    looping = ["Your parcel left our Leeds depot this morning."] * 3
+    customer = ["where is my parcel"] * 3
+    rep = run([t for pair in zip(customer, varied) for t in pair] + [t for pair in zip(customer, looping) for t in pair],
+              ["customer", "agent"] * 6, np.repeat([0, 1], 6), 3)  # transcript 2 has no turns
+    side = "".join(varied).encode()
+    expected = len(side) / len(zlib.compress(side, 6, -15))
+    assert rep.transcript[0, S["compression_ratio"]] == pytest.approx(expected)
+    assert rep.transcript[1, S["compression_ratio"]] > 1.5 * rep.transcript[0, S["compression_ratio"]]
+    assert rep.transcript[2, S["compression_ratio"]] == 0.0

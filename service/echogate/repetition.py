@@ -18,9 +18,9 @@ words has those shares at 0, so a repeated "Thanks." is not looping.
 Per transcript, over the agent side (every turn when there is none), Gopher-family
 statistics (Rae et al. 2021; thresholds in docs/repetition.md): duplicate turn fraction
 and its character fraction (a turn equal to an earlier one of its side, case and digits
-folded, as the corpus memory keys it), the word share of the most frequent trigram, and
+folded, as the corpus memory keys it), the word share of the most frequent trigram,
 distinct-3 (distinct trigrams over trigram occurrences; one minus it is the share of
-occurrences that repeat an earlier one).
+occurrences that repeat an earlier one), and the compression ratio (raw over DEFLATE size).
 
 Computed in C (echogate/_repetition.c), one pass per conversation with a hash table: words
 are hashed from the packed bytes the model reads (echogate.text.pack_turns) as
@@ -31,6 +31,7 @@ A hundred NumPy calls did the same at 200-300 us of fixed cost per call (docs/be
 """
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ from echogate.types import ROLE_CODES, RepetitionStats, Role
 AGENT = ROLE_CODES[Role.AGENT]
 TURN_FEATURES = ("trigram_self", "content_self", "trigram_other", "content_other")
 TRANSCRIPT_STATS = RepetitionStats._fields
+_KERNEL_STATS = 4  # the first four come from the C kernel; compression_ratio from zlib
 
 # Function words carry no content: a turn sharing only these with earlier ones repeats nothing.
 STOP_WORDS = tuple("""a about above after again against all am an and any are aren't as at be because been before
@@ -119,13 +121,31 @@ def analyse(packed: Packed, codes: np.ndarray, turn_transcript: np.ndarray, n_tr
     has_agent = np.bincount(turn_transcript, weights=agent, minlength=n_transcripts) > 0
     side = agent | ~has_agent[turn_transcript]
     turn = np.zeros((n_turns, len(TURN_FEATURES)), np.float32)
-    stats = np.zeros((n_transcripts, len(TRANSCRIPT_STATS)))
+    counted = np.zeros((n_transcripts, _KERNEL_STATS))
     # a turn has fewer trigrams than bytes: room for every side trigram of the batch
     trigrams, trigram_transcript = np.empty(packed.stream.size, np.uint64), np.empty(packed.stream.size, np.int64)
     found = _repetition.analyse(packed.stream, packed.starts, packed.lengths, agent, side, turn_transcript,
                                 np.ascontiguousarray(turn_keys, np.uint64), _WORD_BYTES, _STOP_TABLE,
-                                int(_STOP_SHIFT), n_transcripts, turn, stats, trigrams, trigram_transcript)
+                                int(_STOP_SHIFT), n_transcripts, turn, counted, trigrams, trigram_transcript)
+    stats = np.empty((n_transcripts, len(TRANSCRIPT_STATS)))
+    stats[:, :_KERNEL_STATS] = counted
+    stats[:, _KERNEL_STATS] = _compression_ratios(packed, side, turn_transcript, n_transcripts)
     return Repetition(turn, stats, side, trigrams[:found], trigram_transcript[:found])
+
+
+def _compression_ratios(packed: Packed, side: np.ndarray, turn_transcript: np.ndarray,
+                        n_transcripts: int) -> list[float]:
+    """Each transcript's side, its turns concatenated, over its DEFLATE size (0 for no text):
+    one zlib call per transcript, the bytes cut from the packed stream without a step per turn."""
+    side_bytes = packed.stream[np.repeat(side, packed.lengths)].tobytes()
+    sizes = np.bincount(turn_transcript, weights=packed.lengths * side, minlength=n_transcripts).astype(np.int64)
+    ends = np.cumsum(sizes).tolist()
+    ratios, start = [], 0
+    for end in ends:
+        text = side_bytes[start:end]
+        ratios.append(len(text) / len(zlib.compress(text, 6, -15)) if text else 0.0)
+        start = end
+    return ratios
 
 
 def analyse_texts(normalized: Sequence[str], roles: Sequence[str], turn_transcript: np.ndarray,

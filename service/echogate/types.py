@@ -75,6 +75,7 @@ class RepetitionStats(NamedTuple):
     duplicate_turn_char_fraction: float = 0.0
     top_trigram_fraction: float = 0.0
     distinct_3: float = 0.0
+    compression_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
