@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from echogate import repetition
 from echogate.corpus import turn_keys
@@ -144,3 +146,57 @@ def test_compression_ratio_is_the_side_over_its_deflate_size():
     assert rep.transcript[0, S["compression_ratio"]] == pytest.approx(expected)
     assert rep.transcript[1, S["compression_ratio"]] > 1.5 * rep.transcript[0, S["compression_ratio"]]
     assert rep.transcript[2, S["compression_ratio"]] == 0.0
+
+
+# Bytes that separate words for the kernel: ASCII whitespace, control bytes and punctuation but
+# the apostrophe; only ASCII letters are lower-cased (a plain-bytes reference of that rule).
+_SEPARATING = set(range(33)) | set(b"!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\x7f")
+_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+_STOP = {w.encode() for w in STOP_WORDS}
+
+
+def _words(text: str) -> list[bytes]:
+    data = text.encode("utf-8").translate(_LOWER)
+    return bytes(b if b not in _SEPARATING else 32 for b in data).split()
+
+
+PIECES = st.sampled_from(["we", "can", "help", "you", "the", "Card", "card", "CARD!", "Ünï", "ünï", "it's", "ok",
+                          "thanks", "\x00", "\x01x", "\x7f", "😀", "pay-day", " ", "  ", "\t", ".", "order 12"])
+TURNS = st.lists(st.tuples(st.sampled_from(["agent", "customer", "system", "bot"]),
+                           st.lists(PIECES, max_size=12).map(" ".join)), max_size=14)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(TURNS, min_size=1, max_size=4))
+def test_kernel_matches_a_plain_bytes_reference_on_arbitrary_turns(transcripts):
+    """The C kernel against the rules in plain Python: shares of distinct trigrams and content
+    words used earlier by a turn's own side and by the other, distinct-3 and top trigram share
+    of the side (agents, or every turn when there are none)."""
+    from echogate.text import normalize
+
+    texts = [normalize(t) for turns in transcripts for _, t in turns]
+    roles = [r for turns in transcripts for r, _ in turns]
+    doc = np.repeat(np.arange(len(transcripts)), [len(turns) for turns in transcripts]).astype(np.int64)
+    rep = run(texts, roles, doc, len(transcripts))
+    k = 0
+    for d, turns in enumerate(transcripts):
+        has_agent = any(r == "agent" for r, _ in turns)
+        earlier: dict = {}
+        side_grams: list = []
+        for role, _ in turns:
+            w = _words(texts[k])
+            grams = [set(zip(w, w[1:], w[2:])), {x for x in w if x not in _STOP}]
+            agent = role == "agent"
+            for j, g in enumerate(grams):
+                own, other = earlier.setdefault((agent, j), set()), earlier.setdefault((not agent, j), set())
+                assert rep.turn[k, j] == pytest.approx(len(g & own) / len(g) if g else 0.0)
+                assert rep.turn[k, j + 2] == pytest.approx(len(g & other) / len(g) if g else 0.0)
+                own |= g
+            if agent or not has_agent:
+                side_grams += list(zip(w, w[1:], w[2:]))
+            k += 1
+        distinct = len(set(side_grams))
+        top = max((side_grams.count(g) for g in set(side_grams)), default=0)
+        assert rep.transcript[d, S["distinct_3"]] == pytest.approx(distinct / len(side_grams) if side_grams else 0)
+        assert rep.transcript[d, S["top_trigram_fraction"]] == pytest.approx(top / len(side_grams) if top > 1 else 0)
+        assert rep.side_trigrams[rep.side_trigram_transcript == d].size == len(side_grams)
