@@ -25,7 +25,37 @@ from itertools import repeat
 
 import numpy as np
 
-from echogate.text import Packed, PowerTable, role_codes
+from echogate.text import Packed, role_codes
+
+
+class PowerTable:
+    """base**i, base**-i and sum(base**j for j < i) modulo 2**bits (the dtype's width), grown
+    on demand.
+
+    A polynomial hash of every turn of a packed stream at once (`turn_keys`):
+    prefix sums of term * base**(position in the stream), differenced at turn bounds, times
+    base**-(start) (base is odd, so invertible; arithmetic wraps). Tables are replaced whole,
+    so readers on other threads always see a consistent set.
+    """
+
+    def __init__(self, base: int, dtype: type[np.unsignedinteger]):
+        self.base, self.dtype = base, dtype
+        self._tables = np.ones(1, dtype), np.ones(1, dtype), np.zeros(1, dtype)
+
+    def get(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(powers, inverse powers, prefix sums of powers), each of at least `size` entries."""
+        tables = self._tables
+        if tables[0].size < size:
+            n = max(size, 2 * tables[0].size)
+            bits = np.dtype(self.dtype).itemsize * 8
+            steps = np.full(n, self.base, self.dtype), np.full(n, pow(self.base, -1, 2**bits), self.dtype)
+            steps[0][0] = steps[1][0] = 1
+            powers = np.cumprod(steps[0], dtype=self.dtype)
+            prefix = np.zeros(n, self.dtype)
+            np.cumsum(powers[:-1], out=prefix[1:])
+            tables = self._tables = powers, np.cumprod(steps[1], dtype=self.dtype), prefix
+        return tables
+
 
 MIN_WORDS = 3
 MIN_SAVED_COUNT = 2  # a turn is saved to the store once a second transcript has had it

@@ -92,7 +92,7 @@ _STOP_TABLE, _STOP_SHIFT = _stop_table()
 
 @dataclass(frozen=True)
 class Repetition:
-    """Repetition of a batch: `turn` [R, 4] float32 in TURN_FEATURES order, `transcript` [T, 4]
+    """Repetition of a batch: `turn` [R, 4] float32 in TURN_FEATURES order, `transcript` [T, 5]
     float64 in TRANSCRIPT_STATS order, `side` [R] bool: the turns each transcript's statistics
     are over (the agent turns; every turn of a transcript without any). `side_trigrams` are the
     hashes of those turns' word trigrams (the same trigram has the same hash in every
