@@ -108,7 +108,7 @@ def main() -> None:
 
 
 def _zero_repetition(packed, codes: np.ndarray, turn_transcript: np.ndarray, n_transcripts: int,
-                     turn_keys: np.ndarray) -> repetition.Repetition:
+                     keys: np.ndarray) -> repetition.Repetition:
     n_turns = len(codes)
     return repetition.Repetition(np.zeros((n_turns, len(repetition.TURN_FEATURES)), np.float32),
                                  np.zeros((n_transcripts, len(repetition.TRANSCRIPT_STATS))), np.ones(n_turns, bool),

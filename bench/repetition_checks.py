@@ -30,7 +30,7 @@ from echogate.model import BotOriginModel
 from echogate.repetition import TRANSCRIPT_STATS, analyse_texts
 from echogate.scoring import Scorer
 from echogate.settings import default_model_path
-from echogate.text import normalize
+from echogate.text import normalize, normalize_all
 from echogate.types import Role, Transcript, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def main() -> None:
     seen = np.array([t.seen_before for s in scored for t in s.scores.turns])
     doc_rep = np.array([s.scores.repetitiveness for s in scored])
 
-    features = analyse_texts([normalize(t.text) for x in transcripts for t in x.turns],
+    features = analyse_texts(normalize_all([t.text for x in transcripts for t in x.turns]),
                              [t.role for x in transcripts for t in x.turns],
                              np.repeat(np.arange(len(transcripts)), [len(x.turns) for x in transcripts]),
                              len(transcripts))
@@ -81,11 +81,13 @@ def main() -> None:
     distinct = features.transcript[:, TRANSCRIPT_STATS.index("distinct_3")]
     print(f"   STAR template-dominated vs human: AUROC {auroc(y, ratio):.3f} (1 - distinct_3: {auroc(y, -distinct):.3f})")
     for name in ("star_dialogues", "sgd", "synthetic_persona_chat", "cucom_ecommerce"):
-        records = dialogues if name == "star_dialogues" else [
-            json.loads(line) for _, line in zip(range(4000), (args.data / f"{name}.jsonl").open())]
-        rep = analyse_texts([normalize(t["text"]) for r in records for t in r["turns"]],
-                            [t["role"] for r in records for t in r["turns"]],
-                            np.repeat(np.arange(len(records)), [len(r["turns"]) for r in records]), len(records))
+        if name == "star_dialogues":  # analysed above
+            records, rep = dialogues, features
+        else:
+            records = [json.loads(line) for _, line in zip(range(4000), (args.data / f"{name}.jsonl").open())]
+            rep = analyse_texts(normalize_all([t["text"] for r in records for t in r["turns"]]),
+                                [t["role"] for r in records for t in r["turns"]],
+                                np.repeat(np.arange(len(records)), [len(r["turns"]) for r in records]), len(records))
         ratio = rep.transcript[:, TRANSCRIPT_STATS.index("compression_ratio")]
         length = np.array([sum(len(normalize(t["text"]).encode()) for t in r["turns"] if t["role"] == "agent")
                            for r in records])

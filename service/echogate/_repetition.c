@@ -130,7 +130,7 @@ typedef struct {
     const uint8_t *stream, *agent, *side, *word_bytes;
     const int64_t *starts, *lengths, *turn_transcript;
     const uint64_t *turn_keys, *stop_table;
-    int64_t n_turns, n_transcripts, stop_mask;
+    int64_t n_turns, stop_mask;
     int stop_shift;
     float *turn;
     double *stats;
@@ -262,7 +262,7 @@ static PyObject *analyse(PyObject *self, PyObject *args) {
         }
     }
     Batch batch = {stream.buf, agent.buf, side.buf, word_bytes.buf, s, l, tt, turn_keys.buf, stop_table.buf,
-                   n_turns, n_transcripts, table_size - 1, stop_shift, turn.buf, stats.buf,
+                   n_turns, table_size - 1, stop_shift, turn.buf, stats.buf,
                    side_trigrams.buf, side_trigram_transcript.buf, 0, side_trigrams.len / 8};
     int status;
     Py_BEGIN_ALLOW_THREADS

@@ -107,13 +107,13 @@ class Repetition:
 
 
 def analyse(packed: Packed, codes: np.ndarray, turn_transcript: np.ndarray, n_transcripts: int,
-            turn_keys: np.ndarray) -> Repetition:
+            keys: np.ndarray) -> Repetition:
     """Repetition features of the turns of several transcripts.
 
     `packed` are the turns as the model reads them (echogate.text.pack_turns of normalised
     texts), `codes` their role codes (echogate.text.role_codes), `turn_transcript` the
-    transcript index of each turn (non-decreasing) and `turn_keys` the corpus memory's keys of
-    the turns (echogate.corpus.turn_keys).
+    transcript index of each turn (non-decreasing) and `keys` the corpus memory's keys of the
+    turns (echogate.corpus.turn_keys).
     """
     n_turns = len(codes)
     turn_transcript = np.ascontiguousarray(turn_transcript, np.int64)
@@ -125,7 +125,7 @@ def analyse(packed: Packed, codes: np.ndarray, turn_transcript: np.ndarray, n_tr
     # a turn has fewer trigrams than bytes: room for every side trigram of the batch
     trigrams, trigram_transcript = np.empty(packed.stream.size, np.uint64), np.empty(packed.stream.size, np.int64)
     found = _repetition.analyse(packed.stream, packed.starts, packed.lengths, agent, side, turn_transcript,
-                                np.ascontiguousarray(turn_keys, np.uint64), _WORD_BYTES, _STOP_TABLE,
+                                np.ascontiguousarray(keys, np.uint64), _WORD_BYTES, _STOP_TABLE,
                                 int(_STOP_SHIFT), n_transcripts, turn, counted, trigrams, trigram_transcript)
     stats = np.empty((n_transcripts, len(TRANSCRIPT_STATS)))
     stats[:, :_KERNEL_STATS] = counted

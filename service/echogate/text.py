@@ -59,13 +59,14 @@ def normalize_all(texts: Sequence[str]) -> list[str]:
     joined = "\x00".join(texts)
     if len(texts) == 0 or joined.count("\x00") != len(texts) - 1:
         return [normalize(t) for t in texts]
-    if joined.isascii() and not any(c in joined for c in _ASCII_WHITESPACE):
+    ascii_only = joined.isascii()
+    if ascii_only and not any(c in joined for c in _ASCII_WHITESPACE):
         b = np.frombuffer(joined.encode("ascii"), np.uint8)
         space = b == 32
         edge = space | (b == 0)  # a space beside a space or a separator is a run, or a text's edge
         if not b.size or not (space[0] or space[-1] or (space[1:] & edge[:-1]).any() or (edge[1:] & space[:-1]).any()):
             return list(texts)
-    elif not joined.isascii():
+    elif not ascii_only:
         joined = unicodedata.normalize("NFKC", joined).translate(_ZERO_WIDTH)
     # whitespace runs become one space; the space next to a separator was a text's edge
     return " ".join(joined.split()).replace(" \x00", "\x00").replace("\x00 ", "\x00").split("\x00")
@@ -94,7 +95,7 @@ def role_codes(roles: Sequence[str]) -> np.ndarray:
 def content_sha256(roles: Sequence[str], texts: Sequence[str], normalized: bool = False) -> str:
     """Hash of the canonical content: for each turn in order, role, 0x1F, normalised text, 0x1E."""
     if not normalized:
-        texts = [normalize(t) for t in texts]
+        texts = normalize_all(texts)
     if len(roles) != len(texts):
         raise ValueError(f"{len(roles)} roles for {len(texts)} texts")
     canonical = "\x1e".join(map("\x1f".join, zip(roles, texts))) + "\x1e"  # role, 0x1F, text, 0x1E per turn

@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from echogate import evaluation, repetition
-from echogate.text import normalize
+from echogate.text import normalize_all
 from echogate.training.data import Doc
 
 KINDS = ("verbatim", "partial", "sentence", "echo")
@@ -104,7 +104,7 @@ def make_examples(docs: list[Doc], seed: int, per_dataset: int = 3000) -> list[E
 def features(examples: list[Example]) -> np.ndarray:
     """TURN_FEATURES of each example's judged (last) turn, computed as the scorer does."""
     counts = [len(e.texts) for e in examples]
-    rep = repetition.analyse_texts([normalize(t) for e in examples for t in e.texts],
+    rep = repetition.analyse_texts(normalize_all([t for e in examples for t in e.texts]),
                                    [r for e in examples for r in e.roles], np.repeat(np.arange(len(examples)), counts),
                                    len(examples))
     return rep.turn[np.cumsum(counts) - 1].astype(np.float64)
