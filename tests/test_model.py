@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from echogate.features import HashSpec, ngram_hashes
+from echogate.features import HashSpec, function_word_stream, ngram_hashes
 from echogate.model import BotOriginModel, ModelLoadError
 from echogate.settings import default_model_path
 from echogate.text import normalize, pack_turns
@@ -17,7 +17,7 @@ from echogate.training.train import ROLE_WEIGHTS
 from tests.conftest import DATASETS, needs_datasets
 
 HEAD = RepetitionHead((2.0, 1.0, -0.5, 0.25), -1.5)
-TEXTS = ["Hello, how can I help?", "", "ok", "Ünïcödé 😀 text with\u200b zero width", "A" * 300, "de", "x y z"]
+TEXTS = ["Hello, how can I help?", "", "ok", "THE end", "the", "Ünïcödé 😀 text with\u200b zero width", "A" * 300, "de", "x y z"]
 
 
 def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, n_transcripts):
@@ -32,7 +32,8 @@ def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, 
     return turn_raw, doc_s / np.sqrt(np.maximum(doc_c, 1)) + intercept, counts, (stream, turn_of_byte)
 
 
-@pytest.mark.parametrize("spec", [HashSpec((3, 4, 5), (), 1009), HashSpec((2,), (4, 6), 65_521)])
+@pytest.mark.parametrize("spec", [HashSpec((3, 4, 5), (), 1009), HashSpec((2,), (4, 6), 65_521),
+                                  HashSpec((3,), (), 65_521, (3, 5, 8))])
 def test_graph_matches_numpy_reference(tmp_path, spec):
     rng = np.random.default_rng(0)
     weights = rng.normal(size=spec.table_size).astype(np.float32)
@@ -41,18 +42,18 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
     onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0, 0.5), Calibration(1.0, 0.0, 2.0), HEAD, meta),
               tmp_path / "m.onnx")
     model = BotOriginModel(tmp_path / "m.onnx")
-    transcript_of_turn = np.array([0, 0, 0, 1, 1, 2, 3])  # transcript 3 is a single text
-    turn_weight = np.array([1.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0], np.float32)
+    transcript_of_turn = np.array([0, 0, 0, 0, 0, 1, 1, 2, 3])  # transcript 3 is a single text
+    turn_weight = np.array([1.0, 0.5, 1.0, 1.0, 0.5, 1.0, 0.0, 0.5, 1.0], np.float32)
     turn_raw, doc_raw, counts, (stream, byte_turn) = reference(spec, weights.astype(np.float64), 0.25, TEXTS,
                                                                transcript_of_turn, turn_weight, 4)
-    seen = np.array([0.0, 1.0, 0.0, 2.0, 0.5, 0.0, 3.0], np.float32)
+    seen = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 2.0, 0.5, 0.0, 3.0], np.float32)
     features = rng.uniform(size=(len(TEXTS), 4)).astype(np.float32)
-    side = np.array([1, 0, 1, 1, 0, 1, 1], np.float32)
+    side = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1], np.float32)
     out = model.run(stream, byte_turn, transcript_of_turn, turn_weight, seen, 4, features, side)
     turn_raw = turn_raw + 0.5 * seen
     doc_w = np.bincount(transcript_of_turn, weights=turn_weight)
     doc_raw = doc_raw + 2.0 * np.bincount(transcript_of_turn, weights=turn_weight * seen) / np.maximum(doc_w, 1e-6)
-    doc_raw[[2, 3]] = turn_raw[[5, 6]]  # one-turn transcripts take their turn's (single-text) calibration
+    doc_raw[[2, 3]] = turn_raw[[7, 8]]  # one-turn transcripts take their turn's (single-text) calibration
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731 - calibration is identity here
     np.testing.assert_allclose(logit(out.turn_bot_origin.astype(np.float64)), turn_raw, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(logit(out.transcript_bot_origin.astype(np.float64)), doc_raw, rtol=1e-3, atol=1e-3)
@@ -108,3 +109,11 @@ def test_shipped_model_is_trained_not_constant():
     probs = np.array([s.scores.bot_origin for s in scorer.score(transcripts)])
     assert probs.std() > 0.01
     assert auroc(np.array([d.label for d in docs]), probs) > 0.8
+
+
+def test_function_word_stream_masks_content_words_within_turns():
+    """Function words keep their bytes (and case); other words become style classes; a turn's
+    edge ends a word, so a turn's skeleton does not depend on its neighbours in the batch."""
+    packed = pack_turns(["I'd be Happy to help with order 123!", "THE end", "the"], 100)
+    skeleton = function_word_stream(packed.stream, packed.byte_turn).astype(np.uint8).tobytes()
+    assert skeleton == b"I'a be Aaaaa to aaaa with aaaaa 000!THE aaathe"

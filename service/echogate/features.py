@@ -2,9 +2,10 @@
 
 An n-gram starting at byte i of the packed stream (see `echogate.text.pack_turns`) is
 hashed as  (sum_k byte[i+k] * 257**k + salt(n)) mod TABLE_SIZE  and counts only when all
-its bytes belong to the same turn. The trainer builds its design matrix from these
-hashes; `echogate.model_graph` emits the same arithmetic as ONNX ops, and a test checks
-that both agree bit for bit.
+its bytes belong to the same turn. Three streams are hashed: the bytes themselves, their
+writing-style classes (`SHAPE_CLASSES`) and a function-word skeleton (`function_word_stream`).
+The trainer builds its design matrix from these hashes; `echogate.training.graph` emits the
+same arithmetic as ONNX ops, and a test checks that both agree bit for bit.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ SALT = 1_000_003
 
 
 SHAPE_SALT_OFFSET = 16
+FUNCTION_SALT_OFFSET = 32
 
 
 def _shape_classes() -> np.ndarray:
@@ -34,22 +36,106 @@ def _shape_classes() -> np.ndarray:
 
 SHAPE_CLASSES = _shape_classes()
 
+# scikit-learn's English stop-word list (from the Glasgow Information Retrieval Group), frozen
+# here so that a library release cannot change a model's function-word table.
+FUNCTION_WORDS = tuple("""
+a about above across after afterwards again against all almost alone along already also although
+always am among amongst amoungst amount an and another any anyhow anyone anything anyway
+anywhere are around as at back be became because become becomes becoming been before beforehand
+behind being below beside besides between beyond bill both bottom but by call can cannot cant co
+con could couldnt cry de describe detail do done down due during each eg eight either eleven
+else elsewhere empty enough etc even ever every everyone everything everywhere except few
+fifteen fifty fill find fire first five for former formerly forty found four from front full
+further get give go had has hasnt have he hence her here hereafter hereby herein hereupon hers
+herself him himself his how however hundred i ie if in inc indeed interest into is it its itself
+keep last latter latterly least less ltd made many may me meanwhile might mill mine more
+moreover most mostly move much must my myself name namely neither never nevertheless next nine
+no nobody none noone nor not nothing now nowhere of off often on once one only onto or other
+others otherwise our ours ourselves out over own part per perhaps please put rather re same see
+seem seemed seeming seems serious several she should show side since sincere six sixty so some
+somehow someone something sometime sometimes somewhere still such system take ten than that the
+their them themselves then thence there thereafter thereby therefore therein thereupon these
+they thick thin third this those though three through throughout thru thus to together too top
+toward towards twelve twenty two un under until up upon us very via was we well were what
+whatever when whence whenever where whereafter whereas whereby wherein whereupon wherever
+whether which while whither who whoever whole whom whose why will with within without would yet
+you your yours yourself yourselves
+""".split())
+WORD_HASH_LETTERS = 14  # a word is hashed by its first letters only (no function word is longer)
+WORD_TABLE_SIZE = 1 << 20
+
+
+def _letter_codes() -> np.ndarray:
+    """Byte -> its lower-case letter for ASCII letters, 0 for every other byte."""
+    table = np.zeros(256, np.int64)
+    table[ord("a") : ord("z") + 1] = np.arange(ord("a"), ord("z") + 1)
+    table[ord("A") : ord("Z") + 1] = np.arange(ord("a"), ord("z") + 1)
+    return table
+
+
+LETTER_CODES = _letter_codes()
+# BASE**k mod WORD_TABLE_SIZE for a letter at position k < WORD_HASH_LETTERS; 0 past them
+WORD_POWERS = np.array([pow(BASE, k, WORD_TABLE_SIZE) for k in range(WORD_HASH_LETTERS)] + [0], np.int64)
+
+
+def word_hash(word: str) -> int:
+    """The hash `function_word_stream` gives a word of ASCII letters (case-insensitive)."""
+    codes = LETTER_CODES[np.frombuffer(word.encode("ascii"), np.uint8)]
+    return int((codes * WORD_POWERS[np.minimum(np.arange(len(codes)), WORD_HASH_LETTERS)]).sum() % WORD_TABLE_SIZE)
+
+
+def _function_word_table() -> np.ndarray:
+    table = np.zeros(WORD_TABLE_SIZE, np.bool_)
+    table[[word_hash(w) for w in FUNCTION_WORDS]] = True
+    return table
+
+
+FUNCTION_WORD_TABLE = _function_word_table()
+
+
+def function_word_stream(stream: np.ndarray, turn_of_byte: np.ndarray) -> np.ndarray:
+    """The text with its function words kept and every other byte replaced by its
+    writing-style class: "I'd be happy to help with order 123" -> "I'a be aaaaa to aaaa with
+    aaaaa 000".
+
+    Text distortion (Stamatatos 2017): n-grams of this stream see how a writer strings
+    common words together while the topic is masked, which carries authorship across domains
+    better than content n-grams. A word is a run of ASCII letters within one turn; it is a
+    function word when its hash (first WORD_HASH_LETTERS letters, case-insensitive) marks
+    FUNCTION_WORD_TABLE, so a rare hash collision keeps another word: the graph does the same.
+    """
+    codes = LETTER_CODES[stream]
+    letter = codes > 0
+    n = stream.shape[0]
+    start = letter.copy()
+    start[1:] &= ~letter[:-1] | (turn_of_byte[1:] != turn_of_byte[:-1])
+    word = np.cumsum(start)  # 1-based word of each letter (the previous word's for other bytes)
+    word_starts = np.concatenate([[0], np.flatnonzero(start)])
+    position = np.arange(n) - word_starts[word]
+    terms = np.where(letter, codes * WORD_POWERS[np.minimum(position, WORD_HASH_LETTERS)], 0)
+    hashes = np.bincount(word, weights=terms, minlength=word_starts.size).astype(np.int64) % WORD_TABLE_SIZE
+    keep = letter & FUNCTION_WORD_TABLE[hashes][word]
+    return np.where(keep, stream, SHAPE_CLASSES[stream])
+
 
 @dataclass(frozen=True)
 class HashSpec:
     """Which n-gram orders are hashed into how many buckets.
 
     `orders` apply to the raw byte stream, `shape_orders` to its writing-style classes
-    (SHAPE_CLASSES); both share one weight table, kept apart by their salts.
+    (SHAPE_CLASSES), `function_orders` to its function-word skeleton (function_word_stream);
+    all share one weight table, kept apart by their salts.
     """
 
     orders: tuple[int, ...] = (3, 4, 5)
     shape_orders: tuple[int, ...] = ()
     table_size: int = 524_287  # 2**19 - 1, prime
+    function_orders: tuple[int, ...] = ()
 
     def to_metadata(self) -> dict[str, str]:
         return {"hash_orders": ",".join(map(str, self.orders)),
                 "hash_shape_orders": ",".join(map(str, self.shape_orders)),
+                "hash_function_orders": ",".join(map(str, self.function_orders)),
                 "hash_table_size": str(self.table_size)}
 
 
@@ -61,6 +147,9 @@ def ngram_hashes(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec) -
     if spec.shape_orders:
         shape = SHAPE_CLASSES[stream].astype(np.int64)
         plans += [(shape, n, (n + SHAPE_SALT_OFFSET) * SALT) for n in spec.shape_orders]
+    if spec.function_orders:
+        skeleton = function_word_stream(stream, turn_of_byte).astype(np.int64)
+        plans += [(skeleton, n, (n + FUNCTION_SALT_OFFSET) * SALT) for n in spec.function_orders]
     for x, n, salt in plans:
         m = size - n + 1
         if m <= 0:

@@ -33,6 +33,11 @@ def render(report: dict) -> str:
     weighting = ("; then " + ", ".join(f"`{d}` x{w:g}" for d, w in sorted(weights.items())) +
                  " (the files with both labels on matched content teach origin rather than collection)"
                  if weights else "")
+    pairing = (f" Each l2r rewrite also trains against its own human original as a difference row (the pair's"
+               f" machine-minus-human n-grams labelled machine, and the negation labelled human), the pairs weighing"
+               f" {cfg['pair_weight']:g} x the paired texts' weight: content cancels in a difference, so these rows"
+               f" teach how a machine rewrites rather than what a collection is about."
+               if cfg.get("pair_weight") else "")
     cal = report["calibration"]
     seen = (f"single texts {cal['turn']['seen_weight']:.2f}, dialogues {cal['transcript']['seen_weight']:.2f} "
             "per unit of log1p(count)")
@@ -47,8 +52,11 @@ def render(report: dict) -> str:
 was written by a machine (an LLM or a scripted bot) rather than a person.
 
 ## What it is
-- A linear model over hashed byte n-grams (orders {cfg['orders']}) and writing-style n-grams
-  (orders {cfg['shape_orders'] or 'none'}), {cfg['table_size']:,} hashed weights, computed **inside the
+- A linear model over hashed byte n-grams (orders {cfg['orders']}), writing-style n-grams
+  (orders {cfg['shape_orders'] or 'none'}) and function-word skeleton n-grams (orders
+  {cfg.get('function_orders') or 'none'}: the text with scikit-learn's English stop words kept and
+  every other letter replaced by its case, so n-grams see how common words are strung together
+  with the topic masked), {cfg['table_size']:,} hashed weights, computed **inside the
   ONNX graph** from raw UTF-8 bytes (see `service/echogate/training/graph.py`). Text is
   normalised first (NFKC, zero-width characters removed, whitespace collapsed:
   `echogate.text.normalize`, version recorded in the model metadata).
@@ -69,7 +77,7 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   simulated as `echogate score` sees it: each dataset shuffled into streams of
   {cfg.get('stream_size', 0):,} records, each stream starting with an empty memory.
 - Trained on: {train_on}. Logistic regression, C={cfg['c']}, classes balanced so that every
-  (dataset, label, kind) group weighs the same{weighting}. Seed {cfg['seed']}.
+  (dataset, label, kind) group weighs the same{weighting}.{pairing} Seed {cfg['seed']}.
 
 ## Repetitiveness output
 - `turn_repetitiveness` = sigmoid(weights . repetition features + bias), features from

@@ -27,6 +27,9 @@ class Doc:
     kind: str  # "transcript" or "turn"
     roles: tuple[str, ...]
     texts: tuple[str, ...]
+    # Documents with the same `content` key say the same thing (an l2r original and its
+    # rewrites: "domain/item"); None where the file matches no content.
+    content: str | None = None
 
     @property
     def words(self) -> int:
@@ -44,6 +47,15 @@ def read_records(path: Path) -> Iterator[dict]:
                 yield json.loads(line)
 
 
+def content_key(dataset: str, record_id: str) -> str | None:
+    """l2r ids are "l2r/DOMAIN/WRITER/ITEM", where a machine's item i rewrites the human item i
+    of the same domain (../shared/datasets/README.md): the key is "DOMAIN/ITEM"."""
+    if dataset != "l2r":
+        return None
+    _, domain, _, item = record_id.split("/")
+    return f"{domain}/{item}"
+
+
 def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list[Doc]:
     """All transcript documents, plus a seeded sample of single-turn documents per dataset."""
     rng = random.Random(seed)
@@ -56,7 +68,8 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
             if not rec.get("turns"):
                 # Plain text (l2r paragraphs, STAR single agent turns): one agent turn, a single
                 # text, scored like a one-turn transcript (see echogate.training.graph).
-                docs.append(Doc(dataset, label, generator, domain, "turn", ("agent",), (rec["text"],)))
+                docs.append(Doc(dataset, label, generator, domain, "turn", ("agent",), (rec["text"],),
+                                content_key(dataset, rec["id"])))
                 continue
             turns = [(_role(t["role"]), t["text"]) for t in rec["turns"] if t["text"].strip()]
             if not turns:

@@ -35,7 +35,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from echogate.features import BASE, SALT, SHAPE_CLASSES, SHAPE_SALT_OFFSET, HashSpec
+from echogate.features import (BASE, FUNCTION_SALT_OFFSET, FUNCTION_WORD_TABLE, LETTER_CODES, SALT, SHAPE_CLASSES,
+                               SHAPE_SALT_OFFSET, WORD_HASH_LETTERS, WORD_POWERS, WORD_TABLE_SIZE, HashSpec)
 from echogate.repetition import TURN_FEATURES
 from echogate.training.repetition import RepetitionHead
 
@@ -49,6 +50,40 @@ class Calibration:
     scale: float
     offset: float
     seen_weight: float = 0.0
+
+
+def function_word_stream(node, const, x: str, shape: str, size: str) -> str:
+    """ONNX ops for echogate.features.function_word_stream: function words' bytes kept,
+    every other byte its writing-style class. Words are numbered by a cumulative sum of
+    their first letters (a letter after a non-letter or at a turn's first byte); slot 0
+    stands before the first word, so a batch without letters needs no special case."""
+    codes = node("Gather", [const("letter_codes", LETTER_CODES), x], "f_codes", axis=0)
+    letter = node("Greater", [codes, "zero_i"], "f_letter")
+    # the byte before each byte (none before the first): a letter of the same turn?
+    prev_letter = node("Slice", [node("Concat", [const("f_false", np.array([False])), letter], "f_letter_pad", axis=0),
+                                 "zero_i", size], "f_prev_letter")
+    prev_turn = node("Slice", [node("Concat", [const("f_minus1", np.array([-1], np.int64)), "byte_turn"],
+                                    "f_turn_pad", axis=0), "zero_i", size], "f_prev_turn")
+    continues = node("And", [prev_letter, node("Equal", [prev_turn, "byte_turn"], "f_same_turn")], "f_continues")
+    first = node("And", [letter, node("Not", [continues], "f_breaks")], "f_first")
+    word = node("CumSum", [node("Cast", [first], "f_first_i", to=TensorProto.INT64), "axis0"], "f_word")
+    word_starts = node("Concat", ["zero_i", node("Reshape", [node("NonZero", [first], "f_starts2"),
+                                                              const("f_flat", np.array([-1], np.int64))],
+                                                 "f_starts1")], "f_word_starts", axis=0)
+    ones = node("ConstantOfShape", [size], "f_ones", value=helper.make_tensor("o", TensorProto.INT64, [1], [1]))
+    position = node("Sub", [node("CumSum", [ones, "axis0"], "f_index", exclusive=1),
+                            node("Gather", [word_starts, word], "f_word_start", axis=0)], "f_position")
+    power = node("Gather", [const("word_powers", WORD_POWERS),
+                            node("Min", [position, const("f_last", np.array(WORD_HASH_LETTERS, np.int64))],
+                                 "f_position_c")], "f_power", axis=0)
+    terms = node("Mul", [codes, power], "f_terms")  # 0 for every byte that is not a letter
+    sums = node("ScatterElements", [node("ConstantOfShape", [node("Shape", [word_starts], "f_n_words")], "f_zeros",
+                                         value=helper.make_tensor("z", TensorProto.INT64, [1], [0])), word, terms],
+                "f_word_sum", axis=0, reduction="add")
+    hashes = node("Mod", [sums, const("word_table_size", np.array(WORD_TABLE_SIZE, np.int64))], "f_word_hash")
+    is_function = node("Gather", [const("function_words", FUNCTION_WORD_TABLE), hashes], "f_is_function", axis=0)
+    keep = node("And", [letter, node("Gather", [is_function, word], "f_keep_word", axis=0)], "f_keep")
+    return node("Where", [keep, x, shape], "f_stream")
 
 
 def build_graph(
@@ -96,10 +131,15 @@ def build_graph(
     zero_d = const("zero_d", np.array([0.0], np.float64))
 
     streams = [(x, spec.orders, 0, "o")]
-    if spec.shape_orders:
+    shape = None
+    if spec.shape_orders or spec.function_orders:
         shape = node("Cast", [node("Gather", [const("shape_classes", SHAPE_CLASSES), x], "shape_u8", axis=0)],
                      "shape", to=TensorProto.INT64)
+    if spec.shape_orders:
         streams.append((shape, spec.shape_orders, SHAPE_SALT_OFFSET, "s"))
+    if spec.function_orders:
+        streams.append((function_word_stream(node, const, x, shape, size), spec.function_orders,
+                        FUNCTION_SALT_OFFSET, "f"))
     sums, counts = [], []
     for data, orders, salt_offset, tag in streams:
         # Polynomial hashes built incrementally: g_n[i] = g_(n-1)[i] + data[i+n-1] * BASE**(n-1),
