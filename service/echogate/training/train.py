@@ -91,8 +91,9 @@ class TrainConfig:
     seed: int = 20261124
     orders: tuple[int, ...] = (3, 4, 5)
     shape_orders: tuple[int, ...] = (4, 6)
-    # n-gram orders over the function-word skeleton (echogate.features.function_word_stream)
-    function_orders: tuple[int, ...] = (4, 6, 8)
+    # n-gram orders over the function-word skeleton (echogate.features.function_word_stream):
+    # (6,) and (4, 6, 8) both gave held-out macro AUROC 0.777; (6,) costs the model 17% less time
+    function_orders: tuple[int, ...] = (6,)
     table_size: int = 524_287
     c: float = 0.5
     # L-BFGS stops here before converging: an early stop that regularises (held-out macro
