@@ -78,15 +78,30 @@ LETTER_CODES = _letter_codes()
 WORD_POWERS = np.array([pow(BASE, k, WORD_TABLE_SIZE) for k in range(WORD_HASH_LETTERS)] + [0], np.int64)
 
 
-def word_hash(word: str) -> int:
-    """The hash `function_word_stream` gives a word of ASCII letters (case-insensitive)."""
-    codes = LETTER_CODES[np.frombuffer(word.encode("ascii"), np.uint8)]
-    return int((codes * WORD_POWERS[np.minimum(np.arange(len(codes)), WORD_HASH_LETTERS)]).sum() % WORD_TABLE_SIZE)
+def _words(stream: np.ndarray, turn_of_byte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(letter mask, word of each byte, hash of each word) of a packed stream.
+
+    A word is a run of ASCII letters within one turn, numbered from 1 (slot 0 stands before
+    the first word; other bytes carry the previous word's number), hashed by its first
+    WORD_HASH_LETTERS letters, case-insensitive.
+    """
+    codes = LETTER_CODES[stream]
+    letter = codes > 0
+    start = letter.copy()
+    start[1:] &= ~letter[:-1] | (turn_of_byte[1:] != turn_of_byte[:-1])
+    word = np.cumsum(start)
+    word_starts = np.concatenate([[0], np.flatnonzero(start)])
+    position = np.arange(stream.shape[0]) - word_starts[word]
+    terms = np.where(letter, codes * WORD_POWERS[np.minimum(position, WORD_HASH_LETTERS)], 0)
+    hashes = np.bincount(word, weights=terms, minlength=word_starts.size).astype(np.int64) % WORD_TABLE_SIZE
+    return letter, word, hashes
 
 
 def _function_word_table() -> np.ndarray:
+    """True at the hash of each function word, as `_words` hashes them."""
+    stream = np.frombuffer(" ".join(FUNCTION_WORDS).encode("ascii"), np.uint8)
     table = np.zeros(WORD_TABLE_SIZE, np.bool_)
-    table[[word_hash(w) for w in FUNCTION_WORDS]] = True
+    table[_words(stream, np.zeros(stream.shape[0], np.int64))[2][1:]] = True
     return table
 
 
@@ -100,20 +115,11 @@ def function_word_stream(stream: np.ndarray, turn_of_byte: np.ndarray) -> np.nda
 
     Text distortion (Stamatatos 2017): n-grams of this stream see how a writer strings
     common words together while the topic is masked, which carries authorship across domains
-    better than content n-grams. A word is a run of ASCII letters within one turn; it is a
-    function word when its hash (first WORD_HASH_LETTERS letters, case-insensitive) marks
+    better than content n-grams. A word (see `_words`) is a function word when its hash marks
     FUNCTION_WORD_TABLE, so a rare hash collision keeps another word: the graph does the same.
+    Words end at a turn's edge, so a turn's skeleton does not depend on its neighbours.
     """
-    codes = LETTER_CODES[stream]
-    letter = codes > 0
-    n = stream.shape[0]
-    start = letter.copy()
-    start[1:] &= ~letter[:-1] | (turn_of_byte[1:] != turn_of_byte[:-1])
-    word = np.cumsum(start)  # 1-based word of each letter (the previous word's for other bytes)
-    word_starts = np.concatenate([[0], np.flatnonzero(start)])
-    position = np.arange(n) - word_starts[word]
-    terms = np.where(letter, codes * WORD_POWERS[np.minimum(position, WORD_HASH_LETTERS)], 0)
-    hashes = np.bincount(word, weights=terms, minlength=word_starts.size).astype(np.int64) % WORD_TABLE_SIZE
+    letter, word, hashes = _words(stream, turn_of_byte)
     keep = letter & FUNCTION_WORD_TABLE[hashes][word]
     return np.where(keep, stream, SHAPE_CLASSES[stream])
 

@@ -150,10 +150,9 @@ def group_weights(docs: list[Doc]) -> np.ndarray:
 def matched_pairs(docs: list[Doc]) -> tuple[np.ndarray, np.ndarray]:
     """(machine, human) document indices of every machine text and the human original it
     rewrites (same `content` key)."""
-    human = {d.content: i for i, d in enumerate(docs) if d.content is not None and d.label == 0}
-    pairs = [(i, human[d.content]) for i, d in enumerate(docs) if d.label == 1 and d.content in human]
-    return tuple(np.array(side, np.int64).reshape(-1) for side in zip(*pairs)) if pairs else (
-        np.zeros(0, np.int64), np.zeros(0, np.int64))
+    original = {d.content: i for i, d in enumerate(docs) if d.content is not None and d.label == 0}
+    machine = [i for i, d in enumerate(docs) if d.label == 1 and d.content in original]
+    return np.array(machine, np.int64), np.array([original[docs[i].content] for i in machine], np.int64)
 
 
 def pair_rows(x: sp.csr_matrix, pairs: tuple[np.ndarray, np.ndarray], total_weight: float
