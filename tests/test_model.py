@@ -66,6 +66,26 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
     np.testing.assert_allclose(out.transcript_repetitiveness, doc_rep, rtol=1e-5)
 
 
+
+@pytest.mark.parametrize("texts", [[""], ["", ""], ["", "hi there", ""], ["Ok", ""]])
+def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
+    """Turn lengths come from each non-empty turn's first byte: empty turns before, between and
+    after them (or a batch with no bytes at all) keep length 0 and leave the others' n-grams alone."""
+    spec = HashSpec((3,), (4,), 1009, (3,))
+    weights = np.random.default_rng(1).normal(size=spec.table_size).astype(np.float32)
+    meta = {"model_version": "test", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
+            "max_turn_bytes": "4096"}
+    onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, meta),
+              tmp_path / "m.onnx")
+    n = len(texts)
+    turn_raw, _, counts, (stream, byte_turn) = reference(spec, weights.astype(np.float64), 0.25, texts,
+                                                         np.zeros(n, np.int64), np.ones(n), 1)
+    out = BotOriginModel(tmp_path / "m.onnx").run(stream, byte_turn, np.zeros(n, np.int64), np.ones(n, np.float32),
+                                                  np.zeros(n, np.float32), 1, np.zeros((n, 4), np.float32),
+                                                  np.ones(n, np.float32))
+    np.testing.assert_array_equal(out.turn_ngrams, counts)
+    np.testing.assert_allclose(out.turn_bot_origin, 1 / (1 + np.exp(-turn_raw)), rtol=1e-5)
+
 def test_model_refuses_other_normalisation(tmp_path):
     meta = {"model_version": "x", "normalization": "something-else", "role_weights": "{}", "max_turn_bytes": "10"}
     onnx.save(build_graph(HashSpec((3,), (), 101), np.zeros(101), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta),
