@@ -22,6 +22,10 @@ def _f(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
+def _orders(orders) -> str:
+    return ", ".join(map(str, orders)) if orders else "none"
+
+
 def render(report: dict) -> str:
     cfg = report["config"]
     rows = "\n".join(
@@ -46,15 +50,16 @@ def render(report: dict) -> str:
         f"| {r['held_out']} | {r['kind']} | {r['n']} | {r['machine']} | {_f(r['auroc'])} | {_f(r['tpr_at_1pct_fpr'])} "
         f"| {_f(r['ece'])} |" for r in rep["validation"])
     head = ", ".join(f"{name} {w:.2f}" for name, w in zip(TURN_FEATURES, rep["head"]["weights"]))
+    libraries = ", ".join(f"{name} {v}" for name, v in report.get("libraries", {}).items()) or "unrecorded libraries"
     return f"""# Model card: {cfg['version']}
 
 `bot_origin.onnx` estimates how likely each turn, and each transcript, of a support conversation
 was written by a machine (an LLM or a scripted bot) rather than a person.
 
 ## What it is
-- A linear model over hashed byte n-grams (orders {cfg['orders']}), writing-style n-grams
-  (orders {cfg['shape_orders'] or 'none'}) and function-word skeleton n-grams (orders
-  {cfg.get('function_orders') or 'none'}: the text with scikit-learn's English stop words kept and
+- A linear model over hashed byte n-grams (orders {_orders(cfg['orders'])}), writing-style n-grams
+  (orders {_orders(cfg['shape_orders'])}) and function-word skeleton n-grams (orders
+  {_orders(cfg.get('function_orders'))}: the text with scikit-learn's English stop words kept and
   every other letter replaced by its case, so n-grams see how common words are strung together
   with the topic masked), {cfg['table_size']:,} hashed weights, computed **inside the
   ONNX graph** from raw UTF-8 bytes (see `service/echogate/training/graph.py`). Text is
@@ -152,5 +157,7 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
 cp /tmp/model/* service/echogate/models/
 ```
 Optional `--config overrides.json` sets any `TrainConfig` field. Training took
-{report['train_seconds']:.0f} s on 2 cores for {report['documents']:,} documents.
+{report['train_seconds']:.0f} s on 2 cores for {report['documents']:,} documents, with
+{libraries}; two runs on one install give the same file, other library releases may move the
+weights (the fit stops before it converges), so install these versions to rebuild this file.
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -87,7 +88,7 @@ def make_folds(docs: list[Doc]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 class TrainConfig:
     """Everything that determines the model; saved next to it for reproducibility."""
 
-    version: str = "bot-origin-0.5.0"
+    version: str = "bot-origin-0.5.1"
     seed: int = 20261124
     orders: tuple[int, ...] = (3, 4, 5)
     shape_orders: tuple[int, ...] = (4, 6)
@@ -325,6 +326,17 @@ def calibrate_and_report(docs: list[Doc], folds: dict[str, tuple[np.ndarray, np.
     return rows, calibrate(scored)
 
 
+def training_libraries() -> dict[str, str]:
+    """Versions of what the fit depends on, for the report. Two runs on one install gave the same
+    file byte for byte, but 0.5.0's config retrained on a fresh install a session later gave
+    other weights (held-out macro AUROC 0.788, not 0.777): an L-BFGS stopped early carries small
+    numerical differences far, so a rebuild should start from these versions."""
+    from importlib.metadata import version
+
+    return {"python": platform.python_version(),
+            **{name: version(name) for name in ("numpy", "scipy", "scikit-learn", "onnx")}}
+
+
 def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     t0 = time.time()
     spec = HashSpec(cfg.orders, cfg.shape_orders, cfg.table_size, cfg.function_orders)
@@ -357,7 +369,8 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx.save(model, out_dir / "bot_origin.onnx")
-    report = {"config": asdict(cfg), "calibration": {k: asdict(v) for k, v in calib.items()}, "macro_auroc": macro,
+    report = {"config": asdict(cfg), "libraries": training_libraries(),
+              "calibration": {k: asdict(v) for k, v in calib.items()}, "macro_auroc": macro,
               "validation": rows,
               "repetition": {"head": asdict(head), "validation": repetition_rows},
               "documents": len(docs), "train_seconds": round(time.time() - t0, 1)}
