@@ -26,6 +26,11 @@ def test_nothing_composes_across_texts_and_already_normal_text_comes_back_as_is(
     assert normalize_all(["  Hello \t world ", "", " ", "a\x00b  c"]) == ["Hello world", "", "", "a\x00b c"]
     texts = ["Hello world", "ok", "fine thanks"]
     assert all(a is b for a, b in zip(normalize_all(texts), texts))
+    # only the texts that change are touched, even in a batch that is not all ASCII
+    mixed = ["Hello world", "caf\u00e9\u200b  au\u00a0lait", "ok", "two\nlines"]
+    out = normalize_all(mixed)
+    assert out == ["Hello world", "caf\u00e9 au lait", "ok", "two lines"]
+    assert out[0] is mixed[0] and out[2] is mixed[2]
 
 
 def test_packing_records_where_each_turn_starts_and_how_long_it_is():
