@@ -137,3 +137,16 @@ def test_function_word_stream_masks_content_words_within_turns():
     packed = pack_turns(["I'd be Happy to help with order 123!", "THE end", "the"], 100)
     skeleton = function_word_stream(packed.stream, packed.byte_turn).astype(np.uint8).tobytes()
     assert skeleton == b"I'a be Aaaaa to aaaa with aaaaa 000!THE aaathe"
+
+
+def test_graph_refuses_weights_its_fixed_point_table_cannot_hold():
+    """The table holds int32 multiples of 2**-24: a weight of 128 or more would wrap, so the
+    builder says so instead of shipping a model that scores wrongly."""
+    spec = HashSpec((3,), (), 101)
+    weights = np.zeros(spec.table_size, np.float32)
+    weights[7] = -128.0
+    with pytest.raises(ValueError, match="fixed-point"):
+        build_graph(spec, weights, 0.0, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, {})
+    weights[7] = -127.9
+    build_graph(spec, weights, 0.0, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD,
+                {"model_version": "t", "normalization": "nfkc-zw-ws-1", "role_weights": "{}", "max_turn_bytes": "1"})
