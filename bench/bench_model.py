@@ -1,6 +1,10 @@
 """Scoring speed without gRPC: the model and repetition statistics on SGD transcripts.
 
-  python bench/bench_model.py [--data ../shared/datasets] [--threads 1]
+  python bench/bench_model.py [--data ../shared/datasets] [--file sgd.jsonl] [--threads 1]
+
+`--file` takes another file of the datasets (its first 4,096 records; a plain-text record is one
+agent turn): SGD is the issue's yardstick, but its turns are all ASCII, and a path only other
+text takes (a whole-batch NFKC once cost 28 ms per batch of mixed data) never shows on it.
 
 Reports transcripts/s for batches of 1, 32 and 256 on one thread (per core), from median call
 times of measures taken in turn (a shared VM's slow spells otherwise decide the figure), split into
@@ -32,26 +36,29 @@ from echogate.types import Role, Transcript, Turn
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load(data: Path, n: int) -> list[Transcript]:
+def load(data: Path, n: int, name: str = "sgd.jsonl") -> list[Transcript]:
     import json
 
     out = []
-    with (data / "sgd.jsonl").open() as fh:
+    with (data / name).open() as fh:
         for i, line in zip(range(n), fh):
             rec = json.loads(line)
-            out.append(Transcript(str(i), "bench", tuple(Turn(Role(t["role"]), t["text"]) for t in rec["turns"])))
+            turns = rec.get("turns") or [{"role": "agent", "text": rec["text"]}]
+            out.append(Transcript(str(i), "bench", tuple(
+                Turn(Role.CUSTOMER if t["role"] == "user" else Role(t["role"]), t["text"]) for t in turns)))
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets")
+    parser.add_argument("--file", default="sgd.jsonl", help="a file of --data")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3.0, help="per measure and batch size")
     args = parser.parse_args()
-    transcripts = load(args.data, 4096)
+    transcripts = load(args.data, 4096, args.file)
     sizes = [sum(len(t.text.encode()) for t in x.turns) for x in transcripts]
-    print(f"SGD sample: {len(transcripts)} transcripts, median {statistics.median(sizes):.0f} bytes")
+    print(f"{args.file}: {len(transcripts)} transcripts, median {statistics.median(sizes):.0f} bytes")
     model = BotOriginModel(default_model_path(), intra_op_threads=args.threads)
     scorer = Scorer(model)
     tune_gc()  # as `echogate serve` does
