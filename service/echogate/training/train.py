@@ -102,7 +102,9 @@ class TrainConfig:
     # C = 1.0: held-out macro 0.774 (0.788), cucom_vs_taskmaster4 dialogues 0.436 (0.515)
     c: float = 0.5
     # L-BFGS stops here before converging: an early stop that regularises (held-out macro
-    # AUROC 0.781 at 100 iterations, 0.765 at 300, 0.719 at 50, with bot-origin-0.4.0's features)
+    # AUROC 0.781 at 100 iterations, 0.765 at 300, 0.719 at 50, with bot-origin-0.4.0's features;
+    # with 0.5.1's, 0.788 at 100, 0.752 at 150, 0.742 at 70: l2r and STAR move by 0.01-0.02, the
+    # dialogue folds by up to 0.25, so the stop is picked on the noisiest folds)
     max_iter: int = 100
     max_turn_docs_per_dataset: int = 30_000
     # Train only on these datasets (file stems); empty = all. Validation still scores every fold.
@@ -111,6 +113,8 @@ class TrainConfig:
     # labels on matched content (l2r, STAR) teach origin rather than topic: weighted x10, every
     # held-out fold scored higher than unweighted (macro 0.764 vs 0.712; x3 0.741; those files
     # alone 0.773, but l2r's unseen generators fell to 0.70-0.72).
+    # l2r x20 (STAR x10): macro 0.794 (0.788), l2r +0.004..0.005, STAR -0.003..-0.007, BANKING77
+    # mean p 0.327 (0.296): within the dialogue folds' noise, not kept.
     dataset_weights: dict[str, float] = field(
         default_factory=lambda: {"l2r": 10.0, "star_agent_turns": 10.0, "star_dialogues": 10.0})
     # Matched pairs (an l2r original and one of its rewrites) also train as difference rows,
