@@ -20,33 +20,31 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from echogate import repetition
 from echogate.corpus import turn_keys
+from echogate.grpc_api import convert
 from echogate.grpc_api.server import tune_gc
 from echogate.model import BotOriginModel
+from echogate.offline import OFFLINE_LIMITS
 from echogate.scoring import Scorer
 from echogate.settings import default_model_path
 from echogate.text import normalize, pack_turns, role_codes
-from echogate.types import Role, Transcript, Turn
+from echogate.types import Transcript
+from echogate_client.records import read_jsonl, transcript_from_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load(data: Path, n: int, name: str = "sgd.jsonl") -> list[Transcript]:
-    import json
-
-    out = []
-    with (data / name).open() as fh:
-        for i, line in zip(range(n), fh):
-            rec = json.loads(line)
-            turns = rec.get("turns") or [{"role": "agent", "text": rec["text"]}]
-            out.append(Transcript(str(i), "bench", tuple(
-                Turn(Role.CUSTOMER if t["role"] == "user" else Role(t["role"]), t["text"]) for t in turns)))
-    return out
+    """The file's first n records, read as `echogate score` reads them."""
+    records = islice(read_jsonl(data / name), n)
+    messages = [transcript_from_record(rec, line, "bench") for line, rec in records]
+    return convert.transcripts_from_pb(messages, 0, OFFLINE_LIMITS)
 
 
 def main() -> None:

@@ -30,9 +30,8 @@ def normalize(text: str) -> str:
     """
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
-        for c in _ZERO_WIDTH:  # searched and removed in C; str.translate looks up every character in a dict
-            if c in text:
-                text = text.replace(c, "")
+        for c in _ZERO_WIDTH:  # str.replace scans in C; str.translate looks up every character in a dict
+            text = text.replace(c, "")
     return " ".join(text.split())
 
 

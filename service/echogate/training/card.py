@@ -50,7 +50,7 @@ def render(report: dict) -> str:
         f"| {r['held_out']} | {r['kind']} | {r['n']} | {r['machine']} | {_f(r['auroc'])} | {_f(r['tpr_at_1pct_fpr'])} "
         f"| {_f(r['ece'])} |" for r in rep["validation"])
     head = ", ".join(f"{name} {w:.2f}" for name, w in zip(TURN_FEATURES, rep["head"]["weights"]))
-    libraries = ", ".join(f"{name} {v}" for name, v in report.get("libraries", {}).items()) or "unrecorded libraries"
+    libraries = ", ".join(f"{name} {v}" for name, v in report["libraries"].items())
     return f"""# Model card: {cfg['version']}
 
 `bot_origin.onnx` estimates how likely each turn, and each transcript, of a support conversation

@@ -15,6 +15,7 @@ import platform
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -341,10 +342,8 @@ def training_libraries() -> dict[str, str]:
     file byte for byte, but 0.5.0's config retrained on a fresh install a session later gave
     other weights (held-out macro AUROC 0.788, not 0.777): an L-BFGS stopped early carries small
     numerical differences far, so a rebuild should start from these versions."""
-    from importlib.metadata import version
-
     return {"python": platform.python_version(),
-            **{name: version(name) for name in ("numpy", "scipy", "scikit-learn", "onnx")}}
+            **{name: metadata.version(name) for name in ("numpy", "scipy", "scikit-learn", "onnx")}}
 
 
 def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
