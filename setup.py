@@ -1,6 +1,6 @@
 """Build hooks: generate the Python protobuf/gRPC modules from proto/ at build time, and
-compile the repetition kernel (service/echogate/_repetition.c, plain C against the Python
-API, no NumPy headers).
+compile the hot path's C kernels (service/echogate/_repetition.c and _corpus.c, plain C against
+the Python API, no NumPy headers).
 
 Generated code is never committed or edited by hand; it is written next to the
 hand-written package (service/echogate/v1/, git-ignored) so that both regular and
@@ -34,6 +34,7 @@ class BuildPyWithProtos(build_py):
 
 setup(
     cmdclass={"build_py": BuildPyWithProtos},
-    ext_modules=[Extension("echogate._repetition", ["service/echogate/_repetition.c"],
-                           extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"])],
+    ext_modules=[Extension(f"echogate._{name}", [f"service/echogate/_{name}.c"],
+                           extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"])
+                 for name in ("repetition", "corpus")],
 )

@@ -56,6 +56,34 @@ def test_a_key_reads_the_first_max_key_bytes_of_a_turn_however_it_was_packed():
     assert other_tail[0] == short[0]  # bytes past MAX_KEY_BYTES (4,500 on) do not count
 
 
+def reference_key(text: str, role_code: int) -> int:
+    """The key as turn_keys defines it, in plain Python integers, for one turn."""
+    mask = 2**64 - 1
+    data = text.encode("utf-8")[:4096]
+    if data.count(b" ") + (len(data) > 0) < 3:
+        return 0
+    folded = data.translate(bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", b"abcdefghijklmnopqrstuvwxyz" + b"0" * 10))
+    h = sum((b + 1) * pow(0x100000001B3, k + 1, 2**64) for k, b in enumerate(folded)) & mask
+    h ^= [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5][role_code]
+    h ^= h >> 30
+    h = h * 0xBF58476D1CE4E5B9 & mask
+    h ^= h >> 27
+    h = h * 0x94D049BB133111EB & mask
+    return (h ^ (h >> 31)) | 1
+
+
+def test_keys_match_a_plain_python_reference_over_random_turns():
+    """The C kernel against the definition, turn by turn: random words, cases, digits, non-ASCII
+    text, every role, short, empty and over-long turns in one batch."""
+    rng = np.random.default_rng(7)
+    vocab = ["Order", "order", "123", "ÜBER", "naïve", "😀", "help", "x", "THE", "a-b", "it's"]
+    texts = [normalize(" ".join(rng.choice(vocab, size=n))) for n in rng.integers(0, 12, size=300)]
+    texts += ["word " * 1000, "", "ok"]
+    codes = rng.integers(0, 4, size=len(texts))
+    got = turn_keys(pack_turns(texts, MAX_KEY_BYTES), codes)
+    assert [int(k) for k in got] == [reference_key(t, int(c)) for t, c in zip(texts, codes)]
+
+
 def test_memory_matches_a_plain_python_reference_over_random_batches():
     """Batches with keys repeated within and across transcripts, keyless turns and retries."""
     rng = np.random.default_rng(11)

@@ -25,36 +25,8 @@ from itertools import repeat
 
 import numpy as np
 
+from echogate import _corpus
 from echogate.text import Packed, role_codes
-
-
-class PowerTable:
-    """base**i, base**-i and sum(base**j for j < i) modulo 2**bits (the dtype's width), grown
-    on demand.
-
-    A polynomial hash of every turn of a packed stream at once (`turn_keys`):
-    prefix sums of term * base**(position in the stream), differenced at turn bounds, times
-    base**-(start) (base is odd, so invertible; arithmetic wraps). Tables are replaced whole,
-    so readers on other threads always see a consistent set.
-    """
-
-    def __init__(self, base: int, dtype: type[np.unsignedinteger]):
-        self.base, self.dtype = base, dtype
-        self._tables = np.ones(1, dtype), np.ones(1, dtype), np.zeros(1, dtype)
-
-    def get(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(powers, inverse powers, prefix sums of powers), each of at least `size` entries."""
-        tables = self._tables
-        if tables[0].size < size:
-            n = max(size, 2 * tables[0].size)
-            bits = np.dtype(self.dtype).itemsize * 8
-            steps = np.full(n, self.base, self.dtype), np.full(n, pow(self.base, -1, 2**bits), self.dtype)
-            steps[0][0] = steps[1][0] = 1
-            powers = np.cumprod(steps[0], dtype=self.dtype)
-            prefix = np.zeros(n, self.dtype)
-            np.cumsum(powers[:-1], out=prefix[1:])
-            tables = self._tables = powers, np.cumprod(steps[1], dtype=self.dtype), prefix
-        return tables
 
 
 MIN_WORDS = 3
@@ -64,44 +36,26 @@ NO_KEY = np.uint64(0)
 
 # ASCII letters lower-cased, digits folded; each byte then weighs its folded value + 1 (never 0)
 _FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", b"abcdefghijklmnopqrstuvwxyz0000000000")
-_POWERS = PowerTable(0x100000001B3, np.uint64)  # P**i, P odd
 # per role code (echogate.types.ROLE_CODES: customer, agent, system; then OTHER_ROLE)
 _ROLE_SALT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], np.uint64)
 
 
 def turn_keys(packed: Packed, roles: Sequence[str] | np.ndarray) -> np.ndarray:
     """uint64 key per turn of a packed batch (echogate.text.pack_turns); NO_KEY for turns of
-    fewer than MIN_WORDS words.
+    fewer than MIN_WORDS words (a word: one more than the turn's spaces).
 
     A polynomial hash of the turn's first MAX_KEY_BYTES folded bytes (sum of (fold + 1) *
-    P**(k+1), k the position in the turn; arithmetic wraps), mixed with the role and finalised
-    with splitmix64, so that every process and replica derives the same key for the same turn.
-    `roles` are role names or their codes (echogate.text.role_codes).
+    P**(k+1) modulo 2**64, P = 0x100000001B3, k the position in the turn), xor the role's salt,
+    finalised with splitmix64 and its lowest bit set: every process and replica derives the same
+    key for the same turn, and keys saved by the store stay valid. Computed in C
+    (echogate/_corpus.c), one pass over the bytes. `roles` are role names or their codes
+    (echogate.text.role_codes).
     """
     codes = roles if isinstance(roles, np.ndarray) else role_codes(roles)
-    stream, starts = packed.stream, packed.starts
-    n_turns = len(codes)
-    keys = np.zeros(n_turns, np.uint64)
-    if n_turns == 0 or stream.size == 0:
-        return keys
-    # all turns at once: with i the stream position, the sum over a turn's keyed bytes of
-    # fold * P**(i+1) (a prefix sum, differenced) plus of P**(i+1), times P**-start
-    powers, inverse, power_sums = _POWERS.get(stream.size + 2)
-    folded = np.frombuffer(stream.tobytes().translate(_FOLD), np.uint8)
-    prefix = np.zeros(stream.size + 1, np.uint64)
-    np.cumsum(folded * powers[1 : stream.size + 1], out=prefix[1:])
-    stops = starts + np.minimum(packed.lengths, MAX_KEY_BYTES)
-    h = prefix[stops] - prefix[starts] + power_sums[stops + 1] - power_sums[starts + 1]
-    h *= inverse[starts]
-    h ^= _ROLE_SALT[codes]
-    h ^= h >> np.uint64(30)
-    h *= np.uint64(0xBF58476D1CE4E5B9)
-    h ^= h >> np.uint64(27)
-    h *= np.uint64(0x94D049BB133111EB)
-    h ^= h >> np.uint64(31)
-    words = np.bincount(packed.byte_turn[stream == 32], minlength=n_turns) + (packed.lengths > 0)
-    keyed = words >= MIN_WORDS
-    keys[keyed] = h[keyed] | np.uint64(1)  # never NO_KEY
+    keys = np.zeros(len(codes), np.uint64)
+    _corpus.turn_keys(packed.stream, np.ascontiguousarray(packed.starts, np.int64),
+                      np.ascontiguousarray(packed.lengths, np.int64), np.ascontiguousarray(codes, np.int64), _FOLD,
+                      _ROLE_SALT, MAX_KEY_BYTES, MIN_WORDS, keys)
     return keys
 
 
