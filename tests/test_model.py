@@ -32,11 +32,11 @@ def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, 
     return turn_raw, doc_s / np.sqrt(np.maximum(doc_c, 1)) + intercept, counts, (stream, turn_of_byte)
 
 
-@pytest.mark.parametrize("spec", [HashSpec((3, 4, 5), (), 1009), HashSpec((2,), (4, 6), 65_521),
-                                  HashSpec((3,), (), 65_521, (3, 5, 8))])
+@pytest.mark.parametrize("spec", [HashSpec((3, 4, 5), (), 1024), HashSpec((2,), (4, 6), 1 << 16),
+                                  HashSpec((3,), (), 1 << 20, (3, 5, 7))])
 def test_graph_matches_numpy_reference(tmp_path, spec):
     rng = np.random.default_rng(0)
-    weights = rng.normal(size=spec.table_size).astype(np.float32)
+    weights = rng.normal(scale=0.3, size=spec.table_size).astype(np.float32)  # no logit saturates float32
     meta = {"model_version": "test", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
     onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0, 0.5), Calibration(1.0, 0.0, 2.0), HEAD, meta),
@@ -71,7 +71,7 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
 def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
     """Turn lengths come from each non-empty turn's first byte: empty turns before, between and
     after them (or a batch with no bytes at all) keep length 0 and leave the others' n-grams alone."""
-    spec = HashSpec((3,), (4,), 1009, (3,))
+    spec = HashSpec((3,), (4,), 1024, (3,))
     weights = np.random.default_rng(1).normal(size=spec.table_size).astype(np.float32)
     meta = {"model_version": "test", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
@@ -88,7 +88,7 @@ def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
 
 def test_model_refuses_other_normalisation(tmp_path):
     meta = {"model_version": "x", "normalization": "something-else", "role_weights": "{}", "max_turn_bytes": "10"}
-    onnx.save(build_graph(HashSpec((3,), (), 101), np.zeros(101), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta),
+    onnx.save(build_graph(HashSpec((3,), (), 128), np.zeros(128), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta),
               tmp_path / "m.onnx")
     with pytest.raises(ModelLoadError, match="normalisation"):
         BotOriginModel(tmp_path / "m.onnx")
@@ -97,7 +97,7 @@ def test_model_refuses_other_normalisation(tmp_path):
 def test_model_refuses_other_repetition_features(tmp_path):
     """A model built for other repetition features would weigh the wrong columns: refused at load."""
     meta = {"model_version": "x", "normalization": "nfkc-zw-ws-1", "role_weights": "{}", "max_turn_bytes": "10"}
-    model = build_graph(HashSpec((3,), (), 101), np.zeros(101), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta)
+    model = build_graph(HashSpec((3,), (), 128), np.zeros(128), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta)
     onnx.helper.set_model_props(model, {**meta, "repetition_features": "trigram_self"})
     onnx.save(model, tmp_path / "m.onnx")
     with pytest.raises(ModelLoadError, match="repetition features"):
@@ -142,7 +142,7 @@ def test_function_word_stream_masks_content_words_within_turns():
 def test_graph_refuses_weights_its_fixed_point_table_cannot_hold():
     """The table holds int32 multiples of 2**-24: a weight of 128 or more would wrap, so the
     builder says so instead of shipping a model that scores wrongly."""
-    spec = HashSpec((3,), (), 101)
+    spec = HashSpec((3,), (), 128)
     weights = np.zeros(spec.table_size, np.float32)
     weights[7] = -128.0
     with pytest.raises(ValueError, match="fixed-point"):
@@ -150,3 +150,13 @@ def test_graph_refuses_weights_its_fixed_point_table_cannot_hold():
     weights[7] = -127.9
     build_graph(spec, weights, 0.0, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD,
                 {"model_version": "t", "normalization": "nfkc-zw-ws-1", "role_weights": "{}", "max_turn_bytes": "1"})
+
+
+def test_hash_spec_refuses_what_the_graph_cannot_hash_exactly():
+    """The graph takes remainders with a bitwise AND and builds polynomials in int64: a table size
+    that is no power of two, or an order whose polynomial could overflow, is refused up front."""
+    with pytest.raises(ValueError, match="power of two"):
+        HashSpec((3,), (), 524_287)
+    with pytest.raises(ValueError, match="orders above 7"):
+        HashSpec((3,), (), 1024, (8,))
+    HashSpec((7,), (7,), 1 << 24, (7,))

@@ -1,8 +1,11 @@
 """The hashed byte n-gram features, in NumPy: the reference the ONNX graph reproduces.
 
 An n-gram starting at byte i of the packed stream (see `echogate.text.pack_turns`) is
-hashed as  (sum_k byte[i+k] * 257**k + salt(n)) mod TABLE_SIZE  and counts only when all
-its bytes belong to the same turn. Three streams are hashed: the bytes themselves, their
+hashed as  (sum_k byte[i+k] * BASE**k + salt(n)) mod TABLE_SIZE  and counts only when all
+its bytes belong to the same turn. The table size is a power of two, so the graph takes the
+remainder with a bitwise AND (onnxruntime's integer Mod cost 2.9 of a batch's 19 ms), and
+BASE is a large odd number rather than a small prime: modulo 2**19, 257 = 2**8 + 1 would make
+a hash's low byte the sum of the n-gram's bytes. Three streams are hashed: the bytes themselves, their
 writing-style classes (`SHAPE_CLASSES`) and a function-word skeleton (`function_word_stream`).
 The trainer builds its design matrix from these hashes; `echogate.training.graph` emits the
 same arithmetic as ONNX ops, and a test checks that both agree bit for bit.
@@ -13,8 +16,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BASE = 257
+# Odd, so every power is odd too: 0x5BD1E995 (MurmurHash2's multiplier) cut to 19 bits. On 12,000
+# dataset texts its n-grams collided about as often as under random hashing (byte 3-grams a third
+# as often, 4-grams 18% more often than 257 modulo the prime 2**19 - 1). 0x779B1 (2**32 / golden
+# ratio, cut) collided a little less but trained to held-out macro AUROC 0.769 against this one's
+# 0.788: the dialogue fold spc_vs_sgd went 0.566 against 0.738 on the constant alone.
+BASE = 0x1E995
 SALT = 1_000_003
+# The graph builds an order-n polynomial from two shorter ones (a + BASE**a * b, see
+# echogate.training.graph); up to these, none passes 2**62, so int64 holds it exactly
+MAX_ORDER, MAX_TABLE_SIZE = 7, 1 << 24
+WORD_BASE = 257  # the function-word hash (`_words`), older than BASE and kept: it picks the words
 
 
 SHAPE_SALT_OFFSET = 16
@@ -74,8 +86,8 @@ def _letter_codes() -> np.ndarray:
 
 
 LETTER_CODES = _letter_codes()
-# BASE**k mod WORD_TABLE_SIZE for a letter at position k < WORD_HASH_LETTERS; 0 past them
-WORD_POWERS = np.array([pow(BASE, k, WORD_TABLE_SIZE) for k in range(WORD_HASH_LETTERS)] + [0], np.int64)
+# WORD_BASE**k mod WORD_TABLE_SIZE for a letter at position k < WORD_HASH_LETTERS; 0 past them
+WORD_POWERS = np.array([pow(WORD_BASE, k, WORD_TABLE_SIZE) for k in range(WORD_HASH_LETTERS)] + [0], np.int64)
 
 
 def _words(stream: np.ndarray, turn_of_byte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -135,8 +147,14 @@ class HashSpec:
 
     orders: tuple[int, ...] = (3, 4, 5)
     shape_orders: tuple[int, ...] = ()
-    table_size: int = 524_287  # 2**19 - 1, prime
+    table_size: int = 1 << 19  # a power of two
     function_orders: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.table_size < 2 or self.table_size > MAX_TABLE_SIZE or self.table_size & (self.table_size - 1):
+            raise ValueError(f"hash table size {self.table_size} is not a power of two up to {MAX_TABLE_SIZE}")
+        if max(self.orders + self.shape_orders + self.function_orders, default=0) > MAX_ORDER:
+            raise ValueError(f"n-gram orders above {MAX_ORDER} are not supported")
 
     def to_metadata(self) -> dict[str, str]:
         return {"hash_orders": ",".join(map(str, self.orders)),
@@ -161,10 +179,10 @@ def ngram_hashes(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec) -
         if m <= 0:
             continue
         g = np.full(m, salt, dtype=np.int64)
-        for k in range(n):
-            g += x[k : k + m] * BASE**k
+        for k in range(n):  # each term < 2**8 * table_size: no int64 overflow
+            g += x[k : k + m] * pow(BASE, k, spec.table_size)
         valid = turn_of_byte[:m] == turn_of_byte[n - 1 : n - 1 + m]
-        hashes.append(g[valid] % spec.table_size)
+        hashes.append(g[valid] & (spec.table_size - 1))
         turns.append(turn_of_byte[:m][valid])
     if not hashes:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)

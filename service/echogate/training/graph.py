@@ -41,7 +41,7 @@ from echogate.features import (BASE, FUNCTION_SALT_OFFSET, FUNCTION_WORD_TABLE, 
 from echogate.repetition import TURN_FEATURES
 from echogate.training.repetition import RepetitionHead
 
-OPSET = 17
+OPSET = 18  # BitwiseAnd
 # The n-gram weight table is stored in fixed point, units of 2**-WEIGHT_FRACTION_BITS in int32:
 # per-turn sums are then differences of an int64 prefix sum, exact, and onnxruntime's CumSum
 # runs several times faster on int64 than on float or double. A unit of 6e-8 is far below
@@ -101,7 +101,9 @@ def function_word_stream(node, const, x: str, shape: str, size: str, index: str,
     prefix = node("Concat", ["zero_i", node("CumSum", [terms, "axis0"], "f_terms_cs")], "f_prefix", axis=0)
     sums = node("Sub", [lookup(node, prefix, next_starts, "f_prefix_end"),
                         lookup(node, prefix, word_starts, "f_prefix_start")], "f_word_sum")
-    hashes = node("Mod", [sums, const("word_table_size", np.array(WORD_TABLE_SIZE, np.int64))], "f_word_hash")
+    # sums >= 0 and a power-of-two table: the remainder is a bitwise AND
+    hashes = node("BitwiseAnd", [sums, const("word_table_mask", np.array(WORD_TABLE_SIZE - 1, np.int64))],
+                  "f_word_hash")
     is_function = lookup(node, const("function_words", FUNCTION_WORD_TABLE), hashes, "f_is_function")
     keep = node("And", [letter, lookup(node, is_function, word, "f_keep_word")], "f_keep")
     # shape + keep * (x - shape): onnxruntime's Where took 1.1 ms for a batch's 190,000 bytes, these three 0.3
@@ -126,7 +128,7 @@ def build_graph(
         numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), "end_i"),
         numpy_helper.from_array(np.array(1.0, np.float32), "one_f"),
         numpy_helper.from_array(np.array(intercept, np.float32), "intercept"),
-        numpy_helper.from_array(np.array(spec.table_size, np.int64), "table_size"),
+        numpy_helper.from_array(np.array(spec.table_size - 1, np.int64), "table_mask"),
     ]
 
     def const(name: str, value: np.ndarray) -> str:
@@ -178,9 +180,11 @@ def build_graph(
         polynomials = {1: data}
 
         def polynomial(n: int) -> str:
-            """g_n[i] = sum_k<n data[i+k] * BASE**k for the n-grams that fit in the stream, as
-            g_a[i] + BASE**a * g_(n-a)[i+a] with a the largest power of two below n: orders 4
-            and 6 cost three Slice-Mul-Adds (g_2, g_4, g_6) where adding one byte at a time took five."""
+            """g_n[i] = sum_k<n data[i+k] * BASE**k (mod table size) for the n-grams that fit in
+            the stream, as g_a[i] + BASE**a * g_(n-a)[i+a] with a the largest power of two below n:
+            orders 4 and 6 cost three Slice-Mul-Adds (g_2, g_4, g_6) where adding one byte at a time
+            took five. No value passes 2**62 (HashSpec bounds orders and table size), so int64
+            keeps them exact."""
             if n not in polynomials:
                 a = 1 << ((n - 1).bit_length() - 1)
                 p = f"{tag}g{n}_"
@@ -189,14 +193,14 @@ def build_graph(
                 shift = const(p + "a", np.array([a], np.int64))
                 head = node("Slice", [polynomial(a), "zero_i", m], p + "head")
                 tail = node("Slice", [polynomial(n - a), shift, node("Add", [m, shift], p + "tail_end")], p + "tail")
-                polynomials[n] = node("Add", [head, node("Mul", [tail, const(p + "b", np.array(BASE**a, np.int64))],
-                                                         p + "tail_b")], p + "g")
+                power = const(p + "b", np.array(pow(BASE, a, spec.table_size), np.int64))
+                polynomials[n] = node("Add", [head, node("Mul", [tail, power], p + "tail_b")], p + "g")
             return polynomials[n]
 
         for n in sorted(orders):
             p = f"{tag}{n}_"
             salt = const(p + "salt", np.array((n + salt_offset) * SALT, np.int64))
-            h = node("Mod", [node("Add", [polynomial(n), salt], p + "gs"), "table_size"], p + "h")
+            h = node("BitwiseAnd", [node("Add", [polynomial(n), salt], p + "gs"), "table_mask"], p + "h")
             w = node("Cast", [lookup(node, "ngram_weights", h, p + "w")], p + "w64", to=TensorProto.INT64)
             prefix = node("Concat", ["zero_i", node("CumSum", [w, axis0], p + "cs")], p + "prefix", axis=0)
             m = node("Shape", [h], p + "m")
