@@ -20,7 +20,9 @@ statistics (Rae et al. 2021; thresholds in docs/repetition.md): duplicate turn f
 and its character fraction (a turn equal to an earlier one of its side, case and digits
 folded, as the corpus memory keys it), the word share of the most frequent trigram,
 distinct-3 (distinct trigrams over trigram occurrences; one minus it is the share of
-occurrences that repeat an earlier one), and the compression ratio (raw over DEFLATE size).
+occurrences that repeat an earlier one), and the compression ratio (raw over DEFLATE size, by
+ISA-L at its default level 2: on SGD's agent sides in 9 us against zlib level 6's 21, the mean
+ratio 1.708 against 1.707, correlation 0.997).
 
 Computed in C (echogate/_repetition.c), one pass per conversation with a hash table: words
 are hashed from the packed bytes the model reads (echogate.text.pack_turns) as
@@ -31,11 +33,11 @@ A hundred NumPy calls did the same at 200-300 us of fixed cost per call (docs/be
 """
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from isal import isal_zlib
 
 from echogate import _repetition
 from echogate.corpus import MAX_KEY_BYTES, turn_keys
@@ -45,7 +47,8 @@ from echogate.types import ROLE_CODES, RepetitionStats, Role
 AGENT = ROLE_CODES[Role.AGENT]
 TURN_FEATURES = ("trigram_self", "content_self", "trigram_other", "content_other")
 TRANSCRIPT_STATS = RepetitionStats._fields
-_KERNEL_STATS = 4  # the first four come from the C kernel; compression_ratio from zlib
+COMPRESSION_LEVEL = 2  # ISA-L: 0-3; 2 is its default and compresses like 1, 3 is 18% slower
+_KERNEL_STATS = 4  # the first four come from the C kernel; compression_ratio from ISA-L
 
 # Function words carry no content: a turn sharing only these with earlier ones repeats nothing.
 STOP_WORDS = tuple("""a about above after again against all am an and any are aren't as at be because been before
@@ -136,14 +139,14 @@ def analyse(packed: Packed, codes: np.ndarray, turn_transcript: np.ndarray, n_tr
 def _compression_ratios(packed: Packed, side: np.ndarray, turn_transcript: np.ndarray,
                         n_transcripts: int) -> list[float]:
     """Each transcript's side, its turns concatenated, over its DEFLATE size (0 for no text):
-    one zlib call per transcript, the bytes cut from the packed stream without a step per turn."""
+    one ISA-L call per transcript, the bytes cut from the packed stream without a step per turn."""
     side_bytes = packed.stream[np.repeat(side, packed.lengths)].tobytes()
     sizes = np.bincount(turn_transcript, weights=packed.lengths * side, minlength=n_transcripts).astype(np.int64)
     ends = np.cumsum(sizes).tolist()
     ratios, start = [], 0
     for end in ends:
         text = side_bytes[start:end]
-        ratios.append(len(text) / len(zlib.compress(text, 6, -15)) if text else 0.0)
+        ratios.append(len(text) / len(isal_zlib.compress(text, COMPRESSION_LEVEL, -15)) if text else 0.0)
         start = end
     return ratios
 
