@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -38,3 +39,23 @@ def test_packing_records_where_each_turn_starts_and_how_long_it_is():
     assert packed.stream.tobytes() == "héll".encode()[:4] + b"ab" + b"xxxx"
     assert packed.starts.tolist() == [0, 4, 4, 6] and packed.lengths.tolist() == [4, 0, 2, 4]
     np.testing.assert_array_equal(packed.byte_turn, np.repeat(np.arange(4), packed.lengths))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=30), max_size=10), st.integers(0, 40))
+def test_packing_equals_encoding_and_cutting_each_turn(texts, max_bytes):
+    """The C packer against the definition: each turn's UTF-8, cut to max_bytes (a cut may fall
+    inside a character), concatenated; any text hypothesis writes (it writes no lone surrogates), any cut."""
+    encoded = [t.encode("utf-8")[:max_bytes] for t in texts]
+    packed = pack_turns(tuple(texts), max_bytes)
+    assert packed.stream.tobytes() == b"".join(encoded)
+    assert packed.lengths.tolist() == [len(e) for e in encoded]
+    assert packed.starts.tolist() == [sum(map(len, encoded[:r])) for r in range(len(texts))]
+    assert packed.byte_turn.tolist() == [r for r, e in enumerate(encoded) for _ in e]
+
+
+def test_packing_refuses_what_is_not_utf8_text():
+    with pytest.raises(UnicodeEncodeError):
+        pack_turns(["fine", "\ud800"], 10)
+    with pytest.raises(TypeError, match="turn 1 is not a str"):
+        pack_turns(["fine", b"bytes"], 10)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from echogate import _text
 from echogate.types import OTHER_ROLE, ROLE_CODES
 
 NORMALIZATION_VERSION = "nfkc-zw-ws-1"
@@ -80,16 +81,14 @@ def normalize_all(texts: Sequence[str]) -> list[str]:
 def pack_turns(normalized: Sequence[str], max_bytes: int) -> Packed:
     """Concatenate already-normalised turns, as UTF-8, into one byte stream.
 
-    Each turn is cut to `max_bytes`; an empty turn contributes no bytes (its n-gram count is
-    zero).
+    Each turn is cut to `max_bytes` (a cut may fall inside a character: the model reads bytes);
+    an empty turn contributes no bytes (its n-gram count is zero). Packed in C
+    (echogate/_text.c), one pass over the turns.
     """
-    encoded = [t.encode("utf-8")[:max_bytes] for t in normalized]
-    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    starts = np.zeros(len(encoded), np.int64)
-    np.cumsum(lengths[:-1], out=starts[1:])
-    stream = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    turn_of_byte = np.repeat(np.arange(len(encoded), dtype=np.int64), lengths)
-    return Packed(stream, turn_of_byte, starts, lengths)
+    texts = normalized if isinstance(normalized, list) else list(normalized)
+    stream, byte_turn, starts, lengths = _text.pack_turns(texts, max_bytes)
+    return Packed(np.frombuffer(stream, np.uint8), np.frombuffer(byte_turn, np.int64), np.frombuffer(starts, np.int64),
+                  np.frombuffer(lengths, np.int64))
 
 
 def role_codes(roles: Sequence[str]) -> np.ndarray:
