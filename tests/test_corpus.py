@@ -62,7 +62,7 @@ def reference_key(text: str, role_code: int) -> int:
     data = text.encode("utf-8")[:4096]
     if data.count(b" ") + (len(data) > 0) < 3:
         return 0
-    folded = data.translate(bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", b"abcdefghijklmnopqrstuvwxyz" + b"0" * 10))
+    folded = data.lower().translate(bytes.maketrans(b"0123456789", b"0" * 10))  # bytes.lower: ASCII only
     h = sum((b + 1) * pow(0x100000001B3, k + 1, 2**64) for k, b in enumerate(folded)) & mask
     h ^= [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5][role_code]
     h ^= h >> 30

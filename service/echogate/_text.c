@@ -62,7 +62,8 @@ static PyMethodDef methods[] = {
      "stream: the turns' UTF-8, each cut to max_bytes; the others int64: see echogate.text.pack_turns."},
     {NULL, NULL, 0, NULL}};
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_text", "Packing turns into one byte stream (echogate.text).",
-                                    -1, methods, NULL, NULL, NULL, NULL};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_text",
+                                    "Packing turns into one byte stream (echogate.text).", -1, methods, NULL, NULL,
+                                    NULL, NULL};
 
 PyMODINIT_FUNC PyInit__text(void) { return PyModule_Create(&module); }

@@ -3,10 +3,11 @@
 An n-gram starting at byte i of the packed stream (see `echogate.text.pack_turns`) is
 hashed as  (sum_k byte[i+k] * BASE**k + salt(n)) mod TABLE_SIZE  and counts only when all
 its bytes belong to the same turn. The table size is a power of two, so the graph takes the
-remainder with a bitwise AND (onnxruntime's integer Mod cost 2.9 of a batch's 19 ms), and
+remainder with a bitwise AND (onnxruntime's integer Mod took 2.9 ms of a batch's 19), and
 BASE is a large odd number rather than a small prime: modulo 2**19, 257 = 2**8 + 1 would make
-a hash's low byte the sum of the n-gram's bytes. Three streams are hashed: the bytes themselves, their
-writing-style classes (`SHAPE_CLASSES`) and a function-word skeleton (`function_word_stream`).
+a hash's low byte the sum of the n-gram's bytes. Three streams are hashed: the bytes
+themselves, their writing-style classes (`SHAPE_CLASSES`) and a function-word skeleton
+(`function_word_stream`).
 The trainer builds its design matrix from these hashes; `echogate.training.graph` emits the
 same arithmetic as ONNX ops, and a test checks that both agree bit for bit.
 """
