@@ -53,8 +53,9 @@ def turn_keys(packed: Packed, roles: Sequence[str] | np.ndarray) -> np.ndarray:
     """
     codes = roles if isinstance(roles, np.ndarray) else role_codes(roles)
     keys = np.zeros(len(codes), np.uint64)
-    _corpus.turn_keys(packed.stream, np.ascontiguousarray(packed.starts, np.int64),
-                      np.ascontiguousarray(packed.lengths, np.int64), np.ascontiguousarray(codes, np.int64), _FOLD,
+    # pack_turns makes every Packed array contiguous int64 (the repetition kernel takes them as
+    # they are too); codes come from callers and may be any integer array
+    _corpus.turn_keys(packed.stream, packed.starts, packed.lengths, np.ascontiguousarray(codes, np.int64), _FOLD,
                       _ROLE_SALT, MAX_KEY_BYTES, MIN_WORDS, keys)
     return keys
 
