@@ -21,8 +21,19 @@ def keys(texts, roles=None):
     return turn_keys(pack_turns([normalize(t) for t in texts], 4096), roles)
 
 
-def test_case_and_digits_are_folded_but_words_and_roles_are_not():
-    k = keys(["Your order 123 has shipped", "your ORDER 987 has shipped", "your order 123 has left",
+def test_slot_words_are_masked_so_a_template_keys_the_same_whatever_fills_it():
+    k = keys(["OK, the North Heights Venue is free on Friday @ 7 pm.", "OK, the Southside Venue is free on Monday @ 3 pm.",
+              "ok, the venue is free on friday @ 7 pm.",  # lower-case words are words, not slots
+              "Can I help you today", "Can Bob help you today",  # "I" is no slot
+              "Thanks. Please wait here", "Thanks. Kindly wait here",  # a sentence's first word is no slot
+              "We fly to New York and Oslo", "We fly to Rome and Oslo"])  # a run of slot words is one slot
+    assert k[0] == k[1] and k[0] != k[2]
+    assert k[3] != k[4] and k[5] != k[6] and k[7] == k[8]
+
+
+def test_case_and_numbers_are_folded_but_words_and_roles_are_not():
+    # case folds wherever a word is no slot: a turn's first word, words that start lower-case
+    k = keys(["Your order 123 has shipped", "YOUR orDER 987 has shipped", "your order 123 has left",
               "Your order 123 has shipped"], ["agent", "agent", "agent", "customer"])
     assert k[0] == k[1]
     assert k[0] != k[2] and k[0] != k[3]
@@ -56,14 +67,30 @@ def test_a_key_reads_the_first_max_key_bytes_of_a_turn_however_it_was_packed():
     assert other_tail[0] == short[0]  # bytes past MAX_KEY_BYTES (4,500 on) do not count
 
 
+def _is_slot(word: bytes, sentence_start: bool) -> bool:
+    if any(b in b"0123456789" for b in word):
+        return True
+    core = word.lstrip(bytes(b for b in range(128) if not bytes([b]).isalpha()))  # leading ASCII non-letters
+    if sentence_start or not core[:1].isupper():  # bytes.isupper: ASCII A-Z only
+        return False
+    return not (core[:1] == b"I" and not core[1:2].isalpha())
+
+
 def reference_key(text: str, role_code: int) -> int:
     """The key as turn_keys defines it, in plain Python integers, for one turn."""
     mask = 2**64 - 1
     data = text.encode("utf-8")[:4096]
     if data.count(b" ") + (len(data) > 0) < 3:
         return 0
-    folded = data.lower().translate(bytes.maketrans(b"0123456789", b"0" * 10))  # bytes.lower: ASCII only
-    h = sum((b + 1) * pow(0x100000001B3, k + 1, 2**64) for k, b in enumerate(folded)) & mask
+    terms, after_slot, sentence_start = [], False, True
+    for i, word in enumerate(data.split(b" ")):
+        slot = bool(word) and _is_slot(word, sentence_start)
+        if not (slot and after_slot):
+            terms += [ord(" ") + 1] if i else []
+            terms += [257] if slot else [b + 1 for b in word.lower()]  # bytes.lower: ASCII only
+        after_slot = slot
+        sentence_start = word[-1:] in (b".", b"?", b"!") if word else sentence_start
+    h = sum(t * pow(0x100000001B3, k + 1, 2**64) for k, t in enumerate(terms)) & mask
     h ^= [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5][role_code]
     h ^= h >> 30
     h = h * 0xBF58476D1CE4E5B9 & mask
@@ -76,7 +103,8 @@ def test_keys_match_a_plain_python_reference_over_random_turns():
     """The C kernel against the definition, turn by turn: random words, cases, digits, non-ASCII
     text, every role, short, empty and over-long turns in one batch."""
     rng = np.random.default_rng(7)
-    vocab = ["Order", "order", "123", "ÜBER", "naïve", "😀", "help", "x", "THE", "a-b", "it's"]
+    vocab = ["Order", "order", "123", "ÜBER", "naïve", "😀", "help", "x", "THE", "a-b", "it's", "I", "I'm", "Is",
+             "end.", "why?", "(Friday)", "3pm", "\"Bob\""]
     texts = [normalize(" ".join(rng.choice(vocab, size=n))) for n in rng.integers(0, 12, size=300)]
     texts += ["word " * 1000, "", "ok"]
     codes = rng.integers(0, 4, size=len(texts))

@@ -1,7 +1,7 @@
 /* Corpus memory keys of a packed batch: the kernel behind echogate.corpus.turn_keys (read its
  * docstring for what a key is).
  *
- * One pass over the batch's bytes. The NumPy version it replaces built the same polynomial from
+ * One pass over the batch's bytes. The NumPy version it replaced built the polynomial from
  * prefix sums of the whole stream (a product, a cumulative sum and a count of spaces over every
  * byte, each a full array) and took 1.5-2 ms of a 256-transcript batch's 27; this takes a tenth.
  * The fold table and the role salts come from Python, so there is one source of truth for both.
@@ -11,6 +11,31 @@
 #include <stdint.h>
 
 #define P 0x100000001B3ull /* odd: the polynomial's base */
+#define SLOT 257u                /* a slot's term: past every folded byte's (fold + 1 <= 256) */
+
+/* h += term * P**(k+1) for the key's k-th term, wrapping modulo 2**64. */
+static inline void add(uint64_t *h, uint64_t *power, uint64_t term) {
+    *h += term * *power;
+    *power *= P;
+}
+
+static inline int is_upper(uint8_t b) { return b >= 'A' && b <= 'Z'; }
+static inline int is_letter(uint8_t b) { return is_upper(b) || (b >= 'a' && b <= 'z'); }
+static inline int ends_sentence(uint8_t b) { return b == '.' || b == '?' || b == '!'; }
+
+/* A slot word: one holding a digit, or a capitalised word (after any leading punctuation) that
+ * does not start a sentence and is not the pronoun I (I, I'm, I'd...). Template bots fill these
+ * with names, places, dates and numbers: "OK, the North Heights Venue is free on Friday @ 7 pm"
+ * keys as "ok, the # is free on # @ # pm". */
+static int is_slot(const uint8_t *word, Py_ssize_t n, int sentence_start) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (word[i] >= '0' && word[i] <= '9') return 1;
+    if (sentence_start) return 0;
+    Py_ssize_t i = 0;
+    while (i < n && word[i] < 0x80 && !is_letter(word[i])) i++;
+    if (i == n || !is_upper(word[i])) return 0;
+    return !(word[i] == 'I' && (i + 1 == n || !is_letter(word[i + 1])));
+}
 
 static uint64_t splitmix64(uint64_t h) {
     h ^= h >> 30;
@@ -49,9 +74,20 @@ static PyObject *turn_keys(PyObject *self, PyObject *args) {
         const uint8_t *turn = bytes + s[r];
         Py_ssize_t keyed = l[r] < max_key_bytes ? l[r] : max_key_bytes;
         uint64_t h = 0, power = P;
-        for (Py_ssize_t k = 0; k < keyed; k++) { /* sum of (fold + 1) * P**(k+1), wrapping */
-            h += (uint64_t)(folded[turn[k]] + 1) * power;
-            power *= P;
+        int after_slot = 0, sentence_start = 1;
+        /* word by word (runs of non-spaces, empty ones too), each after one space: a turn without
+         * slot words gives the same terms, and so the same key, as its folded bytes alone */
+        for (Py_ssize_t k = 0, end;; k = end + 1) {
+            for (end = k; end < keyed && turn[end] != ' ';) end++;
+            int slot = end > k && is_slot(turn + k, end - k, sentence_start);
+            if (!(slot && after_slot)) { /* a run of slot words is one slot */
+                if (k > 0) add(&h, &power, folded[' '] + 1u);
+                if (slot) add(&h, &power, SLOT);
+                else for (Py_ssize_t i = k; i < end; i++) add(&h, &power, folded[turn[i]] + 1u);
+            }
+            after_slot = slot;
+            if (end > k) sentence_start = ends_sentence(turn[end - 1]);
+            if (end >= keyed) break;
         }
         Py_ssize_t words = l[r] > 0; /* spaces + 1: normalised text has single spaces inside */
         for (Py_ssize_t k = 0; k < l[r]; k++) words += turn[k] == ' ';

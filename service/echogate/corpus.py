@@ -2,9 +2,15 @@
 
 Scripted bots and generic neural bots repeat the same turns verbatim across thousands of
 conversations; people rarely write the same sentence twice. Each turn of at least
-`MIN_WORDS` words is keyed by its role and its text, ASCII letters lower-cased and digits
-folded (so "order 123" and "Order 456" match); the count of earlier transcripts that had
-the same key is the verdict's `seen_before`, and its log1p the model's `turn_seen` input.
+`MIN_WORDS` words is keyed by its role and its text, ASCII letters lower-cased and slot
+words masked: a word with a digit, or a capitalised word that does not start a sentence (and
+is not "I"), and a run of them, count as one slot. A template bot fills its slots with names,
+places, dates and numbers, so "OK, the North Heights Venue is free on Friday @ 7 pm" and "OK,
+the Southside Venue is free on Monday @ 3 pm" are one key ("ok, the # is free on # @ # pm").
+In streams of 3,000 STAR agent turns, 89% of template turns had an earlier one with their key
+against 77% when only digits were folded, while typed human turns went from 3.3% to 3.8%.
+The count of earlier transcripts that had the same key is the verdict's `seen_before`, and
+its log1p the model's `turn_seen` input.
 
 Keys are computed for a whole batch at once from the packed byte stream the model reads
 (`turn_keys`): no Python loop per turn or per byte. Counts are in memory, per process,
@@ -34,7 +40,8 @@ MIN_SAVED_COUNT = 2  # a turn is saved to the store once a second transcript has
 MAX_KEY_BYTES = 4096  # bytes of a turn that make its key (the model reads no more either)
 NO_KEY = np.uint64(0)
 
-# ASCII letters lower-cased, digits folded; each byte then weighs its folded value + 1 (never 0)
+# ASCII letters lower-cased, digits folded (a word with one is a slot, but the fold table is what
+# keys saved before slots were masked were made with); a byte's term is its folded value + 1
 _FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", b"abcdefghijklmnopqrstuvwxyz0000000000")
 # per role code (echogate.types.ROLE_CODES: customer, agent, system; then OTHER_ROLE)
 _ROLE_SALT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], np.uint64)
@@ -44,10 +51,14 @@ def turn_keys(packed: Packed, roles: Sequence[str] | np.ndarray) -> np.ndarray:
     """uint64 key per turn of a packed batch (echogate.text.pack_turns); NO_KEY for turns of
     fewer than MIN_WORDS words (a word: one more than the turn's spaces).
 
-    A polynomial hash of the turn's first MAX_KEY_BYTES folded bytes (sum of (fold + 1) *
-    P**(k+1) modulo 2**64, P = 0x100000001B3, k the position in the turn), xor the role's salt,
-    finalised with splitmix64 and its lowest bit set: every process and replica derives the same
-    key for the same turn, and keys saved by the store stay valid. Computed in C
+    A polynomial hash of the terms of the turn's first MAX_KEY_BYTES bytes (sum of term *
+    P**(k+1) modulo 2**64, P = 0x100000001B3, k the term's position), xor the role's salt,
+    finalised with splitmix64 and its lowest bit set. The terms are, word by word (words split
+    at single spaces), a space's (fold + 1) before every word but the first, then the word's
+    bytes' (fold + 1), or 257 for a slot word (see the module docstring); a slot word right
+    after another adds nothing, not even its space. So a turn without slot words keys as its
+    folded bytes alone, as keys did before slots were masked, and its saved counts stay valid.
+    Every process and replica derives the same key for the same turn. Computed in C
     (echogate/_corpus.c), one pass over the bytes. `roles` are role names or their codes
     (echogate.text.role_codes).
     """

@@ -17,8 +17,9 @@ words has those shares at 0, so a repeated "Thanks." is not looping.
 
 Per transcript, over the agent side (every turn when there is none), Gopher-family
 statistics (Rae et al. 2021; thresholds in docs/repetition.md): duplicate turn fraction
-and its character fraction (a turn equal to an earlier one of its side, case and digits
-folded, as the corpus memory keys it), the word share of the most frequent trigram,
+and its character fraction (a turn equal to an earlier one of its side as the corpus memory
+keys it: case folded, slot words such as names and numbers masked, so a template re-sent with
+other values counts), the word share of the most frequent trigram,
 distinct-3 (distinct trigrams over trigram occurrences; one minus it is the share of
 occurrences that repeat an earlier one), and the compression ratio (raw over DEFLATE size, by
 ISA-L at its default level 2: on SGD's agent sides in 9 us against zlib level 6's 21, the mean
