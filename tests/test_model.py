@@ -11,7 +11,7 @@ from echogate.features import HashSpec, function_word_stream, ngram_hashes
 from echogate.model import BotOriginModel, ModelLoadError
 from echogate.settings import default_model_path
 from echogate.text import normalize, pack_turns
-from echogate.training.graph import Calibration, build_graph
+from echogate.training.graph import Calibration, build_graph, seen_scale
 from echogate.training.repetition import RepetitionHead
 from echogate.training.train import ROLE_WEIGHTS
 from tests.conftest import DATASETS, needs_datasets
@@ -22,14 +22,14 @@ TEXTS = ["Hello, how can I help?", "", "ok", "THE end", "the", "Ünïcödé 😀
 
 def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, n_transcripts):
     """Raw (pre-calibration) turn and transcript scores computed in NumPy."""
-    stream, turn_of_byte, _, _ = pack_turns([normalize(t) for t in texts], 4096)
+    stream, turn_of_byte, _, lengths = pack_turns([normalize(t) for t in texts], 4096)
     hashes, turns = ngram_hashes(stream, turn_of_byte, spec)
     sums = np.bincount(turns, weights=weights[hashes], minlength=len(texts))
     counts = np.bincount(turns, minlength=len(texts)).astype(float)
     turn_raw = sums / np.sqrt(np.maximum(counts, 1)) + intercept
     doc_s = np.bincount(transcript_of_turn, weights=sums * turn_weight, minlength=n_transcripts)
     doc_c = np.bincount(transcript_of_turn, weights=counts * turn_weight, minlength=n_transcripts)
-    return turn_raw, doc_s / np.sqrt(np.maximum(doc_c, 1)) + intercept, counts, (stream, turn_of_byte)
+    return turn_raw, doc_s / np.sqrt(np.maximum(doc_c, 1)) + intercept, counts, (stream, turn_of_byte), lengths
 
 
 @pytest.mark.parametrize("spec", [HashSpec((3, 4, 5), (), 1024), HashSpec((2,), (4, 6), 1 << 16),
@@ -39,20 +39,22 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
     weights = rng.normal(scale=0.3, size=spec.table_size).astype(np.float32)  # no logit saturates float32
     meta = {"model_version": "test", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
-    onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0, 0.5), Calibration(1.0, 0.0, 2.0), HEAD, meta),
-              tmp_path / "m.onnx")
+    onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0, 0.5), Calibration(1.0, 0.0, 2.0), HEAD, meta,
+                          seen_full_bytes=16), tmp_path / "m.onnx")
     model = BotOriginModel(tmp_path / "m.onnx")
     transcript_of_turn = np.array([0, 0, 0, 0, 0, 1, 1, 2, 3])  # transcript 3 is a single text
     turn_weight = np.array([1.0, 0.5, 1.0, 1.0, 0.5, 1.0, 0.0, 0.5, 1.0], np.float32)
-    turn_raw, doc_raw, counts, (stream, byte_turn) = reference(spec, weights.astype(np.float64), 0.25, TEXTS,
-                                                               transcript_of_turn, turn_weight, 4)
+    turn_raw, doc_raw, counts, (stream, byte_turn), lengths = reference(spec, weights.astype(np.float64), 0.25,
+                                                                        TEXTS, transcript_of_turn, turn_weight, 4)
     seen = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 2.0, 0.5, 0.0, 3.0], np.float32)
     features = rng.uniform(size=(len(TEXTS), 4)).astype(np.float32)
     side = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1], np.float32)
     out = model.run(stream, byte_turn, transcript_of_turn, turn_weight, seen, 4, features, side)
-    turn_raw = turn_raw + 0.5 * seen
+    scaled = seen * seen_scale(lengths, 16)  # short turns' corpus signal counts less
+    assert 0 < scaled[4] < seen[4] and scaled[5] == seen[5] and scaled[1] == 0  # "the", a long turn, an empty one
+    turn_raw = turn_raw + 0.5 * scaled
     doc_w = np.bincount(transcript_of_turn, weights=turn_weight)
-    doc_raw = doc_raw + 2.0 * np.bincount(transcript_of_turn, weights=turn_weight * seen) / np.maximum(doc_w, 1e-6)
+    doc_raw = doc_raw + 2.0 * np.bincount(transcript_of_turn, weights=turn_weight * scaled) / np.maximum(doc_w, 1e-6)
     doc_raw[[2, 3]] = turn_raw[[7, 8]]  # one-turn transcripts take their turn's (single-text) calibration
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731 - calibration is identity here
     np.testing.assert_allclose(logit(out.turn_bot_origin.astype(np.float64)), turn_raw, rtol=1e-3, atol=1e-3)
@@ -75,10 +77,10 @@ def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
     weights = np.random.default_rng(1).normal(size=spec.table_size).astype(np.float32)
     meta = {"model_version": "test", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
-    onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, meta),
+    onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, meta, 64),
               tmp_path / "m.onnx")
     n = len(texts)
-    turn_raw, _, counts, (stream, byte_turn) = reference(spec, weights.astype(np.float64), 0.25, texts,
+    turn_raw, _, counts, (stream, byte_turn), _ = reference(spec, weights.astype(np.float64), 0.25, texts,
                                                          np.zeros(n, np.int64), np.ones(n), 1)
     out = BotOriginModel(tmp_path / "m.onnx").run(stream, byte_turn, np.zeros(n, np.int64), np.ones(n, np.float32),
                                                   np.zeros(n, np.float32), 1, np.zeros((n, 4), np.float32),
@@ -88,7 +90,7 @@ def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
 
 def test_model_refuses_other_normalisation(tmp_path):
     meta = {"model_version": "x", "normalization": "something-else", "role_weights": "{}", "max_turn_bytes": "10"}
-    onnx.save(build_graph(HashSpec((3,), (), 128), np.zeros(128), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta),
+    onnx.save(build_graph(HashSpec((3,), (), 128), np.zeros(128), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta, 64),
               tmp_path / "m.onnx")
     with pytest.raises(ModelLoadError, match="normalisation"):
         BotOriginModel(tmp_path / "m.onnx")
@@ -97,7 +99,7 @@ def test_model_refuses_other_normalisation(tmp_path):
 def test_model_refuses_other_repetition_features(tmp_path):
     """A model built for other repetition features would weigh the wrong columns: refused at load."""
     meta = {"model_version": "x", "normalization": "nfkc-zw-ws-1", "role_weights": "{}", "max_turn_bytes": "10"}
-    model = build_graph(HashSpec((3,), (), 128), np.zeros(128), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta)
+    model = build_graph(HashSpec((3,), (), 128), np.zeros(128), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta, 64)
     onnx.helper.set_model_props(model, {**meta, "repetition_features": "trigram_self"})
     onnx.save(model, tmp_path / "m.onnx")
     with pytest.raises(ModelLoadError, match="repetition features"):
@@ -146,10 +148,10 @@ def test_graph_refuses_weights_its_fixed_point_table_cannot_hold():
     weights = np.zeros(spec.table_size, np.float32)
     weights[7] = -128.0
     with pytest.raises(ValueError, match="fixed-point"):
-        build_graph(spec, weights, 0.0, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, {})
+        build_graph(spec, weights, 0.0, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, {}, 64)
     weights[7] = -127.9
     build_graph(spec, weights, 0.0, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD,
-                {"model_version": "t", "normalization": "nfkc-zw-ws-1", "role_weights": "{}", "max_turn_bytes": "1"})
+                {"model_version": "t", "normalization": "nfkc-zw-ws-1", "role_weights": "{}", "max_turn_bytes": "1"}, 64)
 
 
 def test_hash_spec_refuses_what_the_graph_cannot_hash_exactly():

@@ -1,11 +1,15 @@
-"""The trainer's matched-pair rows: what pairs, how they are built, and that they teach style."""
+"""The trainer's features and matched-pair rows: what each file trains on, what pairs, how they
+are built, and that they teach style."""
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
 
+from echogate.features import HashSpec, ngram_hashes
+from echogate.text import normalize_all, pack_turns
 from echogate.training.data import Doc, content_key
-from echogate.training.train import TrainConfig, fit, matched_pairs, pair_rows, training_pairs
+from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, featurize, fit, matched_pairs, pair_rows,
+                                     split_training_features, training_pairs)
 
 
 def doc(label: int, content: str | None, dataset: str = "l2r") -> Doc:
@@ -62,3 +66,23 @@ def test_pairs_teach_the_style_feature_that_topic_hides():
     plain = fit(x, label, np.ones(n), cfg)
     paired = fit(x, label, np.ones(n), cfg, pair_rows(both, pairs, total_weight=float(n)))
     assert paired.coef_[0][1] > 2 * plain.coef_[0][1] > 0
+
+
+def test_features_read_as_the_graph_reads_and_only_matched_content_trains_byte_ngrams():
+    """The two parts add up to one row per document as the graph scores it (role-weighted hashed
+    counts over all streams, divided by sqrt of the weighted count); a document of a file whose
+    label follows the collection trains without its byte n-grams, and scores with them."""
+    spec = HashSpec((3, 4), (4,), 1 << 12, (6,))
+    docs = [Doc("sgd", 0, None, "d", "transcript", ("customer", "agent"), ("book a table", "Which city, please?")),
+            Doc("l2r", 1, "g", "d", "turn", ("agent",), ("A rewritten paragraph of text.",), "d/1")]
+    byte_x, masked_x = featurize(docs, spec, ROLE_WEIGHTS)
+    x_train, x = split_training_features(byte_x, masked_x, docs, ("l2r",))
+    for i, d in enumerate(docs):
+        packed = pack_turns(normalize_all(list(d.texts)), 4096)
+        hashes, turns = ngram_hashes(packed.stream, packed.byte_turn, spec)
+        weights = np.array([ROLE_WEIGHTS[r] for r in d.roles])[turns]
+        expected = np.bincount(hashes, weights=weights, minlength=spec.table_size) / np.sqrt(weights.sum())
+        np.testing.assert_allclose(x[i].toarray()[0], expected, rtol=1e-6)
+    assert byte_x[0].nnz and masked_x[0].nnz
+    np.testing.assert_allclose(x_train[0].toarray(), masked_x[0].toarray())  # sgd: topic-masked n-grams only
+    np.testing.assert_allclose(x_train[1].toarray(), x[1].toarray())  # l2r: everything

@@ -42,6 +42,11 @@ def render(report: dict) -> str:
                f" {cfg['pair_weight']:g} x the paired texts' weight: content cancels in a difference, so these rows"
                f" teach how a machine rewrites rather than what a collection is about."
                if cfg.get("pair_weight") else "")
+    byte_files = cfg.get("byte_ngram_datasets")
+    byte_rule = (f" Byte n-grams train only from {', '.join(f'`{d}`' for d in byte_files)}, the files with both labels"
+                 f" on matched content; every other file trains through the writing-style and skeleton n-grams alone,"
+                 f" because there the label follows the collection and its byte n-grams would learn its topic. Scoring"
+                 f" reads every stream of every text." if byte_files else "")
     cal = report["calibration"]
     seen = (f"single texts {cal['turn']['seen_weight']:.2f}, dialogues {cal['transcript']['seen_weight']:.2f} "
             "per unit of log1p(count)")
@@ -70,8 +75,9 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   {cal['turn']['scale']:.3f} / {cal['turn']['offset']:.3f} / {cal['turn']['seen_weight']:.3f}, dialogues
   {cal['transcript']['scale']:.3f} / {cal['transcript']['offset']:.3f} / {cal['transcript']['seen_weight']:.3f}.
 - **Corpus signal.** The graph's `turn_seen` input is log1p(how many earlier transcripts had
-  the same turn, ASCII letters lower-cased and digits folded), kept by `echogate.corpus.CorpusMemory` over
-  the stream of scored transcripts. Scripted bots repeat verbatim; people rarely do. It enters
+  the same turn, ASCII letters lower-cased and slot words masked: names, places, dates and numbers,
+  which template bots fill in), kept by `echogate.corpus.CorpusMemory` over the stream of scored
+  transcripts. Scripted bots repeat themselves; people rarely do. It enters
   the calibrated logit with a learnt, non-negative weight ({seen}).
 - Probabilities are calibrated on **out-of-fold** scores (each from a model that never saw
   that data), every fold weighing the same: single texts on those with exact labels (STAR
@@ -82,7 +88,7 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   simulated as `echogate score` sees it: each dataset shuffled into streams of
   {cfg.get('stream_size', 0):,} records, each stream starting with an empty memory.
 - Trained on: {train_on}. Logistic regression, C={cfg['c']}, classes balanced so that every
-  (dataset, label, kind) group weighs the same{weighting}.{pairing} Seed {cfg['seed']}.
+  (dataset, label, kind) group weighs the same{weighting}.{pairing}{byte_rule} Seed {cfg['seed']}.
 
 ## Repetitiveness output
 - `turn_repetitiveness` = sigmoid(weights . repetition features + bias), features from
@@ -147,7 +153,13 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
 - **The corpus signal needs a stream.** A template bot's turn is recognised by repetition only
   after it has been seen; the first occurrences score on style alone. Human agents who paste
   the same macro many times look scripted too (that is often the right call for training data,
-  but it is not "machine-written").
+  but it is not "machine-written"), and since slot words are masked, so do agents who type
+  the same sentence with another customer's name or order number in it. Short turns count
+  less ({cfg.get('seen_full_bytes', 0)} bytes and more count in full), because people repeat
+  "thank you so much" too.
+- **Byte n-grams come from two collections.** Only l2r and STAR teach byte n-grams, so
+  vocabulary that marks LLM support text but appears in neither (CuCom's, say) is learnt only
+  through the writing-style and function-word skeleton n-grams.
 - Non-native English, paraphrased LLM text, unseen generators and decoding with repetition
   penalties are not represented in the training data beyond l2r's three generators.
 
