@@ -68,15 +68,15 @@ def test_pairs_teach_the_style_feature_that_topic_hides():
     assert paired.coef_[0][1] > 2 * plain.coef_[0][1] > 0
 
 
-def test_features_read_as_the_graph_reads_and_only_matched_content_trains_byte_ngrams():
+def test_features_read_as_the_graph_reads_and_only_matched_content_trains_byte_ngrams_in_full():
     """The two parts add up to one row per document as the graph scores it (role-weighted hashed
     counts over all streams, divided by sqrt of the weighted count); a document of a file whose
-    label follows the collection trains without its byte n-grams, and scores with them."""
+    label follows the collection trains with its byte n-grams scaled down, and scores with them."""
     spec = HashSpec((3, 4), (4,), 1 << 12, (6,))
     docs = [Doc("sgd", 0, None, "d", "transcript", ("customer", "agent"), ("book a table", "Which city, please?")),
             Doc("l2r", 1, "g", "d", "turn", ("agent",), ("A rewritten paragraph of text.",), "d/1")]
     byte_x, masked_x = featurize(docs, spec, ROLE_WEIGHTS)
-    x_train, x = split_training_features(byte_x, masked_x, docs, ("l2r",))
+    x_train, x = split_training_features(byte_x, masked_x, docs, ("l2r",), 0.25)
     for i, d in enumerate(docs):
         packed = pack_turns(normalize_all(list(d.texts)), 4096)
         hashes, turns = ngram_hashes(packed.stream, packed.byte_turn, spec)
@@ -84,5 +84,6 @@ def test_features_read_as_the_graph_reads_and_only_matched_content_trains_byte_n
         expected = np.bincount(hashes, weights=weights, minlength=spec.table_size) / np.sqrt(weights.sum())
         np.testing.assert_allclose(x[i].toarray()[0], expected, rtol=1e-6)
     assert byte_x[0].nnz and masked_x[0].nnz
-    np.testing.assert_allclose(x_train[0].toarray(), masked_x[0].toarray())  # sgd: topic-masked n-grams only
+    # sgd: its byte n-grams at the given scale
+    np.testing.assert_allclose(x_train[0].toarray(), (0.25 * byte_x[0] + masked_x[0]).toarray(), rtol=1e-6)
     np.testing.assert_allclose(x_train[1].toarray(), x[1].toarray())  # l2r: everything

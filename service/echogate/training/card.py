@@ -43,10 +43,11 @@ def render(report: dict) -> str:
                f" teach how a machine rewrites rather than what a collection is about."
                if cfg.get("pair_weight") else "")
     byte_files = cfg.get("byte_ngram_datasets")
-    byte_rule = (f" Byte n-grams train only from {', '.join(f'`{d}`' for d in byte_files)}, the files with both labels"
-                 f" on matched content; every other file trains through the writing-style and skeleton n-grams alone,"
-                 f" because there the label follows the collection and its byte n-grams would learn its topic. Scoring"
-                 f" reads every stream of every text." if byte_files else "")
+    byte_rule = (f" Byte n-grams train in full only from {', '.join(f'`{d}`' for d in byte_files)}, the files with"
+                 f" both labels on matched content; in every other file the label follows the collection, so its byte"
+                 f" n-grams (which learn topic along with origin) train at {cfg['other_byte_ngram_scale']:g} x, beside"
+                 f" its writing-style and skeleton n-grams. Scoring reads every stream of every text in full."
+                 if byte_files else "")
     cal = report["calibration"]
     seen = (f"single texts {cal['turn']['seen_weight']:.2f}, dialogues {cal['transcript']['seen_weight']:.2f} "
             "per unit of log1p(count)")
@@ -157,9 +158,10 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
   the same sentence with another customer's name or order number in it. Short turns count
   less ({cfg.get('seen_full_bytes', 0)} bytes and more count in full), because people repeat
   "thank you so much" too.
-- **Byte n-grams come from two collections.** Only l2r and STAR teach byte n-grams, so
-  vocabulary that marks LLM support text but appears in neither (CuCom's, say) is learnt only
-  through the writing-style and function-word skeleton n-grams.
+- **Byte n-grams are learnt at a reduced scale from collection-labelled files.** What marks LLM
+  support text in CuCom's vocabulary ("I sincerely apologize") is learnt at
+  {cfg.get('other_byte_ngram_scale', 1):g} x, like CuCom's topic; on held-out CuCom conversations this costs a
+  little against training them in full (see TrainConfig.other_byte_ngram_scale).
 - Non-native English, paraphrased LLM text, unseen generators and decoding with repetition
   penalties are not represented in the training data beyond l2r's three generators.
 

@@ -244,10 +244,10 @@ def build_graph(
         return node("Sigmoid", [logit], out)
 
     # the corpus signal as calibration reads it: scaled down for short turns (seen_scale)
-    seen_weight = node("Min", [node("Mul", [node("Cast", [length], "turn_bytes_f", to=TensorProto.FLOAT),
-                                            const("per_full_bytes", np.array(1.0 / seen_full_bytes, np.float32))],
-                                    "turn_bytes_share"), "one_f"], "seen_scale")
-    scaled_seen = node("Mul", ["turn_seen", seen_weight], "turn_seen_scaled")
+    length_factor = node("Min", [node("Mul", [node("Cast", [length], "turn_bytes_f", to=TensorProto.FLOAT),
+                                              const("per_full_bytes", np.array(1.0 / seen_full_bytes, np.float32))],
+                                      "turn_bytes_share"), "one_f"], "seen_scale")
+    scaled_seen = node("Mul", ["turn_seen", length_factor], "turn_seen_scaled")
     turn_prob = calibrated(turn_sum, turn_cnt, scaled_seen, turn_calibration, "turn_bot_origin")
 
     def per_doc(values: str, name: str) -> str:

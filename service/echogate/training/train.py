@@ -8,9 +8,10 @@ calibration shipped in the model: probabilities calibrated for unseen data, not 
 training split.
 
 The same confound decides what each file may teach. Raw byte n-grams carry topic, so they
-learn only from files with both labels on matched content (`TrainConfig.byte_ngram_datasets`);
-the other files train through the topic-masked streams alone (writing-style classes and the
-function-word skeleton). The model still reads every stream of every text it scores.
+learn in full only from files with both labels on matched content
+(`TrainConfig.byte_ngram_datasets`); the other files' byte n-grams train at a reduced scale,
+beside the topic-masked streams (writing-style classes and the function-word skeleton). The
+model still reads every stream of every text it scores.
 """
 from __future__ import annotations
 
@@ -116,15 +117,24 @@ class TrainConfig:
     max_turn_docs_per_dataset: int = 30_000
     # Train only on these datasets (file stems); empty = all. Validation still scores every fold.
     train_datasets: tuple[str, ...] = ()
-    # Files whose raw byte n-grams train the model: those with both labels on matched content
-    # (l2r originals and their rewrites, STAR's typed and template turns), where a byte n-gram can
-    # only learn origin. In every other file the label follows the collection, so its byte n-grams
-    # would learn the collection's topic; those files train through the topic-masked streams
-    # alone (see split_training_features). Measured on the same folds with bot-origin-0.6.0's
-    # features (throwaway harness): held-out macro 0.788 against 0.779 with every file's byte
-    # n-grams, l2r+STAR folds 0.865 against 0.855, BANKING77 mean p 0.294 against 0.312; byte
-    # n-grams of the other files at 0.3 instead of 0: 0.785 and 0.859.
+    # Files whose raw byte n-grams train the model in full: those with both labels on matched
+    # content (l2r originals and their rewrites, STAR's typed and template turns), where a byte
+    # n-gram can only learn origin. In every other file the label follows the collection, so its
+    # byte n-grams learn the collection's topic as well as its origin; they train scaled by
+    # other_byte_ngram_scale (see split_training_features). Same folds, throwaway harness, with the
+    # slot-masked keys and the length-scaled corpus signal; scale 1 / 0.7 / 0.5 / 0:
+    #   held-out macro 0.787 / 0.798 / 0.796 / 0.790 (most of the spread is spc_vs_sgd's noise)
+    #   l2r folds 0.780 0.867 0.755 / 0.794 0.872 0.752 / 0.785 0.880 0.752 / 0.773 0.891 0.747
+    #   STAR turns 0.948 0.985 / 0.949 0.988 / 0.951 0.981 / 0.961 0.985
+    #   spc_vs_sgd turns 0.590 / 0.608 / 0.600 / 0.598; BANKING77 mean p 0.296 / 0.305 / 0.299 / 0.282
+    # and on a random half of CuCom, SGD and Taskmaster4 conversations held out (same collections,
+    # new conversations): transcripts AUROC 0.9999 / 0.9993 / 0.997 / 0.987, TPR at 1% FPR 0.999 /
+    # 0.985 / 0.937 / 0.761; turns 0.895 / 0.854 / 0.840 / 0.779. Across collections the scale moves
+    # little (with 0.6.0's keys, 1 -> 0 had raised STAR unseen-domain turns 0.888 -> 0.928, a gain
+    # the slot keys now mostly bring themselves); within them, dropping these n-grams costs LLM
+    # support text the issue wants caught at 0.90 TPR. 0.7 keeps nearly all of that.
     byte_ngram_datasets: tuple[str, ...] = ("l2r", "star_agent_turns", "star_dialogues")
+    other_byte_ngram_scale: float = 0.7
     # Extra weight per dataset (file stem), on top of the group balancing. Datasets with both
     # labels on matched content (l2r, STAR) teach origin rather than topic: weighted x10, every
     # held-out fold scored higher than unweighted (macro 0.764 vs 0.712; x3 0.741; those files
@@ -175,20 +185,21 @@ def featurize(docs: list[Doc], spec: HashSpec, role_weights: dict[str, float], c
 
 
 def split_training_features(byte_x: sp.csr_matrix, masked_x: sp.csr_matrix, docs: list[Doc],
-                            byte_ngram_datasets: tuple[str, ...]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+                            byte_ngram_datasets: tuple[str, ...], other_scale: float
+                            ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """(what each document trains on, what the model reads when it scores it).
 
     A document of `byte_ngram_datasets` trains on all its n-grams; any other trains on its
-    topic-masked n-grams only, its byte n-grams zeroed. Where the label follows the collection
-    (SGD and Taskmaster human, CuCom and Synthetic-Persona-Chat machine), a byte n-gram's
-    weight would learn what the collection talks about ("latte", "reservation"), which no
-    unseen collection shares; where both labels share content (an l2r original and its
-    rewrite, a STAR template and a typed turn of the same task) topic cancels and only origin
-    is left to learn. Scoring, held-out scoring included, reads every n-gram: the byte weights
-    learnt from matched content apply to every text.
+    topic-masked n-grams and its byte n-grams scaled by `other_scale`. Where the label follows
+    the collection (SGD and Taskmaster human, CuCom and Synthetic-Persona-Chat machine), a
+    byte n-gram's weight learns what the collection talks about ("latte", "reservation"), which
+    no unseen collection shares, along with how its writer writes ("I sincerely apologize");
+    where both labels share content (an l2r original and its rewrite, a STAR template and a
+    typed turn of the same task) topic cancels and only origin is left to learn. Scoring,
+    held-out scoring included, reads every n-gram in full.
     """
-    trusted = np.isin([d.dataset for d in docs], byte_ngram_datasets).astype(np.float32)
-    return (sp.diags(trusted) @ byte_x + masked_x).tocsr(), (byte_x + masked_x).tocsr()
+    scale = np.where(np.isin([d.dataset for d in docs], byte_ngram_datasets), 1.0, other_scale).astype(np.float32)
+    return (sp.diags(scale) @ byte_x + masked_x).tocsr(), (byte_x + masked_x).tocsr()
 
 
 def group_weights(docs: list[Doc]) -> np.ndarray:
@@ -397,7 +408,8 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     spec = HashSpec(cfg.orders, cfg.shape_orders, cfg.table_size, cfg.function_orders)
     docs = load_docs(data_dir, cfg.max_turn_docs_per_dataset, cfg.seed)
     log.info("loaded %d documents from %s", len(docs), data_dir)
-    x_train, x = split_training_features(*featurize(docs, spec, cfg.role_weights), docs, cfg.byte_ngram_datasets)
+    x_train, x = split_training_features(*featurize(docs, spec, cfg.role_weights), docs, cfg.byte_ngram_datasets,
+                                         cfg.other_byte_ngram_scale)
     y = np.array([d.label for d in docs])
     w = group_weights(docs) * np.array([cfg.dataset_weights.get(d.dataset, 1.0) for d in docs])
     datasets = np.array([d.dataset for d in docs])
