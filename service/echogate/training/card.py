@@ -79,7 +79,8 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   the same turn, ASCII letters lower-cased and slot words masked: names, places, dates and numbers,
   which template bots fill in), kept by `echogate.corpus.CorpusMemory` over the stream of scored
   transcripts. Scripted bots repeat themselves; people rarely do. It enters
-  the calibrated logit with a learnt, non-negative weight ({seen}).
+  the calibrated logit scaled by min(1, the turn's bytes / {cfg.get('seen_full_bytes', 1)}) (people repeat short
+  turns too), with a learnt, non-negative weight ({seen}).
 - Probabilities are calibrated on **out-of-fold** scores (each from a model that never saw
   that data), every fold weighing the same: single texts on those with exact labels (STAR
   turns, l2r paragraphs, BANKING77 messages), dialogues on the held-out dialogue folds. The
