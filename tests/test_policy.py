@@ -16,8 +16,9 @@ import pytest
 from echogate.budget import SyntheticBudgetWindows
 from echogate.grpc_api.server import EchogateServer
 from echogate.policy import Policy, PolicyError, load_policy_file
-from echogate.scoring import ScoredTranscript
-from echogate.settings import PolicySettings
+from echogate.model import BotOriginModel
+from echogate.scoring import ScoredTranscript, Scorer
+from echogate.settings import PolicySettings, default_model_path
 from echogate.types import DeclaredOrigin, Decision, Role, Scores, Transcript, Turn, TurnScore
 from echogate.v1 import gate_pb2 as pb
 from echogate.v1 import gate_pb2_grpc
@@ -94,6 +95,21 @@ def test_thresholds_and_the_deciding_reason_first(policy):
     assert out.decision is Decision.BLOCK and out.reasons[0].startswith("repetitive:")
     assert out.reasons[1].startswith("bot_origin_high:")
     assert "gated" in out.tags
+
+
+def test_a_reason_names_the_turn_whose_wording_was_seen_before_with_other_names_and_numbers():
+    """The shipped model and the corpus memory: a template filled with other values each time is
+    one turn to the memory, and the reason tells the reviewer so."""
+    template = "Your table for {} at {} is booked for {} at {} pm, we look forward to seeing you."
+    fills = [(2, "Nando's", "Friday", 7), (4, "The Ivy", "Monday", 8), (3, "Zizzi", "Sunday", 6), (6, "Dishoom", "Friday", 9)]
+    transcripts = [Transcript(f"t{i}", "acme", (Turn(Role.CUSTOMER, f"can I book a table for {n} please?"),
+                                                Turn(Role.AGENT, template.format(n, place, day, hour))))
+                   for i, (n, place, day, hour) in enumerate(fills)]
+    out = Scorer(BotOriginModel(default_model_path())).score(transcripts)
+    assert [o.scores.turns[1].seen_before for o in out] == [0, 1, 2, 3]
+    always = Policy(PolicySettings(tag_bot_origin=0.0, review_bot_origin=0.99, block_bot_origin=0.999))
+    reason = always.decide(transcripts[-1], out[-1]).reasons[0]
+    assert "turn 1 (agent, " in reason and "its wording seen in 3 earlier transcripts, names and numbers aside" in reason
 
 
 def test_per_source_overrides_change_thresholds_tags_and_declared_actions(policy):

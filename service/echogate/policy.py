@@ -129,7 +129,8 @@ def _top_turns(transcript: Transcript, scored: ScoredTranscript, k: int = 2) -> 
         return ""
     turns = scored.scores.turns
     parts = [f"turn {i} ({transcript.turns[i].role.value}, {p:.2f}"
-             + (f", seen in {turns[i].seen_before} earlier transcripts" if turns[i].seen_before >= 2 else "") + ")"
+             + (f", its wording seen in {turns[i].seen_before} earlier transcripts, names and numbers aside"
+                if turns[i].seen_before >= 2 else "") + ")"
              for p, i in ranked]
     return "; most machine-like: " + ", ".join(parts)
 
