@@ -8,8 +8,8 @@ import scipy.sparse as sp
 from echogate.features import HashSpec, ngram_hashes
 from echogate.text import normalize_all, pack_turns
 from echogate.training.data import Doc, content_key
-from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, featurize, fit, matched_pairs, pair_rows,
-                                     split_training_features, training_pairs)
+from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, featurize, fit, in_collection_fold, matched_pairs,
+                                     pair_rows, split_training_features, training_pairs)
 
 
 def doc(label: int, content: str | None, dataset: str = "l2r") -> Doc:
@@ -87,3 +87,25 @@ def test_features_read_as_the_graph_reads_and_only_matched_content_trains_byte_n
     # sgd: its byte n-grams at the given scale
     np.testing.assert_allclose(x_train[0].toarray(), (0.25 * byte_x[0] + masked_x[0]).toarray(), rtol=1e-6)
     np.testing.assert_allclose(x_train[1].toarray(), x[1].toarray())  # l2r: everything
+
+
+def test_the_in_collection_check_holds_out_whole_conversations_of_the_support_collections():
+    """A held-out conversation takes every document cut from it (its transcript and its turns),
+    about half of them are held out, and other files stay in training."""
+    docs = []
+    for i in range(400):
+        for dataset in ("sgd", "cucom_ecommerce", "synthetic_persona_chat"):
+            docs.append(Doc(dataset, 0, None, "d", "transcript", ("agent", "customer"), ("a", "b"), conversation=f"{dataset}/{i}"))
+            docs += [Doc(dataset, 0, None, "d", "turn", (r,), (t,), conversation=f"{dataset}/{i}")
+                     for r, t in (("agent", "a"), ("customer", "b"))]
+    docs.append(doc(1, "x/1"))  # an l2r paragraph: no conversation
+    test, excluded = in_collection_fold(docs)
+    assert (test == excluded).all()
+    by_conversation: dict[str, set[bool]] = {}
+    for d, held in zip(docs, test):
+        if d.conversation:
+            by_conversation.setdefault(d.conversation, set()).add(bool(held))
+    assert all(len(v) == 1 for v in by_conversation.values())  # all of a conversation, or none of it
+    assert not any(held for d, held in zip(docs, test) if d.dataset in ("synthetic_persona_chat", "l2r"))
+    held_sgd = sum(held for d, held in zip(docs, test) if d.dataset == "sgd" and d.kind == "transcript")
+    assert 150 < held_sgd < 250

@@ -131,6 +131,11 @@ is fitted on the *other* folds, so every number here is for data the model never
   those domains' whole dialogues.
 - `banking77`: short human messages only (no AUROC; its mean probability is the false-positive
   tendency on short human text).
+- `in_collection_support`: not a change of collection but new conversations of known ones: half
+  of the CuCom, SGD and Taskmaster-4 conversations (by a hash of their ids) held out with every
+  turn cut from them, LLM support dialogues against human ones, scored with the shipped
+  calibration. What a platform whose traffic resembles the training data can expect. Reported
+  only: never calibrated on, not in the macro AUROC.
 
 `turns` are single texts (a turn, a paragraph, a message: what a one-turn record is), `<20w` the
 short ones, `transcripts` dialogues of several turns. Macro AUROC over the headline rows (single

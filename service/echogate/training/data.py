@@ -30,6 +30,10 @@ class Doc:
     # Documents with the same `content` key say the same thing (an l2r original and its
     # rewrites: "domain/item"); None where the file matches no content.
     content: str | None = None
+    # The record a dialogue's documents come from (the transcript and its single-turn
+    # documents share it), so a held-out conversation can take its turns along; None for
+    # plain-text records.
+    conversation: str | None = None
 
     @property
     def words(self) -> int:
@@ -76,7 +80,7 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
                 continue
             if len(turns) > 1 or dataset != "banking77":
                 docs.append(Doc(dataset, label, generator, domain, "transcript",
-                                tuple(r for r, _ in turns), tuple(t for _, t in turns)))
+                                tuple(r for r, _ in turns), tuple(t for _, t in turns), conversation=rec["id"]))
             for raw, (role, text) in zip(rec["turns"], turns):
                 if dataset in SAME_HAND_BOTH_SIDES:
                     turn_label = label
@@ -86,7 +90,8 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
                     continue  # STAR agent turns come from star_agent_turns.jsonl
                 else:
                     turn_label = 1 if raw.get("origin", rec["label"]) == "machine" else 0
-                turn_docs.append(Doc(dataset, turn_label, generator, domain, "turn", (role,), (text,)))
+                turn_docs.append(Doc(dataset, turn_label, generator, domain, "turn", (role,), (text,),
+                                     conversation=rec["id"]))
         rng.shuffle(turn_docs)
         docs.extend(turn_docs[:max_turn_docs_per_dataset])
     return docs
