@@ -40,9 +40,9 @@ MIN_SAVED_COUNT = 2  # a turn is saved to the store once a second transcript has
 MAX_KEY_BYTES = 4096  # bytes of a turn that make its key (the model reads no more either)
 NO_KEY = np.uint64(0)
 
-# ASCII letters lower-cased, digits folded (a word with one is a slot, but the fold table is what
-# keys saved before slots were masked were made with); a byte's term is its folded value + 1
-_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", b"abcdefghijklmnopqrstuvwxyz0000000000")
+# ASCII letters lower-cased; a byte's term is its folded value + 1 (no digit reaches it: a word
+# with one is a slot)
+_FOLD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 # per role code (echogate.types.ROLE_CODES: customer, agent, system; then OTHER_ROLE)
 _ROLE_SALT = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], np.uint64)
 

@@ -42,7 +42,7 @@ def render(report: dict) -> str:
                f" {cfg['pair_weight']:g} x the paired texts' weight: content cancels in a difference, so these rows"
                f" teach how a machine rewrites rather than what a collection is about."
                if cfg.get("pair_weight") else "")
-    byte_files = cfg.get("byte_ngram_datasets")
+    byte_files = cfg["byte_ngram_datasets"]
     byte_rule = (f" Byte n-grams train in full only from {', '.join(f'`{d}`' for d in byte_files)}, the files with"
                  f" both labels on matched content; in every other file the label follows the collection, so its byte"
                  f" n-grams (which learn topic along with origin) train at {cfg['other_byte_ngram_scale']:g} x, beside"
@@ -79,7 +79,7 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   the same turn, ASCII letters lower-cased and slot words masked: names, places, dates and numbers,
   which template bots fill in), kept by `echogate.corpus.CorpusMemory` over the stream of scored
   transcripts. Scripted bots repeat themselves; people rarely do. It enters
-  the calibrated logit scaled by min(1, the turn's bytes / {cfg.get('seen_full_bytes', 1)}) (people repeat short
+  the calibrated logit scaled by min(1, the turn's bytes / {cfg['seen_full_bytes']}) (people repeat short
   turns too), with a learnt, non-negative weight ({seen}).
 - Probabilities are calibrated on **out-of-fold** scores (each from a model that never saw
   that data), every fold weighing the same: single texts on those with exact labels (STAR
@@ -161,12 +161,10 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
   after it has been seen; the first occurrences score on style alone. Human agents who paste
   the same macro many times look scripted too (that is often the right call for training data,
   but it is not "machine-written"), and since slot words are masked, so do agents who type
-  the same sentence with another customer's name or order number in it. Short turns count
-  less ({cfg.get('seen_full_bytes', 0)} bytes and more count in full), because people repeat
-  "thank you so much" too.
+  the same sentence with another customer's name or order number in it.
 - **Byte n-grams are learnt at a reduced scale from collection-labelled files.** What marks LLM
   support text in CuCom's vocabulary ("I sincerely apologize") is learnt at
-  {cfg.get('other_byte_ngram_scale', 1):g} x, like CuCom's topic; on held-out CuCom conversations this costs a
+  {cfg['other_byte_ngram_scale']:g} x, like CuCom's topic; on held-out CuCom conversations this costs a
   little against training them in full (see TrainConfig.other_byte_ngram_scale).
 - Non-native English, paraphrased LLM text, unseen generators and decoding with repetition
   penalties are not represented in the training data beyond l2r's three generators.

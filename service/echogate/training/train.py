@@ -147,11 +147,10 @@ class TrainConfig:
     #   spc_vs_sgd turns 0.590 / 0.608 / 0.600 / 0.598; BANKING77 mean p 0.296 / 0.305 / 0.299 / 0.282
     # and on a random half of CuCom, SGD and Taskmaster4 conversations held out (same collections,
     # new conversations; no turn of theirs in training), scale 1 / 0.7 / 0: transcripts AUROC 0.9998 /
-    # 0.9988 / 0.985, TPR at 1% FPR 0.996 / 0.972 / 0.714; turns 0.865 / 0.838 / 0.775. (A first run
-    # that let those conversations' turns train as single turns gave 0.5 a TPR of 0.937, 0.7 0.985,
-    # 0 0.761.) Across collections the scale moves
-    # little (with 0.6.0's keys, 1 -> 0 had raised STAR unseen-domain turns 0.888 -> 0.928, a gain
-    # the slot keys now mostly bring themselves); within them, dropping these n-grams costs LLM
+    # 0.9988 / 0.985, TPR at 1% FPR 0.996 / 0.972 / 0.714; turns 0.865 / 0.838 / 0.775 (train.py's
+    # in_collection_support row reports this for the shipped scale). Across collections the scale
+    # moves little (with 0.6.0's keys, 1 -> 0 had raised STAR unseen-domain turns 0.888 -> 0.928, a
+    # gain the slot keys now mostly bring themselves); within them, dropping these n-grams costs LLM
     # support text the issue wants caught at 0.90 TPR. 0.7 keeps nearly all of that.
     byte_ngram_datasets: tuple[str, ...] = ("l2r", "star_agent_turns", "star_dialogues")
     other_byte_ngram_scale: float = 0.7
@@ -393,9 +392,12 @@ def cross_validate(x_train: sp.csr_matrix, x: sp.csr_matrix, y: np.ndarray, w: n
 
 
 def calibrate_and_report(docs: list[Doc], folds: dict[str, tuple[np.ndarray, np.ndarray]],
-                         fold_raw: dict[str, np.ndarray], seen: np.ndarray) -> tuple[list[dict], dict[str, Calibration]]:
-    """Fit the shipped calibration on all out-of-fold scores, and report each fold with a
-    calibration fitted on the *other* folds, so its probabilities are held out too."""
+                         fold_raw: dict[str, np.ndarray], seen: np.ndarray,
+                         report_only: dict[str, tuple[np.ndarray, np.ndarray]]
+                         ) -> tuple[list[dict], dict[str, Calibration]]:
+    """Fit the shipped calibration on the out-of-fold scores of `folds`, and report each fold
+    with a calibration fitted on the *other* folds, so its probabilities are held out too; then
+    report each fold of `report_only` with the shipped calibration, which never saw its scores."""
     y = np.array([d.label for d in docs])
     kinds = np.array([d.kind for d in docs])
     # Single texts are calibrated where each one's label is exact: STAR turns (matched content,
@@ -420,7 +422,11 @@ def calibrate_and_report(docs: list[Doc], folds: dict[str, tuple[np.ndarray, np.
     for name, (test, _) in folds.items():
         probs = calibrated(calibrate(scored & (fold_of != name)), kinds[test], fold_raw[name], seen[test])
         rows += report_rows([d for d, s in zip(docs, test) if s], probs, name)
-    return rows, calibrate(scored)
+    shipped = calibrate(scored)
+    for name, (test, _) in report_only.items():
+        probs = calibrated(shipped, kinds[test], fold_raw[name], seen[test])
+        rows += report_rows([d for d, s in zip(docs, test) if s], probs, name)
+    return rows, shipped
 
 
 def training_libraries() -> dict[str, str]:
@@ -449,13 +455,9 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     report_only = {"in_collection_support": in_collection_fold(docs)}
     fold_raw = cross_validate(x_train, x, y, w, {**folds, **report_only}, usable, pairs, cfg)
     seen = simulate_seen(docs, cfg.role_weights, cfg.seed, cfg.stream_size, cfg.seen_full_bytes)
-    rows, calib = calibrate_and_report(docs, folds, {name: fold_raw[name] for name in folds}, seen)
-    headline = [r for r in rows if r["slice"] == HEADLINE_SLICE.get(r["fold"].split("_")[0], "transcripts")
-                and not np.isnan(r["auroc"])]
-    kinds = np.array([d.kind for d in docs])
-    for name, (test, _) in report_only.items():  # with the shipped calibration, fitted without them
-        probs = calibrated(calib, kinds[test], fold_raw[name], seen[test])
-        rows += report_rows([d for d, s in zip(docs, test) if s], probs, name)
+    rows, calib = calibrate_and_report(docs, folds, fold_raw, seen, report_only)
+    headline = [r for r in rows if r["fold"] in folds and not np.isnan(r["auroc"])
+                and r["slice"] == HEADLINE_SLICE.get(r["fold"].split("_")[0], "transcripts")]
     macro = float(np.mean([r["auroc"] for r in headline])) if headline else float("nan")
     log.info("macro AUROC over held-out folds: %.3f", macro)
 
