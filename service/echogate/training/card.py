@@ -89,7 +89,8 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   single-text calibration. The corpus signal for calibration is
   simulated as `echogate score` sees it: each dataset shuffled into streams of
   {cfg.get('stream_size', 0):,} records, each stream starting with an empty memory.
-- Trained on: {train_on}. Logistic regression, C={cfg['c']}, classes balanced so that every
+- Trained on: {train_on}. Logistic regression, C={cfg['c']}, L-BFGS stopped at {cfg['max_iter']} iterations (an early
+  stop that regularises; see TrainConfig.max_iter), classes balanced so that every
   (dataset, label, kind) group weighs the same{weighting}.{pairing}{byte_rule} Seed {cfg['seed']}.
 
 ## Repetitiveness output

@@ -136,9 +136,9 @@ class TrainConfig:
     # 0.242 / 0.245; in_collection_support transcripts TPR@1%FPR 0.979 / 0.997 / 0.999, turns AUROC
     # 0.818 / 0.866 / 0.889; spc_vs_sgd transcripts 0.723 / 0.510 / 0.557, cucom_vs_taskmaster4
     # 0.511 / 0.491 / 0.500 (macro 0.796 / 0.767 / 0.776). 300 ships: bench/baseline_folds.py shows
-    # the cross-collection dialogue folds say nothing of the hidden set (the reference is at
-    # chance on them and at 0.99-1.00 on hidden LLM-vs-human support dialogues), while every other
-    # fold, each a proxy for a hidden group, gains.
+    # that the cross-collection dialogue folds do not predict the hidden support dialogues (the
+    # issue's reference is at chance on them and at 0.99-1.00 there), while every other fold, each
+    # a proxy for a hidden group, gains.
     max_iter: int = 300
     max_turn_docs_per_dataset: int = 30_000
     # Train only on these datasets (file stems); empty = all. Validation still scores every fold.
