@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 
 from echogate import evaluation
 from echogate.training.data import load_docs
-from echogate.training.train import HEADLINE_SLICE, in_collection_fold, make_folds
+from echogate.training.train import headline_slice, in_collection_fold, make_folds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,8 @@ def main() -> None:
                                    alternate_sign=False, norm=None)
     counts = vectorizer.transform(["\n".join(d.texts) for d in docs])
     shipped = {(r["fold"], r["slice"]): r for r in report["validation"]}
-    folds = {**make_folds(docs), "in_collection_support": in_collection_fold(docs)}
+    held_out = make_folds(docs)  # the report's folds; its macro is over these alone
+    folds = {**held_out, "in_collection_support": in_collection_fold(docs)}
 
     version = report["config"]["version"]
     print(f"reference: char 2-5-gram TF-IDF + LR; {version}: its training report; {len(docs):,} documents")
@@ -70,7 +71,7 @@ def main() -> None:
             print(f"| {name} | {kind}s | {sel.sum()} | {labels.sum()} | {auroc:.3f} | {tpr:.3f} | "
                   f"{ours.get('auroc', float('nan')):.3f} | {ours.get('tpr_at_1pct_fpr', float('nan')):.3f} |",
                   flush=True)
-            if name != "in_collection_support" and f"{kind}s" == HEADLINE_SLICE.get(name.split("_")[0], "transcripts"):
+            if name in held_out and f"{kind}s" == headline_slice(name):
                 headline["reference"].append(auroc)
                 headline["shipped"].append(ours.get("auroc", float("nan")))
     print(f"macro AUROC over the headline rows: reference {np.mean(headline['reference']):.3f}, "

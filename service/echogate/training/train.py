@@ -51,6 +51,12 @@ L2R_GENERATORS = ("GPT-3-Turbo", "Gemini-1.5-Pro", "Llama-3-70B")
 EXACT_SINGLE_TEXTS = ("star_agent_turns", "star_dialogues", "l2r", "banking77")
 # What each fold is judged on in the macro AUROC: single texts for l2r and STAR, dialogues elsewhere.
 HEADLINE_SLICE = {"l2r": "turns", "star": "turns"}
+
+
+def headline_slice(fold: str) -> str:
+    """The slice of a make_folds fold that counts in the macro AUROC."""
+    return HEADLINE_SLICE.get(fold.split("_")[0], "transcripts")
+
 # Collection-labelled support dialogues whose new conversations the in-collection check holds out.
 IN_COLLECTION_DATASETS = ("cucom_ecommerce", "sgd", "taskmaster4")
 
@@ -465,7 +471,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     seen = simulate_seen(docs, cfg.role_weights, cfg.seed, cfg.stream_size, cfg.seen_full_bytes)
     rows, calib = calibrate_and_report(docs, folds, fold_raw, seen, report_only)
     headline = [r for r in rows if r["fold"] in folds and not np.isnan(r["auroc"])
-                and r["slice"] == HEADLINE_SLICE.get(r["fold"].split("_")[0], "transcripts")]
+                and r["slice"] == headline_slice(r["fold"])]
     macro = float(np.mean([r["auroc"] for r in headline])) if headline else float("nan")
     log.info("macro AUROC over held-out folds: %.3f", macro)
 
