@@ -1,6 +1,6 @@
 """Scoring speed without gRPC: the model and repetition statistics on SGD transcripts.
 
-  python bench/bench_model.py [--data ../shared/datasets] [--file sgd.jsonl] [--threads 1]
+  python bench/bench_model.py [--data ../shared/datasets] [--file sgd.jsonl] [--threads 1] [--chunk-bytes N]
 
 `--file` takes another file of the datasets (its first 4,096 records; a plain-text record is one
 agent turn): SGD is the issue's yardstick, but its turns are all ASCII, and a path only other
@@ -13,7 +13,8 @@ features alone (echogate.repetition.analyse: what repetitiveness adds to the sco
 the head's few graph nodes), the whole Scorer (normalisation, packing, corpus memory,
 repetition, model), and the Scorer with the repetition features replaced by zeros: the
 difference of the last two is what repetitiveness adds to scoring time, cache effects
-included. Call latency p50/p99 for each.
+included. Call latency p50/p99 for each. `--chunk-bytes` sets the bytes per ONNX session call
+(echogate.model.CHUNK_BYTES by default; a huge value makes each batch one call).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from echogate import repetition
 from echogate.corpus import turn_keys
 from echogate.grpc_api import convert
 from echogate.grpc_api.server import tune_gc
-from echogate.model import BotOriginModel
+from echogate.model import CHUNK_BYTES, BotOriginModel
 from echogate.offline import OFFLINE_LIMITS
 from echogate.scoring import Scorer
 from echogate.settings import default_model_path
@@ -53,11 +54,12 @@ def main() -> None:
     parser.add_argument("--file", default="sgd.jsonl", help="a file of --data")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3.0, help="per measure and batch size")
+    parser.add_argument("--chunk-bytes", type=int, default=CHUNK_BYTES, help="bytes per ONNX session call")
     args = parser.parse_args()
     transcripts = load(args.data, 4096, args.file)
     sizes = [sum(len(t.text.encode()) for t in x.turns) for x in transcripts]
     print(f"{args.file}: {len(transcripts)} transcripts, median {statistics.median(sizes):.0f} bytes")
-    model = BotOriginModel(default_model_path(), intra_op_threads=args.threads)
+    model = BotOriginModel(default_model_path(), intra_op_threads=args.threads, chunk_bytes=args.chunk_bytes)
     scorer = Scorer(model)
     tune_gc()  # as `echogate serve` does
     for batch in (1, 32, 256):

@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from echogate.features import HashSpec, function_word_stream, ngram_hashes
-from echogate.model import BotOriginModel, ModelLoadError
+from echogate.model import BotOriginModel, ModelLoadError, transcript_chunks
 from echogate.settings import default_model_path
 from echogate.text import normalize, pack_turns
 from echogate.training.graph import Calibration, build_graph, seen_scale
@@ -162,3 +162,34 @@ def test_hash_spec_refuses_what_the_graph_cannot_hash_exactly():
     with pytest.raises(ValueError, match="orders above 7"):
         HashSpec((3,), (), 1024, (8,))
     HashSpec((7,), (7,), 1 << 24, (7,))
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 16, 40, 1 << 20])
+def test_model_scores_a_batch_in_parts_as_in_one_call(chunk_bytes):
+    """Chunked session calls (BotOriginModel.run) return exactly what one call over the batch
+    does, whatever falls on a chunk's edge: empty turns, a transcript longer than a chunk."""
+    texts = ["Hello, how can I help?", "", "ok", "A" * 100, "", "the end", "Ünïcödé 😀", "x y z", ""]
+    turn_transcript = np.array([0, 0, 1, 2, 2, 3, 4, 4, 5])
+    stream, byte_turn, _, _ = pack_turns([normalize(t) for t in texts], 4096)
+    rng = np.random.default_rng(2)
+    n = len(texts)
+    inputs = (stream, byte_turn, turn_transcript, rng.uniform(size=n).astype(np.float32),
+              rng.uniform(size=n).astype(np.float32), 6, rng.uniform(size=(n, 4)).astype(np.float32),
+              np.ones(n, np.float32))
+    whole = BotOriginModel(default_model_path(), chunk_bytes=1 << 30).run(*inputs)
+    parts = BotOriginModel(default_model_path(), chunk_bytes=chunk_bytes).run(*inputs)
+    for name, expected in vars(whole).items():
+        np.testing.assert_array_equal(getattr(parts, name), expected, err_msg=name)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_transcript_chunks_cover_the_batch_within_the_byte_budget(seed):
+    rng = np.random.default_rng(seed)
+    transcript_bytes = rng.integers(0, 60, size=20)
+    byte_turn = np.repeat(np.arange(20), transcript_bytes)  # one turn per transcript
+    ends = transcript_chunks(byte_turn, np.arange(20), 20, 50)
+    assert ends[-1] == 20 and ends == sorted(set(ends))
+    for start, end in zip([0] + ends[:-1], ends):
+        assert end - start == 1 or transcript_bytes[start:end].sum() <= 50
+        if end < 20:  # a chunk stops only where the next transcript would not fit
+            assert transcript_bytes[start : end + 1].sum() > 50
