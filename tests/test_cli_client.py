@@ -71,6 +71,17 @@ def test_score_command_counts_turns_seen_earlier_in_the_file(tmp_path):
     assert [e["corpus_duplicate"] for e in out] == [0.0, 1.0, 1.0, 1.0]
 
 
+@pytest.mark.parametrize("command", ["score", "eval"])
+def test_file_commands_name_the_bad_line_and_exit_2(tmp_path, command):
+    """A record the schema cannot read stops the run with its line and what is wrong, not a traceback."""
+    bad = {"id": "x", "label": "human", "turns": [{"role": "narrator", "text": "Once upon a time"}]}
+    path = _write(tmp_path / "in.jsonl", [{**RECORDS[0], "label": "human"}, bad])
+    result = _cli(command, str(path))
+    assert result.returncode == 2
+    assert f"echogate {command}: {path}: line 2: turns[0].role 'narrator'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_eval_command_reports_metrics(tmp_path):
     labelled = [{**RECORDS[0], "label": "human", "dataset": "d"}, {**RECORDS[1], "label": "machine", "dataset": "d"},
                 {**RECORDS[2], "label": "human", "dataset": "d"}]

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from echogate_client.records import RecordError
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="echogate", description=__doc__.split("\n")[0])
@@ -112,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     try:
         return COMMANDS[args.command](args)
+    except RecordError as exc:  # a file's record the schema cannot read: say which line, exit as a usage error
+        print(f"echogate {args.command}: {args.file}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
