@@ -92,11 +92,14 @@ async def test_bad_group_by_is_invalid_argument(client):
     assert [f for f, _ in field_violations(err.value)] == ["group_by[0]"]
 
 
+SECRET_REPLY = "I completely understand your frustration, and I would be more than happy to assist you today."
+
+
 async def test_blocked_transcripts_can_be_kept_without_their_words(tmp_path):
     settings = make_settings(tmp_path, policy={"block_bot_origin": 0.0, "review_bot_origin": 0.0,
                                                "tag_bot_origin": 0.0, "retain_blocked_text": False})
     async with EchogateServer(settings) as srv, AsyncClient(srv.address) as c:
-        [verdict] = await c.gate([transcript("secret", "my card number is 4111", "Thanks, noted.",
+        [verdict] = await c.gate([transcript("secret", "my card number is 4111", SECRET_REPLY,
                                              metadata={"email": "a@b.c"})])
         assert verdict.decision == pb.DECISION_BLOCK and "text_not_retained" in verdict.tags
         record = await c.get_record(verdict.record_id)
@@ -104,3 +107,7 @@ async def test_blocked_transcripts_can_be_kept_without_their_words(tmp_path):
     assert [t.role for t in record.transcript.turns] == [pb.ROLE_CUSTOMER, pb.ROLE_AGENT]
     assert not record.transcript.metadata
     assert record.verdict.content_sha256 == verdict.content_sha256 and len(record.verdict.turns) == 2
+    assert record.verdict.reasons[0].startswith("bot_origin_very_high:")
+    # the reasons of the verdict sent back and of the record name the turn but quote none of its words
+    for reasons in (verdict.reasons, record.verdict.reasons):
+        assert "turn 1 (agent, " in reasons[0] and not any(word in reasons[0] for word in SECRET_REPLY.split() if len(word) > 4)

@@ -13,6 +13,7 @@ same arithmetic as ONNX ops, and a test checks that both agree bit for bit.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,8 +167,17 @@ class HashSpec:
 
 def ngram_hashes(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec) -> tuple[np.ndarray, np.ndarray]:
     """All valid n-gram hashes of a packed stream and the turn each belongs to."""
+    found = list(ngram_starts(stream, turn_of_byte, spec))
+    if not found:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate([h for _, h, _ in found]), turn_of_byte[np.concatenate([s for _, _, s in found])]
+
+
+def ngram_starts(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec
+                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(order n, hashes, first byte of each) of the valid n-grams of each stream and order:
+    where each n-gram lies is what echogate.explain needs to point at words."""
     size = stream.shape[0]
-    hashes, turns = [], []
     plans = [(stream.astype(np.int64), n, n * SALT) for n in spec.orders]
     if spec.shape_orders:
         shape = SHAPE_CLASSES[stream].astype(np.int64)
@@ -182,9 +192,5 @@ def ngram_hashes(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec) -
         g = np.full(m, salt, dtype=np.int64)
         for k in range(n):  # each term < 2**8 * table_size: no int64 overflow
             g += x[k : k + m] * pow(BASE, k, spec.table_size)
-        valid = turn_of_byte[:m] == turn_of_byte[n - 1 : n - 1 + m]
-        hashes.append(g[valid] & (spec.table_size - 1))
-        turns.append(turn_of_byte[:m][valid])
-    if not hashes:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(hashes), np.concatenate(turns)
+        starts = np.flatnonzero(turn_of_byte[:m] == turn_of_byte[n - 1 : n - 1 + m])
+        yield n, g[starts] & (spec.table_size - 1), starts

@@ -20,7 +20,7 @@ from echogate.diversity import CorpusDiversity
 from echogate.errors import FailedPrecondition, NotFound
 from echogate.metrics import Metrics
 from echogate.model import BotOriginModel, ModelLoadError
-from echogate.policy import Policy, PolicyError, load_policy_file
+from echogate.policy import Policy, PolicyError, load_policy_file, without_wording
 from echogate.query import CountGroup, Cursor, GroupBy, RecordFilter
 from echogate.security import AuditLog
 from echogate.scoring import ScoredTranscript, Scorer
@@ -40,9 +40,9 @@ class GateCore:
         if store is not None:
             memory.load(store.load_corpus())
         diversity = CorpusDiversity(settings.corpus.diversity_window, metrics.source_label)
-        self.scorer = Scorer(BotOriginModel(settings.model_path, settings.batching.intra_op_threads), memory,
-                             diversity)
         self.policy = Policy(load_policy_file(settings.policy_file) if settings.policy_file else settings.policy)
+        self.scorer = Scorer(BotOriginModel(settings.model_path, settings.batching.intra_op_threads), memory,
+                             diversity, explain_above=self.policy.lowest_tag_bot_origin)
         self.store = store
         self.budget = SyntheticBudgetWindows(on_share=self._report_share)
         self.audit = AuditLog(settings.security.audit_log)
@@ -113,7 +113,7 @@ class GateCore:
             log.error("reload failed, keeping model %s and policy %s: %s", self.model_version, self.policy.version, exc)
             raise FailedPrecondition(f"reload failed, still serving model {self.model_version} and policy "
                                      f"{self.policy.version}: {exc}") from None
-        self.scorer.model, self.policy = model, policy
+        self.scorer.model, self.scorer.explain_above, self.policy = model, policy.lowest_tag_bot_origin, policy
         self.metrics.set_model(model.version, policy.version)
         log.info("reloaded: model %s, policy %s", model.version, policy.version)
         return model.version, policy.version
@@ -197,13 +197,15 @@ class GateCore:
                        model_version=s.model_version, policy_version=policy.version, decided_at=now)
 
     def _retained(self, item: StoreItem) -> StoreItem:
-        """What the store keeps of an item: everything, unless the policy keeps no text of blocked ones."""
+        """What the store keeps of an item: everything, unless the policy keeps no text of blocked
+        ones (then no reason quotes their wording either)."""
         if item.verdict.decision is not Decision.BLOCK or self.policy.for_source(
                 item.transcript.source).retain_blocked_text:
             return item
         t = item.transcript
         turns = tuple(turn._replace(text="") for turn in t.turns)
-        verdict = replace(item.verdict, tags=(*item.verdict.tags, "text_not_retained"))
+        verdict = replace(item.verdict, tags=(*item.verdict.tags, "text_not_retained"),
+                          reasons=tuple(map(without_wording, item.verdict.reasons)))
         return StoreItem(replace(t, turns=turns, metadata={}), verdict, item.received_at)
 
     def _flush_corpus_loop(self) -> None:

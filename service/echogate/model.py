@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from echogate.explain import PhraseExplainer
 from echogate.repetition import TURN_FEATURES
 from echogate.text import NORMALIZATION_VERSION
 from echogate.types import ROLE_CODES
@@ -58,6 +59,7 @@ class BotOriginModel:
         self.role_weight_by_code = np.array([self.role_weights.get(r, 0.0) for r in ROLE_CODES] + [0.0], np.float32)
         self.max_turn_bytes = int(meta["max_turn_bytes"])
         self.chunk_bytes = chunk_bytes
+        self.explainer = PhraseExplainer.from_onnx(path, meta)
 
     def run(self, stream: np.ndarray, byte_turn: np.ndarray, turn_transcript: np.ndarray,
             turn_weight: np.ndarray, turn_seen: np.ndarray, transcript_count: int, turn_repetition: np.ndarray,

@@ -17,6 +17,7 @@ the budget for one source. The policy version is stamped on every verdict.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -113,6 +114,12 @@ class Policy:
         ordered = [decisive, *(r for r in reasons if r != decisive)]  # the deciding rule first
         return PolicyOutcome(decision, tuple(tags), tuple(ordered))
 
+    @property
+    def lowest_tag_bot_origin(self) -> float:
+        """The lowest machine-origin score that any source's rules flag: the scorer quotes
+        machine-like phrases for transcripts from there up (echogate.scoring.Scorer.explain_above)."""
+        return min(self.for_source(name).tag_bot_origin for name in ["", *self.settings.sources])
+
     def budget_window(self, source: str) -> float | None:
         """The real-data floor's window for `source` (None: no budget applies)."""
         budget = self.for_source(source).synthetic_budget
@@ -120,7 +127,8 @@ class Policy:
 
 
 def _top_turns(transcript: Transcript, scored: ScoredTranscript, k: int = 2) -> str:
-    """Names the turns that drove a high score, so a reviewer knows where to look."""
+    """Names the turns that drove a high score, so a reviewer knows where to look, and quotes
+    the phrases of the top one that read as machine-written (echogate.explain)."""
     ranked = sorted(
         ((ts.bot_origin, i) for i, ts in enumerate(scored.scores.turns) if scored.turn_evidence[i] > 0),
         reverse=True,
@@ -130,9 +138,23 @@ def _top_turns(transcript: Transcript, scored: ScoredTranscript, k: int = 2) -> 
     turns = scored.scores.turns
     parts = [f"turn {i} ({transcript.turns[i].role.value}, {p:.2f}"
              + (f", its wording seen in {turns[i].seen_before} earlier transcripts, names and numbers aside"
-                if turns[i].seen_before >= 2 else "") + ")"
+                if turns[i].seen_before >= 2 else "")
+             + (f", machine-like wording: {', '.join(map(_quote, scored.phrases))}"
+                if i == scored.phrase_turn and scored.phrases else "") + ")"
              for p, i in ranked]
     return "; most machine-like: " + ", ".join(parts)
+
+
+QUOTED_WORDING = re.compile(r', machine-like wording: "[^"]*"(?:, "[^"]*")*')
+
+
+def _quote(phrase: str) -> str:
+    return '"' + phrase.replace('"', "'") + '"'  # no quote inside: QUOTED_WORDING finds where each ends
+
+
+def without_wording(reason: str) -> str:
+    """The reason without the words it quotes from the transcript, for records kept without them."""
+    return QUOTED_WORDING.sub("", reason)
 
 
 def load_policy_file(path: str | Path) -> PolicySettings:

@@ -28,14 +28,20 @@ class ScoredTranscript:
     content_sha256: str
     turn_evidence: tuple[float, ...]  # n-grams each turn contributed to the model
     model_version: str = ""  # the model that scored it (a reload may swap models between batches)
+    # the most machine-like turn's index and the phrases in it that read as machine-written
+    # (echogate.explain); -1 and () for a transcript scored under Scorer.explain_above
+    phrase_turn: int = -1
+    phrases: tuple[str, ...] = ()
 
 
 class Scorer:
     def __init__(self, model: BotOriginModel, memory: CorpusMemory | None = None,
-                 diversity: CorpusDiversity | None = None):
+                 diversity: CorpusDiversity | None = None, explain_above: float = 0.5):
         self.model = model
         self.memory = memory if memory is not None else CorpusMemory()
         self.diversity = diversity
+        # transcripts scored at or over this get phrase evidence (the lowest score a policy flags)
+        self.explain_above = explain_above
 
     @property
     def model_version(self) -> str:
@@ -72,12 +78,30 @@ class Scorer:
         doc_rep = out.transcript_repetitiveness.tolist()
         stats = [RepetitionStats(*row) for row in rep.transcript.tolist()]
         evidence = out.turn_ngrams.tolist()
+        explained = self._explain(model, out, turn_transcript, len(transcripts), texts)
         results, offset = [], 0
         for i, n in enumerate(counts):
             end = offset + n
             scores = Scores(bot_origin=doc_bot[i], repetitiveness=doc_rep[i], turns=tuple(turn_scores[offset:end]),
                             corpus_duplicate=doc_dup[i], repetition=stats[i])
+            turn, phrases = explained.get(i, (-1, ()))
             results.append(ScoredTranscript(scores, content_sha256(roles[offset:end], texts[offset:end], normalized=True),
-                                            tuple(evidence[offset:end]), model.version))
+                                            tuple(evidence[offset:end]), model.version, turn, phrases))
             offset = end
         return results
+
+    def _explain(self, model: BotOriginModel, out, turn_transcript: np.ndarray, n_transcripts: int,
+                 texts: list[str]) -> dict[int, tuple[int, tuple[str, ...]]]:
+        """{transcript: (its most machine-like turn with evidence, that turn's phrases)} for the
+        transcripts scored at or over explain_above, in one pass over those turns."""
+        flagged = np.flatnonzero(out.transcript_bot_origin >= self.explain_above)
+        if flagged.size == 0:
+            return {}
+        # per transcript, the turn with evidence and the highest score (turns without n-grams rank last)
+        rank = np.where(out.turn_ngrams > 0, out.turn_bot_origin, -1.0)
+        order = np.lexsort((-rank, turn_transcript))
+        firsts = order[np.minimum(np.searchsorted(turn_transcript[order], flagged), order.size - 1)]
+        firsts = firsts[(turn_transcript[firsts] == flagged) & (rank[firsts] >= 0)]
+        phrases = model.explainer.phrases([texts[r] for r in firsts])
+        starts = np.searchsorted(turn_transcript, turn_transcript[firsts])
+        return {int(turn_transcript[r]): (int(r - s), p) for r, s, p in zip(firsts, starts, phrases)}

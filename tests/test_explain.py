@@ -1,0 +1,108 @@
+"""echogate.explain: the phrases a reviewer is shown are the ones the model's weights point at."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from echogate.explain import PhraseExplainer
+from echogate.features import HashSpec, ngram_hashes
+from echogate.text import normalize, pack_turns
+from echogate.training.graph import Calibration, build_graph, fixed_point_weights
+from echogate.training.repetition import RepetitionHead
+from echogate.training.train import ROLE_WEIGHTS
+from echogate.v1 import gate_pb2 as pb
+from tests.conftest import transcript
+
+SPEC = HashSpec((3,), (), 1 << 12)
+
+
+def explainer_favouring(*marked: str) -> PhraseExplainer:
+    """Weights that call every 3-gram slightly human except those of the marked words."""
+    weights = np.full(SPEC.table_size, -0.05, np.float32)
+    for word in marked:
+        stream, byte_turn, _, _ = pack_turns([word], 4096)
+        weights[ngram_hashes(stream, byte_turn, SPEC)[0]] = 1.0
+    return PhraseExplainer(weights, SPEC, 4096)
+
+
+def test_the_phrase_is_where_the_machine_weights_are():
+    explainer = explainer_favouring("delve", "tapestry")
+    text = "so we went to the shop and then we delve into the rich tapestry of it all before going home"
+    (phrases,) = explainer.phrases([text], k=2, words=3)
+    # "tapestry" has six marked 3-grams, "delve" three: most machine-like first, then the other
+    assert len(phrases) == 2 and "tapestry" in phrases[0] and "delve" in phrases[1]
+    assert all(p in text for p in phrases)
+
+
+def test_texts_without_machine_evidence_get_no_phrase_and_keep_their_place():
+    explainer = explainer_favouring("delve")
+    out = explainer.phrases(["plain human words only", "", "ok", "we delve", "  "], words=4)
+    assert out == [(), (), (), ("we delve",), ()]  # a turn shorter than a window is one window
+
+
+def test_phrases_do_not_overlap_and_stay_within_their_turn():
+    explainer = explainer_favouring("delve")
+    out = explainer.phrases(["delve delve delve delve delve delve delve delve", "delve"], k=3, words=3)
+    assert out == [("delve delve delve",) * 2, ("delve",)]
+
+
+def test_phrases_of_non_ascii_text_decode_whole():
+    explainer = explainer_favouring("café", "naïve")
+    (phrases,) = explainer.phrases([normalize("un café très naïve, vraiment")], words=2)
+    assert all("\ufffd" not in p for p in phrases) and any("café" in p for p in phrases)
+
+
+def test_the_explainer_reads_the_weights_and_hashing_of_a_model_file(tmp_path):
+    rng = np.random.default_rng(3)
+    spec = HashSpec((3, 4), (4,), 1 << 10, (6,))
+    weights = rng.normal(scale=0.3, size=spec.table_size).astype(np.float32)
+    meta = {"model_version": "t", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
+            "max_turn_bytes": "4096"}
+    onnx.save(build_graph(spec, weights, 0.0, Calibration(1, 0), Calibration(1, 0),
+                          RepetitionHead((0.0,) * 4, 0.0), meta, 64), tmp_path / "m.onnx")
+    explainer = PhraseExplainer.from_onnx(tmp_path / "m.onnx", ort.InferenceSession(
+        str(tmp_path / "m.onnx")).get_modelmeta().custom_metadata_map)
+    assert explainer.spec == spec
+    np.testing.assert_array_equal(explainer.weights, fixed_point_weights(weights))
+
+
+@pytest.mark.parametrize("texts", [["I sincerely apologize for the inconvenience. I would be more than happy to "
+                                    "assist you with resolving this issue as quickly as possible."]])
+async def test_a_flagged_verdict_quotes_machine_like_wording_of_its_top_turn(stub, texts):
+    """Over the real server and the shipped model: a tagged transcript's reason quotes words
+    of the turn it names; an accepted one quotes nothing."""
+    resp = await stub.Score(pb.ScoreRequest(transcripts=[
+        transcript("m", "my order never came", *texts), transcript("h", "hey", "yo whats up lol")]))
+    flagged, plain = resp.verdicts
+    assert flagged.decision != pb.DECISION_ACCEPT, flagged.reasons
+    reason = flagged.reasons[0]
+    assert "turn 1 (agent, " in reason and "machine-like wording: \"" in reason
+    quoted = reason.split("machine-like wording: ")[1].split(")")[0]
+    assert all(q.strip('"') in texts[0] for q in quoted.split('", "'))
+    assert plain.decision != pb.DECISION_ACCEPT or "machine-like wording" not in " ".join(plain.reasons)
+
+
+def test_the_scorer_explains_each_flagged_transcript_at_its_top_turn():
+    """Phrases go with the most machine-like turn that carries n-grams, per transcript of a
+    batch, and only to transcripts scored at or over explain_above."""
+    from echogate.model import BotOriginModel
+    from echogate.scoring import Scorer
+    from echogate.settings import default_model_path
+    from echogate.types import Role, Transcript, Turn
+
+    llm = "I completely understand your frustration, and I would be more than happy to assist you today."
+    batch = [Transcript("a", "s", (Turn(Role.AGENT, llm), Turn(Role.CUSTOMER, "ok"), Turn(Role.AGENT, "k"))),
+             Transcript("b", "s", (Turn(Role.CUSTOMER, ""), Turn(Role.CUSTOMER, "hi"), Turn(Role.AGENT, llm))),
+             Transcript("c", "s", (Turn(Role.CUSTOMER, "lol ya"),))]
+    scorer = Scorer(BotOriginModel(default_model_path()), explain_above=0.0)
+    out = scorer.score(batch)
+    for s in out:
+        ranked = [(t.bot_origin, -i) for i, t in enumerate(s.scores.turns) if s.turn_evidence[i] > 0]
+        assert s.phrase_turn == -max(ranked)[1]
+    assert out[0].phrase_turn == 0 and out[1].phrase_turn == 2 and out[0].phrases and out[0].phrases == out[1].phrases
+    scorer.explain_above = 1.0
+    assert all(s.phrase_turn == -1 and s.phrases == () for s in scorer.score(batch))
