@@ -1,6 +1,7 @@
 """Scoring speed without gRPC: the model and repetition statistics on SGD transcripts.
 
   python bench/bench_model.py [--data ../shared/datasets] [--file sgd.jsonl] [--threads 1] [--chunk-bytes N]
+                              [--explain-above P]
 
 `--file` takes another file of the datasets (its first 4,096 records; a plain-text record is one
 agent turn): SGD is the issue's yardstick, but its turns are all ASCII, and a path only other
@@ -15,6 +16,9 @@ repetition, model), and the Scorer with the repetition features replaced by zero
 difference of the last two is what repetitiveness adds to scoring time, cache effects
 included. Call latency p50/p99 for each. `--chunk-bytes` sets the bytes per ONNX session call
 (echogate.model.CHUNK_BYTES by default; a huge value makes each batch one call).
+`--explain-above` is the score from which the scorer quotes machine-like phrases (echogate.explain;
+0.5, the default policy's tag threshold, by default; above 1 turns them off): on SGD almost no
+transcript reaches it, on cucom_ecommerce.jsonl nearly every one does.
 """
 from __future__ import annotations
 
@@ -55,12 +59,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=3.0, help="per measure and batch size")
     parser.add_argument("--chunk-bytes", type=int, default=CHUNK_BYTES, help="bytes per ONNX session call")
+    parser.add_argument("--explain-above", type=float, default=0.5, help="quote phrases from this score up")
     args = parser.parse_args()
     transcripts = load(args.data, 4096, args.file)
     sizes = [sum(len(t.text.encode()) for t in x.turns) for x in transcripts]
     print(f"{args.file}: {len(transcripts)} transcripts, median {statistics.median(sizes):.0f} bytes")
     model = BotOriginModel(default_model_path(), intra_op_threads=args.threads, chunk_bytes=args.chunk_bytes)
-    scorer = Scorer(model)
+    scorer = Scorer(model, explain_above=args.explain_above)
     tune_gc()  # as `echogate serve` does
     for batch in (1, 32, 256):
         chunks = [transcripts[i : i + batch] for i in range(0, len(transcripts) - batch + 1, batch)]

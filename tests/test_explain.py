@@ -7,6 +7,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from echogate.explain import PhraseExplainer
 from echogate.features import HashSpec, ngram_hashes
@@ -106,3 +108,19 @@ def test_the_scorer_explains_each_flagged_transcript_at_its_top_turn():
     assert out[0].phrase_turn == 0 and out[1].phrase_turn == 2 and out[0].phrases and out[0].phrases == out[1].phrases
     scorer.explain_above = 1.0
     assert all(s.phrase_turn == -1 and s.phrases == () for s in scorer.score(batch))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from("the delve a é😀 .,\n"), max_size=120), max_size=6))
+def test_phrases_are_whole_words_of_their_own_text(texts):
+    texts = [normalize(t) for t in texts]
+    out = explainer_favouring("the", "delve").phrases(texts, k=2)
+    assert len(out) == len(texts)
+    for text, phrases in zip(texts, out):
+        assert len(phrases) <= 2
+        words = text.split(" ")
+        for phrase in phrases:
+            cut = phrase.removesuffix("…")
+            assert cut in text and "\ufffd" not in phrase
+            if cut == phrase:  # a whole phrase is a run of whole words
+                assert f" {phrase} " in f" {' '.join(words)} "

@@ -75,9 +75,10 @@ class PhraseExplainer:
         new_turn[1:-1] = byte_turn[1:] != byte_turn[:-1]
         before = np.concatenate([[False], text[:-1]])
         after = np.concatenate([text[1:], [False]])
-        first = np.flatnonzero(text & (new_turn[:-1] | ~before))
+        word_begins = text & (new_turn[:-1] | ~before)
+        first = np.flatnonzero(word_begins)
         last = np.flatnonzero(text & (new_turn[1:] | ~after))
-        word_of_byte = np.cumsum(text & (new_turn[:-1] | ~before)) - 1
+        word_of_byte = np.cumsum(word_begins) - 1
         score = np.bincount(word_of_byte[text], per_byte[text], first.size)
         turn_of_word = byte_turn[first]
         # windows of `words` words starting at each word, kept within the turn (a shorter turn
