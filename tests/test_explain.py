@@ -16,10 +16,12 @@ from echogate.text import normalize, pack_turns
 from echogate.training.graph import Calibration, build_graph, fixed_point_weights
 from echogate.training.repetition import RepetitionHead
 from echogate.training.train import ROLE_WEIGHTS
+from echogate.types import Role, Transcript, Turn
 from echogate.v1 import gate_pb2 as pb
 from tests.conftest import transcript
 
 SPEC = HashSpec((3,), (), 1 << 12)
+LLM_TURN = "I completely understand your frustration, and I would be more than happy to assist you today."
 
 
 def explainer_favouring(*marked: str) -> PhraseExplainer:
@@ -94,9 +96,8 @@ def test_the_scorer_explains_each_flagged_transcript_at_its_top_turn():
     from echogate.model import BotOriginModel
     from echogate.scoring import Scorer
     from echogate.settings import default_model_path
-    from echogate.types import Role, Transcript, Turn
 
-    llm = "I completely understand your frustration, and I would be more than happy to assist you today."
+    llm = LLM_TURN
     batch = [Transcript("a", "s", (Turn(Role.AGENT, llm), Turn(Role.CUSTOMER, "ok"), Turn(Role.AGENT, "k"))),
              Transcript("b", "s", (Turn(Role.CUSTOMER, ""), Turn(Role.CUSTOMER, "hi"), Turn(Role.AGENT, llm))),
              Transcript("c", "s", (Turn(Role.CUSTOMER, "lol ya"),))]
@@ -124,3 +125,16 @@ def test_phrases_are_whole_words_of_their_own_text(texts):
             assert cut in text and "\ufffd" not in phrase
             if cut == phrase:  # a whole phrase is a run of whole words
                 assert f" {phrase} " in f" {' '.join(words)} "
+
+
+async def test_a_policy_without_quotes_costs_no_search(tmp_path):
+    """quote_wording: false reaches the scorer: nothing is searched, nothing quoted."""
+    from echogate.grpc_api.server import EchogateServer
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, policy={"tag_bot_origin": 0.0, "review_bot_origin": 0.0,
+                                               "quote_wording": False})
+    async with EchogateServer(settings) as srv:
+        assert srv.core.scorer.explain_above == float("inf")
+        [verdict] = await srv.core.score([Transcript("q", "s", (Turn(Role.AGENT, LLM_TURN),))])
+    assert "turn 0 (agent, " in verdict.reasons[0] and "wording" not in verdict.reasons[0]

@@ -42,7 +42,7 @@ class GateCore:
         diversity = CorpusDiversity(settings.corpus.diversity_window, metrics.source_label)
         self.policy = Policy(load_policy_file(settings.policy_file) if settings.policy_file else settings.policy)
         self.scorer = Scorer(BotOriginModel(settings.model_path, settings.batching.intra_op_threads), memory,
-                             diversity, explain_above=self.policy.lowest_tag_bot_origin)
+                             diversity, explain_above=self.policy.quote_wording_from)
         self.store = store
         self.budget = SyntheticBudgetWindows(on_share=self._report_share)
         self.audit = AuditLog(settings.security.audit_log)
@@ -113,7 +113,7 @@ class GateCore:
             log.error("reload failed, keeping model %s and policy %s: %s", self.model_version, self.policy.version, exc)
             raise FailedPrecondition(f"reload failed, still serving model {self.model_version} and policy "
                                      f"{self.policy.version}: {exc}") from None
-        self.scorer.model, self.scorer.explain_above, self.policy = model, policy.lowest_tag_bot_origin, policy
+        self.scorer.model, self.scorer.explain_above, self.policy = model, policy.quote_wording_from, policy
         self.metrics.set_model(model.version, policy.version)
         log.info("reloaded: model %s, policy %s", model.version, policy.version)
         return model.version, policy.version

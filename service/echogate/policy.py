@@ -115,9 +115,12 @@ class Policy:
         return PolicyOutcome(decision, tuple(tags), tuple(ordered))
 
     @property
-    def lowest_tag_bot_origin(self) -> float:
-        """The lowest machine-origin score that any source's rules flag: the scorer quotes
-        machine-like phrases for transcripts from there up (echogate.scoring.Scorer.explain_above)."""
+    def quote_wording_from(self) -> float:
+        """The lowest machine-origin score that any source's rules flag: the scorer finds the
+        machine-like wording of transcripts from there up (echogate.scoring.Scorer.explain_above);
+        never, where the policy quotes none."""
+        if not self.settings.quote_wording:
+            return float("inf")
         return min(self.for_source(name).tag_bot_origin for name in ["", *self.settings.sources])
 
     def budget_window(self, source: str) -> float | None:
