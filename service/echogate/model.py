@@ -97,10 +97,9 @@ def transcript_chunks(byte_turn: np.ndarray, turn_transcript: np.ndarray, transc
     (a longer transcript is a run of its own); the last end is `transcript_count`."""
     if transcript_count <= 1 or byte_turn.shape[0] <= chunk_bytes:
         return [transcript_count]
-    turn_end = np.searchsorted(byte_turn, np.arange(1, turn_transcript.shape[0] + 1))
-    transcript_end = np.zeros(transcript_count, np.int64)  # bytes up to each transcript's end
-    np.maximum.at(transcript_end, turn_transcript, turn_end)
-    transcript_end = np.maximum.accumulate(transcript_end)
+    # bytes up to each transcript's end: those of the turns up to its last (both arrays are sorted)
+    turns_through = np.searchsorted(turn_transcript, np.arange(transcript_count), side="right")
+    transcript_end = np.searchsorted(byte_turn, turns_through)
     ends, start_bytes = [], 0
     while True:
         t = int(np.searchsorted(transcript_end, start_bytes + chunk_bytes, side="right"))

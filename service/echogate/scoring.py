@@ -17,7 +17,7 @@ import numpy as np
 from echogate import repetition
 from echogate.corpus import CorpusMemory, turn_keys
 from echogate.diversity import CorpusDiversity
-from echogate.model import BotOriginModel
+from echogate.model import BotOriginModel, ModelOutputs
 from echogate.text import content_sha256, normalize_all, pack_turns, role_codes
 from echogate.types import RepetitionStats, Scores, Transcript, TurnScore
 
@@ -78,7 +78,7 @@ class Scorer:
         doc_rep = out.transcript_repetitiveness.tolist()
         stats = [RepetitionStats(*row) for row in rep.transcript.tolist()]
         evidence = out.turn_ngrams.tolist()
-        explained = self._explain(model, out, turn_transcript, len(transcripts), texts)
+        explained = self._explain(model, out, turn_transcript, texts)
         results, offset = [], 0
         for i, n in enumerate(counts):
             end = offset + n
@@ -90,7 +90,7 @@ class Scorer:
             offset = end
         return results
 
-    def _explain(self, model: BotOriginModel, out, turn_transcript: np.ndarray, n_transcripts: int,
+    def _explain(self, model: BotOriginModel, out: ModelOutputs, turn_transcript: np.ndarray,
                  texts: list[str]) -> dict[int, tuple[int, tuple[str, ...]]]:
         """{transcript: (its most machine-like turn with evidence, that turn's phrases)} for the
         transcripts scored at or over explain_above, in one pass over those turns."""
