@@ -62,7 +62,7 @@ def test_phrases_of_non_ascii_text_decode_whole():
 
 def test_the_explainer_reads_the_weights_and_hashing_of_a_model_file(tmp_path):
     rng = np.random.default_rng(3)
-    spec = HashSpec((3, 4), (4,), 1 << 10, (6,))
+    spec = HashSpec((3, 4), (4,), 1 << 10, (6,), (1, 2))
     weights = rng.normal(scale=0.3, size=spec.table_size).astype(np.float32)
     meta = {"model_version": "t", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
@@ -138,3 +138,13 @@ async def test_a_policy_without_quotes_costs_no_search(tmp_path):
         assert srv.core.scorer.explain_above == float("inf")
         [verdict] = await srv.core.score([Transcript("q", "s", (Turn(Role.AGENT, LLM_TURN),))])
     assert "turn 0 (agent, " in verdict.reasons[0] and "wording" not in verdict.reasons[0]
+
+
+def test_word_ngrams_point_at_their_words():
+    """A model of word unigrams and bigrams only: the weight of "more than" lands on those words."""
+    spec = HashSpec((), (), 1 << 12, (), (1, 2))
+    stream, byte_turn, _, _ = pack_turns(["more than"], 4096)
+    weights = np.full(spec.table_size, -0.01, np.float32)
+    weights[ngram_hashes(stream, byte_turn, spec)[0][-1]] = 1.0  # the bigram, after both unigrams
+    (phrases,) = PhraseExplainer(weights, spec, 4096).phrases(["we are more than ready to go now"], words=2)
+    assert phrases == ("more than",)

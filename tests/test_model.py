@@ -33,7 +33,8 @@ def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, 
 
 
 @pytest.mark.parametrize("spec", [HashSpec((3, 4, 5), (), 1024), HashSpec((2,), (4, 6), 1 << 16),
-                                  HashSpec((3,), (), 1 << 20, (3, 5, 7))])
+                                  HashSpec((3,), (), 1 << 20, (3, 5, 7)), HashSpec((3,), (), 1 << 12, (), (1, 2)),
+                                  HashSpec((3, 4, 5), (4, 6), 1 << 19, (6,), (1, 2)), HashSpec((), (), 256, (), (2,))])
 def test_graph_matches_numpy_reference(tmp_path, spec):
     rng = np.random.default_rng(0)
     weights = rng.normal(scale=0.3, size=spec.table_size).astype(np.float32)  # no logit saturates float32
@@ -73,7 +74,7 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
 def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
     """Turn lengths come from each non-empty turn's first byte: empty turns before, between and
     after them (or a batch with no bytes at all) keep length 0 and leave the others' n-grams alone."""
-    spec = HashSpec((3,), (4,), 1024, (3,))
+    spec = HashSpec((3,), (4,), 1024, (3,), (1, 2))
     weights = np.random.default_rng(1).normal(size=spec.table_size).astype(np.float32)
     meta = {"model_version": "test", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}

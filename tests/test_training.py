@@ -72,7 +72,7 @@ def test_features_read_as_the_graph_reads_and_only_matched_content_trains_byte_n
     """The two parts add up to one row per document as the graph scores it (role-weighted hashed
     counts over all streams, divided by sqrt of the weighted count); a document of a file whose
     label follows the collection trains with its byte n-grams scaled down, and scores with them."""
-    spec = HashSpec((3, 4), (4,), 1 << 12, (6,))
+    spec = HashSpec((3, 4), (4,), 1 << 12, (6,), (1, 2))
     docs = [Doc("sgd", 0, None, "d", "transcript", ("customer", "agent"), ("book a table", "Which city, please?")),
             Doc("l2r", 1, "g", "d", "turn", ("agent",), ("A rewritten paragraph of text.",), "d/1")]
     byte_x, masked_x = featurize(docs, spec, ROLE_WEIGHTS)

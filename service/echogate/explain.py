@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from echogate.features import HashSpec, ngram_starts
+from echogate.features import HashSpec, ngram_spans
 from echogate.text import pack_turns
 
 WEIGHT_TABLE = "ngram_weights"  # the graph's initializer (echogate.training.graph)
@@ -40,11 +40,11 @@ class PhraseExplainer:
         graph = onnx.load(str(path)).graph
         table = next(t for t in graph.initializer if t.name == WEIGHT_TABLE)
 
-        def orders(key: str) -> tuple[int, ...]:
-            return tuple(int(n) for n in meta[key].split(",") if n)
+        def orders(key: str) -> tuple[int, ...]:  # a model from before word n-grams has no hash_word_orders
+            return tuple(int(n) for n in meta.get(key, "").split(",") if n)
 
         spec = HashSpec(orders("hash_orders"), orders("hash_shape_orders"), int(meta["hash_table_size"]),
-                        orders("hash_function_orders"))
+                        orders("hash_function_orders"), orders("hash_word_orders"))
         # the table is fixed point; its unit does not matter here: phrases are ranked and kept by
         # the sign of their sums, which any positive scale leaves alone
         return cls(numpy_helper.to_array(table), spec, int(meta["max_turn_bytes"]))
@@ -59,12 +59,12 @@ class PhraseExplainer:
         packed = pack_turns(list(texts), self.max_turn_bytes)
         stream, byte_turn = packed.stream, packed.byte_turn
         size = stream.shape[0]
-        # each n-gram's weight, spread evenly over its bytes: +share where it starts, -share past
-        # its end, summed up (one bincount for every stream and order)
+        # each n-gram's weight, spread evenly over the bytes it spans: +share where it starts,
+        # -share past its end, summed up (one bincount for every stream and order)
         edges, shares = [], []
-        for n, hashes, starts in ngram_starts(stream, byte_turn, self.spec):
-            share = self.weights[hashes] / np.float32(n)
-            edges += [starts, starts + n]
+        for hashes, starts, ends in ngram_spans(stream, byte_turn, self.spec):
+            share = self.weights[hashes] / (ends - starts).astype(np.float32)
+            edges += [starts, ends]
             shares += [share, -share]
         if not edges:
             return [() for _ in texts]

@@ -5,9 +5,9 @@ hashed as  (sum_k byte[i+k] * BASE**k + salt(n)) mod TABLE_SIZE  and counts only
 its bytes belong to the same turn. The table size is a power of two, so the graph takes the
 remainder with a bitwise AND (onnxruntime's integer Mod took 2.9 ms of a batch's 19), and
 BASE is a large odd number rather than a small prime: modulo 2**19, 257 = 2**8 + 1 would make
-a hash's low byte the sum of the n-gram's bytes. Three streams are hashed: the bytes
+a hash's low byte the sum of the n-gram's bytes. Three byte streams are hashed: the bytes
 themselves, their writing-style classes (`SHAPE_CLASSES`) and a function-word skeleton
-(`function_word_stream`).
+(`function_word_stream`); and the words, alone and in pairs (`word_ngram_spans`).
 The trainer builds its design matrix from these hashes; `echogate.training.graph` emits the
 same arithmetic as ONNX ops, and a test checks that both agree bit for bit.
 """
@@ -33,6 +33,7 @@ WORD_BASE = 257  # the function-word hash (`_words`), older than BASE and kept: 
 
 SHAPE_SALT_OFFSET = 16
 FUNCTION_SALT_OFFSET = 32
+WORD_SALT_OFFSET = 48
 
 
 def _shape_classes() -> np.ndarray:
@@ -143,40 +144,46 @@ class HashSpec:
     """Which n-gram orders are hashed into how many buckets.
 
     `orders` apply to the raw byte stream, `shape_orders` to its writing-style classes
-    (SHAPE_CLASSES), `function_orders` to its function-word skeleton (function_word_stream);
-    all share one weight table, kept apart by their salts.
+    (SHAPE_CLASSES), `function_orders` to its function-word skeleton (function_word_stream),
+    `word_orders` (1 and/or 2) to its words (`_words`: runs of ASCII letters, by their first
+    WORD_HASH_LETTERS letters, case-insensitive); all share one weight table, kept apart by
+    their salts.
     """
 
     orders: tuple[int, ...] = (3, 4, 5)
     shape_orders: tuple[int, ...] = ()
     table_size: int = 1 << 19  # a power of two
     function_orders: tuple[int, ...] = ()
+    word_orders: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.table_size < 2 or self.table_size > MAX_TABLE_SIZE or self.table_size & (self.table_size - 1):
             raise ValueError(f"hash table size {self.table_size} is not a power of two up to {MAX_TABLE_SIZE}")
         if max(self.orders + self.shape_orders + self.function_orders, default=0) > MAX_ORDER:
             raise ValueError(f"n-gram orders above {MAX_ORDER} are not supported")
+        if not set(self.word_orders) <= {1, 2}:
+            raise ValueError(f"word n-gram orders are 1 and 2, not {self.word_orders}")
 
     def to_metadata(self) -> dict[str, str]:
         return {"hash_orders": ",".join(map(str, self.orders)),
                 "hash_shape_orders": ",".join(map(str, self.shape_orders)),
                 "hash_function_orders": ",".join(map(str, self.function_orders)),
+                "hash_word_orders": ",".join(map(str, self.word_orders)),
                 "hash_table_size": str(self.table_size)}
 
 
 def ngram_hashes(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec) -> tuple[np.ndarray, np.ndarray]:
     """All valid n-gram hashes of a packed stream and the turn each belongs to."""
-    found = list(ngram_starts(stream, turn_of_byte, spec))
+    found = list(ngram_spans(stream, turn_of_byte, spec))
     if not found:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate([h for _, h, _ in found]), turn_of_byte[np.concatenate([s for _, _, s in found])]
+    return np.concatenate([h for h, _, _ in found]), turn_of_byte[np.concatenate([s for _, s, _ in found])]
 
 
-def ngram_starts(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec
-                 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(order n, hashes, first byte of each) of the valid n-grams of each stream and order:
-    where each n-gram lies is what echogate.explain needs to point at words."""
+def ngram_spans(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(hashes, first byte, end byte) of the valid n-grams of each stream and order: where each
+    n-gram lies is what echogate.explain needs to point at words."""
     size = stream.shape[0]
     plans = [(stream.astype(np.int64), n, n * SALT) for n in spec.orders]
     if spec.shape_orders:
@@ -193,4 +200,24 @@ def ngram_starts(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec
         for k in range(n):  # each term < 2**8 * table_size: no int64 overflow
             g += x[k : k + m] * pow(BASE, k, spec.table_size)
         starts = np.flatnonzero(turn_of_byte[:m] == turn_of_byte[n - 1 : n - 1 + m])
-        yield n, g[starts] & (spec.table_size - 1), starts
+        yield g[starts] & (spec.table_size - 1), starts, starts + n
+    if spec.word_orders:
+        yield from word_ngram_spans(stream, turn_of_byte, spec)
+
+
+def word_ngram_spans(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Word unigrams and bigrams (within a turn): sum_k word_hash[j+k] * BASE**(k+1) + salt,
+    modulo the table size. Words and their hashes are `_words`', the function-word skeleton's."""
+    letter, word, hashes = _words(stream, turn_of_byte)
+    first = np.flatnonzero(np.diff(word, prepend=0) > 0)  # each word's first byte, word 1 first
+    ends = np.flatnonzero(letter & ~np.append(letter[1:] & (word[1:] == word[:-1]), False)) + 1
+    word_hashes = hashes[1:]
+    mask = spec.table_size - 1
+    if 1 in spec.word_orders:
+        yield (word_hashes * BASE + (1 + WORD_SALT_OFFSET) * SALT) & mask, first, ends
+    if 2 in spec.word_orders and first.size > 1:
+        pairs = np.flatnonzero(turn_of_byte[first[1:]] == turn_of_byte[first[:-1]])
+        g = (word_hashes[pairs] * BASE + word_hashes[pairs + 1] * pow(BASE, 2, spec.table_size)
+             + (2 + WORD_SALT_OFFSET) * SALT)
+        yield g & mask, first[pairs], ends[pairs + 1]

@@ -67,7 +67,8 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   (orders {_orders(cfg['shape_orders'])}) and function-word skeleton n-grams (orders
   {_orders(cfg.get('function_orders'))}: the text with scikit-learn's English stop words kept and
   every other letter replaced by its case, so n-grams see how common words are strung together
-  with the topic masked), {cfg['table_size']:,} hashed weights, computed **inside the
+  with the topic masked) and word n-grams (orders {_orders(cfg['word_orders'])}: runs of ASCII
+  letters, case-insensitive), {cfg['table_size']:,} hashed weights, computed **inside the
   ONNX graph** from raw UTF-8 bytes (see `service/echogate/training/graph.py`). Text is
   normalised first (NFKC, zero-width characters removed, whitespace collapsed:
   `echogate.text.normalize`, version recorded in the model metadata).

@@ -39,7 +39,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from echogate.features import (BASE, FUNCTION_SALT_OFFSET, FUNCTION_WORD_TABLE, LETTER_CODES, SALT, SHAPE_CLASSES,
-                               SHAPE_SALT_OFFSET, WORD_HASH_LETTERS, WORD_POWERS, WORD_TABLE_SIZE, HashSpec)
+                               SHAPE_SALT_OFFSET, WORD_HASH_LETTERS, WORD_POWERS, WORD_SALT_OFFSET, WORD_TABLE_SIZE,
+                               HashSpec)
 from echogate.repetition import TURN_FEATURES
 from echogate.training.repetition import RepetitionHead
 
@@ -88,13 +89,23 @@ def lookup(node, table: str, index: str, name: str) -> str:
     return node("GatherElements", [table, index], name, axis=0)
 
 
-def function_word_stream(node, const, x: str, shape: str, size: str, index: str, same_turn: str) -> str:
-    """ONNX ops for echogate.features.function_word_stream: function words' bytes kept,
-    every other byte its writing-style class. Words are numbered by a cumulative sum of
-    their first letters (a letter after a non-letter or at a turn's first byte); slot 0
-    stands before the first word, so a batch without letters needs no special case. A word's
-    hash is a difference of prefix sums of its letters' terms between its first byte and the
-    next word's (bytes between words add nothing), which needs no scatter."""
+@dataclass(frozen=True)
+class Words:
+    """The graph's words (echogate.features._words): `first` marks each word's first byte, `word`
+    numbers each byte's word (slot 0 before the first), `hashes` [words + 1] is each word's hash."""
+
+    letter: str
+    first: str
+    word: str
+    hashes: str
+
+
+def words(node, const, x: str, size: str, index: str, same_turn: str) -> Words:
+    """ONNX ops for echogate.features._words. Words are numbered by a cumulative sum of their
+    first letters (a letter after a non-letter or at a turn's first byte); slot 0 stands before
+    the first word, so a batch without letters needs no special case. A word's hash is a
+    difference of prefix sums of its letters' terms between its first byte and the next word's
+    (bytes between words add nothing), which needs no scatter."""
     codes = lookup(node, const("letter_codes", LETTER_CODES), x, "f_codes")
     letter = node("Greater", [codes, "zero_i"], "f_letter")
     # the byte before each byte (none before the first): a letter of the same turn?
@@ -118,11 +129,55 @@ def function_word_stream(node, const, x: str, shape: str, size: str, index: str,
     # sums >= 0 and a power-of-two table: the remainder is a bitwise AND
     hashes = node("BitwiseAnd", [sums, const("word_table_mask", np.array(WORD_TABLE_SIZE - 1, np.int64))],
                   "f_word_hash")
-    is_function = lookup(node, const("function_words", FUNCTION_WORD_TABLE), hashes, "f_is_function")
-    keep = node("And", [letter, lookup(node, is_function, word, "f_keep_word")], "f_keep")
+    return Words(letter, first, word, hashes)
+
+
+def function_word_stream(node, const, x: str, shape: str, w: Words) -> str:
+    """ONNX ops for echogate.features.function_word_stream: function words' bytes kept,
+    every other byte its writing-style class."""
+    is_function = lookup(node, const("function_words", FUNCTION_WORD_TABLE), w.hashes, "f_is_function")
+    keep = node("And", [w.letter, lookup(node, is_function, w.word, "f_keep_word")], "f_keep")
     # shape + keep * (x - shape): onnxruntime's Where took 1.1 ms for a batch's 190,000 bytes, these three 0.3
     return node("Add", [shape, node("Mul", [node("Cast", [keep], "f_keep_i", to=TensorProto.INT64),
                                              node("Sub", [x, shape], "f_x_minus_shape")], "f_kept")], "f_stream")
+
+
+def word_ngram_sums(node, const, spec: HashSpec, w: Words, starts: str, length: str) -> tuple[list[str], list[str]]:
+    """Per-turn fixed-point weight sums and counts of the word n-grams (echogate.features.
+    word_ngram_spans). A turn's words are a contiguous run of word numbers: (lo, hi], lo and hi
+    the number of words begun before its first byte and before its end, so each order's sum is a
+    difference of a prefix sum over the words, as the byte orders' sums are."""
+    begun = node("Concat", ["zero_i", node("CumSum", [node("Cast", [w.first], "w_first_i", to=TensorProto.INT64),
+                                                      "axis0"], "w_begun_cs")], "w_begun", axis=0)
+    lo = lookup(node, begun, starts, "w_lo")
+    hi = lookup(node, begun, node("Add", [starts, length], "w_turn_end"), "w_hi")
+    word_hashes = node("Slice", [w.hashes, "one_i", "end_i"], "w_hashes")  # words 1.., slot 0 dropped
+    sums, counts = [], []
+    for n in sorted(spec.word_orders):
+        p = f"w{n}_"
+        salt = const(p + "salt", np.array((n + WORD_SALT_OFFSET) * SALT, np.int64))
+        g = node("Mul", [word_hashes, const(p + "b1", np.array(BASE, np.int64))], p + "g1")
+        if n == 2:  # word j with word j + 1; pairs across turns are computed but fall outside every turn's range
+            g = node("Add", [node("Slice", [g, "zero_i", const(p + "last", np.array([-1], np.int64))], p + "head"),
+                             node("Mul", [node("Slice", [word_hashes, "one_i", "end_i"], p + "next"),
+                                          const(p + "b2", np.array(pow(BASE, 2, spec.table_size), np.int64))],
+                                  p + "tail")], p + "g2")
+        h = node("BitwiseAnd", [node("Add", [g, salt], p + "gs"), "table_mask"], p + "h")
+        weights = node("Cast", [lookup(node, "ngram_weights", h, p + "w")], p + "w64", to=TensorProto.INT64)
+        prefix = node("Concat", ["zero_i", node("CumSum", [weights, "axis0"], p + "cs")], p + "prefix", axis=0)
+        # turn (lo, hi] holds max(hi - lo - n + 1, 0) n-grams, the first at word index lo (0-based)
+        count = node("Max", [node("Sub", [node("Sub", [hi, lo], p + "words"),
+                                          const(p + "nm1", np.array([n - 1], np.int64))], p + "raw_count"),
+                             "zero_i"], p + "count")
+        # a turn without n-grams may begin past the last one (lo = the words' count): clamped, as
+        # its sum is empty either way
+        m = node("Shape", [h], p + "m")
+        first = node("Min", [lo, m], p + "lo")
+        end = node("Min", [node("Add", [lo, count], p + "end_raw"), m], p + "end")
+        sums.append(node("Sub", [lookup(node, prefix, end, p + "p_hi"), lookup(node, prefix, first, p + "p_lo")],
+                         p + "sum"))
+        counts.append(node("Cast", [count], p + "count_f", to=TensorProto.FLOAT))
+    return sums, counts
 
 
 def build_graph(
@@ -187,8 +242,9 @@ def build_graph(
                      to=TensorProto.INT64)
     if spec.shape_orders:
         streams.append((shape, spec.shape_orders, SHAPE_SALT_OFFSET, "s"))
+    found_words = words(node, const, x, size, index, same_turn) if spec.function_orders or spec.word_orders else None
     if spec.function_orders:
-        streams.append((function_word_stream(node, const, x, shape, size, index, same_turn), spec.function_orders,
+        streams.append((function_word_stream(node, const, x, shape, found_words), spec.function_orders,
                         FUNCTION_SALT_OFFSET, "f"))
     sums, counts = [], []
     for data, orders, salt_offset, tag in streams:
@@ -226,6 +282,10 @@ def build_graph(
             sums.append(node("Sub", [lookup(node, prefix, hi, p + "p_hi"), lookup(node, prefix, lo, p + "p_lo")],
                              p + "sum"))
             counts.append(node("Cast", [count], p + "count_f", to=TensorProto.FLOAT))
+    if spec.word_orders:
+        word_sums, word_counts = word_ngram_sums(node, const, spec, found_words, starts, length)
+        sums += word_sums
+        counts += word_counts
     total = sums[0]
     for i, part in enumerate(sums[1:]):  # ONNX's Sum takes no integers
         total = node("Add", [total, part], f"turn_sum_fixed{i}")
