@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -93,8 +94,15 @@ LETTER_CODES = _letter_codes()
 WORD_POWERS = np.array([pow(WORD_BASE, k, WORD_TABLE_SIZE) for k in range(WORD_HASH_LETTERS)] + [0], np.int64)
 
 
-def _words(stream: np.ndarray, turn_of_byte: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(letter mask, word of each byte, hash of each word) of a packed stream.
+class Words(NamedTuple):
+    letter: np.ndarray  # bool [N]: an ASCII letter
+    word: np.ndarray  # int64 [N]: the word each byte belongs to or follows (0 before the first)
+    hashes: np.ndarray  # int64 [words + 1]: each word's hash, slot 0 first
+    first: np.ndarray  # int64 [words]: each word's first byte
+
+
+def _words(stream: np.ndarray, turn_of_byte: np.ndarray) -> Words:
+    """The words of a packed stream.
 
     A word is a run of ASCII letters within one turn, numbered from 1 (slot 0 stands before
     the first word; other bytes carry the previous word's number), hashed by its first
@@ -105,11 +113,12 @@ def _words(stream: np.ndarray, turn_of_byte: np.ndarray) -> tuple[np.ndarray, np
     start = letter.copy()
     start[1:] &= ~letter[:-1] | (turn_of_byte[1:] != turn_of_byte[:-1])
     word = np.cumsum(start)
-    word_starts = np.concatenate([[0], np.flatnonzero(start)])
+    first = np.flatnonzero(start)
+    word_starts = np.concatenate([[0], first])
     position = np.arange(stream.shape[0]) - word_starts[word]
     terms = np.where(letter, codes * WORD_POWERS[np.minimum(position, WORD_HASH_LETTERS)], 0)
     hashes = np.bincount(word, weights=terms, minlength=word_starts.size).astype(np.int64) % WORD_TABLE_SIZE
-    return letter, word, hashes
+    return Words(letter, word, hashes, first)
 
 
 def _function_word_table() -> np.ndarray:
@@ -123,7 +132,7 @@ def _function_word_table() -> np.ndarray:
 FUNCTION_WORD_TABLE = _function_word_table()
 
 
-def function_word_stream(stream: np.ndarray, turn_of_byte: np.ndarray) -> np.ndarray:
+def function_word_stream(stream: np.ndarray, turn_of_byte: np.ndarray, words: Words | None = None) -> np.ndarray:
     """The text with its function words kept and every other byte replaced by its
     writing-style class: "I'd be happy to help with order 123" -> "I'a be aaaaa to aaaa with
     aaaaa 000".
@@ -134,7 +143,7 @@ def function_word_stream(stream: np.ndarray, turn_of_byte: np.ndarray) -> np.nda
     FUNCTION_WORD_TABLE, so a rare hash collision keeps another word: the graph does the same.
     Words end at a turn's edge, so a turn's skeleton does not depend on its neighbours.
     """
-    letter, word, hashes = _words(stream, turn_of_byte)
+    letter, word, hashes, _ = words if words is not None else _words(stream, turn_of_byte)
     keep = letter & FUNCTION_WORD_TABLE[hashes][word]
     return np.where(keep, stream, SHAPE_CLASSES[stream])
 
@@ -189,8 +198,9 @@ def ngram_spans(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec
     if spec.shape_orders:
         shape = SHAPE_CLASSES[stream].astype(np.int64)
         plans += [(shape, n, (n + SHAPE_SALT_OFFSET) * SALT) for n in spec.shape_orders]
+    words = _words(stream, turn_of_byte) if spec.function_orders or spec.word_orders else None
     if spec.function_orders:
-        skeleton = function_word_stream(stream, turn_of_byte).astype(np.int64)
+        skeleton = function_word_stream(stream, turn_of_byte, words).astype(np.int64)
         plans += [(skeleton, n, (n + FUNCTION_SALT_OFFSET) * SALT) for n in spec.function_orders]
     for x, n, salt in plans:
         m = size - n + 1
@@ -202,15 +212,14 @@ def ngram_spans(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec
         starts = np.flatnonzero(turn_of_byte[:m] == turn_of_byte[n - 1 : n - 1 + m])
         yield g[starts] & (spec.table_size - 1), starts, starts + n
     if spec.word_orders:
-        yield from word_ngram_spans(stream, turn_of_byte, spec)
+        yield from word_ngram_spans(turn_of_byte, spec, words)
 
 
-def word_ngram_spans(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec
+def word_ngram_spans(turn_of_byte: np.ndarray, spec: HashSpec, words: Words
                      ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Word unigrams and bigrams (within a turn): sum_k word_hash[j+k] * BASE**(k+1) + salt,
     modulo the table size. Words and their hashes are `_words`', the function-word skeleton's."""
-    letter, word, hashes = _words(stream, turn_of_byte)
-    first = np.flatnonzero(np.diff(word, prepend=0) > 0)  # each word's first byte, word 1 first
+    letter, word, hashes, first = words
     ends = np.flatnonzero(letter & ~np.append(letter[1:] & (word[1:] == word[:-1]), False)) + 1
     word_hashes = hashes[1:]
     mask = spec.table_size - 1

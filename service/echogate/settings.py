@@ -114,7 +114,7 @@ class PolicySettings(BaseModel):
     # content hash, roles, scores and reasons kept) and tags them `text_not_retained`.
     retain_blocked_text: bool = True
     # Quote the machine-like wording of a flagged transcript's top turn in its reason
-    # (echogate.explain). It costs the scorer about a quarter of its throughput on traffic that is
+    # (echogate.explain). It costs the scorer about a fifth of its throughput on traffic that is
     # all flagged (docs/benchmarks.md); False keeps reasons to turn numbers and scores.
     quote_wording: bool = True
     sources: dict[str, SourcePolicy] = {}
