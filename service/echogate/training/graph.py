@@ -90,9 +90,10 @@ def lookup(node, table: str, index: str, name: str) -> str:
 
 
 @dataclass(frozen=True)
-class Words:
-    """The graph's words (echogate.features._words): `first` marks each word's first byte, `word`
-    numbers each byte's word (slot 0 before the first), `hashes` [words + 1] is each word's hash."""
+class WordNodes:
+    """Names of the graph's word tensors (echogate.features._words): `first` marks each word's
+    first byte, `word` numbers each byte's word (slot 0 before the first), `hashes` [words + 1]
+    is each word's hash."""
 
     letter: str
     first: str
@@ -100,7 +101,7 @@ class Words:
     hashes: str
 
 
-def words(node, const, x: str, size: str, index: str, same_turn: str) -> Words:
+def words(node, const, x: str, size: str, index: str, same_turn: str) -> WordNodes:
     """ONNX ops for echogate.features._words. Words are numbered by a cumulative sum of their
     first letters (a letter after a non-letter or at a turn's first byte); slot 0 stands before
     the first word, so a batch without letters needs no special case. A word's hash is a
@@ -129,10 +130,10 @@ def words(node, const, x: str, size: str, index: str, same_turn: str) -> Words:
     # sums >= 0 and a power-of-two table: the remainder is a bitwise AND
     hashes = node("BitwiseAnd", [sums, const("word_table_mask", np.array(WORD_TABLE_SIZE - 1, np.int64))],
                   "f_word_hash")
-    return Words(letter, first, word, hashes)
+    return WordNodes(letter, first, word, hashes)
 
 
-def function_word_stream(node, const, x: str, shape: str, w: Words) -> str:
+def function_word_stream(node, const, x: str, shape: str, w: WordNodes) -> str:
     """ONNX ops for echogate.features.function_word_stream: function words' bytes kept,
     every other byte its writing-style class."""
     is_function = lookup(node, const("function_words", FUNCTION_WORD_TABLE), w.hashes, "f_is_function")
@@ -142,7 +143,7 @@ def function_word_stream(node, const, x: str, shape: str, w: Words) -> str:
                                              node("Sub", [x, shape], "f_x_minus_shape")], "f_kept")], "f_stream")
 
 
-def word_ngram_sums(node, const, spec: HashSpec, w: Words, starts: str, length: str) -> tuple[list[str], list[str]]:
+def word_ngram_sums(node, const, spec: HashSpec, w: WordNodes, starts: str, length: str) -> tuple[list[str], list[str]]:
     """Per-turn fixed-point weight sums and counts of the word n-grams (echogate.features.
     word_ngram_spans). A turn's words are a contiguous run of word numbers: (lo, hi], lo and hi
     the number of words begun before its first byte and before its end, so each order's sum is a
