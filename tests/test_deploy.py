@@ -188,3 +188,39 @@ def test_the_image_build_stage_installs_and_finds_its_model(tmp_path):
     result = subprocess.run([str(venv / "bin" / "python"), "-c", check], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (venv / "bin" / "echogate").exists()
+
+
+def test_the_service_serves_on_its_runtime_dependencies_alone(tmp_path):
+    """`make run` and the image install the package without extras: the server starts, and
+    scores and explains a transcript, with every package only the extras bring made unimportable."""
+    import sys
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    name = lambda requirement: re.split(r"[<>=\[ ]", requirement)[0]  # noqa: E731
+    runtime = {name(r) for r in project["dependencies"]}
+    modules = {"scikit-learn": "sklearn", "grpcio-tools": "grpc_tools"}
+    extras = {modules.get(n, n.replace("-", "_")) for reqs in project["optional-dependencies"].values()
+              for n in map(name, reqs) if n not in runtime}
+    assert {"onnx", "sklearn"} <= extras
+    script = f"""
+import asyncio, importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname.split(".")[0] in {sorted(extras)!r}:
+            raise ModuleNotFoundError(f"{{fullname}} is not a runtime dependency")
+sys.meta_path.insert(0, Refuse())
+from echogate.grpc_api.server import EchogateServer
+from echogate.settings import Settings
+from echogate.types import Role, Transcript, Turn
+async def main():
+    settings = Settings(host="127.0.0.1", port=0, metrics_port=0, store={{"url": {str(tmp_path / "s.db")!r}}})
+    async with EchogateServer(settings) as server:
+        [verdict] = await server.core.score([Transcript("t", "s", (Turn(Role.AGENT,
+            "I completely understand your frustration, and I would be more than happy to assist you today."),))])
+    print(verdict.reasons[0])
+asyncio.run(main())
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "machine-like wording" in result.stdout

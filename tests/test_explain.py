@@ -68,7 +68,7 @@ def test_the_explainer_reads_the_weights_and_hashing_of_a_model_file(tmp_path):
             "max_turn_bytes": "4096"}
     onnx.save(build_graph(spec, weights, 0.0, Calibration(1, 0), Calibration(1, 0),
                           RepetitionHead((0.0,) * 4, 0.0), meta, 64), tmp_path / "m.onnx")
-    explainer = PhraseExplainer.from_onnx(tmp_path / "m.onnx", ort.InferenceSession(
+    explainer = PhraseExplainer.from_model((tmp_path / "m.onnx").read_bytes(), ort.InferenceSession(
         str(tmp_path / "m.onnx")).get_modelmeta().custom_metadata_map)
     assert explainer.spec == spec
     np.testing.assert_array_equal(explainer.weights, fixed_point_weights(weights))

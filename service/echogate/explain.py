@@ -14,16 +14,15 @@ flag, all of them in one vectorised pass per batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from echogate.features import HashSpec, ngram_spans
 from echogate.text import pack_turns
 
 WEIGHT_TABLE = "ngram_weights"  # the graph's initializer (echogate.training.graph)
+ONNX_INT32 = 6  # TensorProto.DataType.INT32
 PHRASE_WORDS = 4  # words per phrase: long enough to read as wording, short enough to point at it
 MAX_PHRASE_CHARS = 80
 
@@ -35,11 +34,9 @@ class PhraseExplainer:
         self.max_turn_bytes = max_turn_bytes
 
     @classmethod
-    def from_onnx(cls, path: str | Path, meta: dict[str, str]) -> PhraseExplainer:
-        """The explainer of a model file: its weight table and its hashing, from its metadata."""
-        graph = onnx.load(str(path)).graph
-        table = next(t for t in graph.initializer if t.name == WEIGHT_TABLE)
-
+    def from_model(cls, model_bytes: bytes, meta: dict[str, str]) -> PhraseExplainer:
+        """The explainer of a model: its weight table (from the bytes the session was made from)
+        and its hashing (from its metadata)."""
         def orders(key: str) -> tuple[int, ...]:  # a model from before word n-grams has no hash_word_orders
             return tuple(int(n) for n in meta.get(key, "").split(",") if n)
 
@@ -47,7 +44,7 @@ class PhraseExplainer:
                         orders("hash_function_orders"), orders("hash_word_orders"))
         # the table is fixed point; its unit does not matter here: phrases are ranked and kept by
         # the sign of their sums, which any positive scale leaves alone
-        return cls(numpy_helper.to_array(table), spec, int(meta["max_turn_bytes"]))
+        return cls(weight_table(model_bytes), spec, int(meta["max_turn_bytes"]))
 
     def phrases(self, texts: Sequence[str], k: int = 2, words: int = PHRASE_WORDS) -> list[tuple[str, ...]]:
         """Up to k non-overlapping phrases of up to `words` words per (normalised) text, most
@@ -113,6 +110,42 @@ class PhraseExplainer:
         from_end = np.where(sums == np.repeat(top, counts), sums.size - np.arange(sums.size), 0)
         best = sums.size - np.maximum.reduceat(from_end, begins)
         return best[np.isfinite(top)]
+
+
+def _onnx_model_message() -> type:
+    """A protobuf class for the path from an ONNX model to its initializers, and nothing else:
+    ModelProto.graph (7) -> GraphProto.initializer (5) -> TensorProto dims (1), data_type (2),
+    name (8), raw_data (9), field numbers from onnx.proto, unchanged since its first IR version.
+    Protobuf skips every other field. Serving so needs no `onnx` package, a training dependency
+    of 31 MB that takes 0.7 s to import."""
+    F = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="echogate_onnx_path.proto", package="echogate_onnx_path",
+                                              syntax="proto2")
+    tensor = file.message_type.add(name="TensorProto")
+    tensor.field.add(name="dims", number=1, type=F.TYPE_INT64, label=F.LABEL_REPEATED)
+    tensor.field.add(name="data_type", number=2, type=F.TYPE_INT32, label=F.LABEL_OPTIONAL)
+    tensor.field.add(name="name", number=8, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    tensor.field.add(name="raw_data", number=9, type=F.TYPE_BYTES, label=F.LABEL_OPTIONAL)
+    file.message_type.add(name="GraphProto").field.add(
+        name="initializer", number=5, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED,
+        type_name=".echogate_onnx_path.TensorProto")
+    file.message_type.add(name="ModelProto").field.add(
+        name="graph", number=7, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL, type_name=".echogate_onnx_path.GraphProto")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("echogate_onnx_path.ModelProto"))
+
+
+_OnnxModel = _onnx_model_message()
+
+
+def weight_table(model_bytes: bytes) -> np.ndarray:
+    """The graph's int32 n-gram weight table (WEIGHT_TABLE), as numpy_helper.from_array stored it."""
+    model = _OnnxModel.FromString(model_bytes)
+    table = next((t for t in model.graph.initializer if t.name == WEIGHT_TABLE), None)
+    if table is None or table.data_type != ONNX_INT32 or len(table.raw_data) != 4 * int(np.prod(table.dims)):
+        raise ValueError(f"the model has no int32 initializer {WEIGHT_TABLE!r} stored as raw data")
+    return np.frombuffer(table.raw_data, "<i4").reshape(tuple(table.dims))
 
 
 def _decode(raw: np.ndarray) -> str:

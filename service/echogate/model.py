@@ -44,7 +44,8 @@ class BotOriginModel:
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        model_bytes = path.read_bytes()  # read once: the session and the phrase explainer both need it
+        self.session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("normalization") != NORMALIZATION_VERSION:
             raise ModelLoadError(f"{path}: model expects text normalisation {meta.get('normalization')!r}, "
@@ -59,7 +60,10 @@ class BotOriginModel:
         self.role_weight_by_code = np.array([self.role_weights.get(r, 0.0) for r in ROLE_CODES] + [0.0], np.float32)
         self.max_turn_bytes = int(meta["max_turn_bytes"])
         self.chunk_bytes = chunk_bytes
-        self.explainer = PhraseExplainer.from_onnx(path, meta)
+        try:
+            self.explainer = PhraseExplainer.from_model(model_bytes, meta)
+        except ValueError as exc:
+            raise ModelLoadError(f"{path}: {exc}") from None
 
     def run(self, stream: np.ndarray, byte_turn: np.ndarray, turn_transcript: np.ndarray,
             turn_weight: np.ndarray, turn_seen: np.ndarray, transcript_count: int, turn_repetition: np.ndarray,
