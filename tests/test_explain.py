@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from echogate.explain import PhraseExplainer
 from echogate.features import HashSpec, ngram_hashes
-from echogate.text import normalize, pack_turns
+from echogate.text import NORMALIZATION_VERSION, normalize, pack_turns
 from echogate.training.graph import Calibration, build_graph, fixed_point_weights
 from echogate.training.repetition import RepetitionHead
 from echogate.training.train import ROLE_WEIGHTS
@@ -64,7 +64,7 @@ def test_the_explainer_reads_the_weights_and_hashing_of_a_model_file(tmp_path):
     rng = np.random.default_rng(3)
     spec = HashSpec((3, 4), (4,), 1 << 10, (6,), (1, 2))
     weights = rng.normal(scale=0.3, size=spec.table_size).astype(np.float32)
-    meta = {"model_version": "t", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
+    meta = {"model_version": "t", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
     onnx.save(build_graph(spec, weights, 0.0, Calibration(1, 0), Calibration(1, 0),
                           RepetitionHead((0.0,) * 4, 0.0), meta, 64), tmp_path / "m.onnx")

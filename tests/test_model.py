@@ -10,7 +10,7 @@ import pytest
 from echogate.features import HashSpec, function_word_stream, ngram_hashes
 from echogate.model import BotOriginModel, ModelLoadError, transcript_chunks
 from echogate.settings import default_model_path
-from echogate.text import normalize, pack_turns
+from echogate.text import NORMALIZATION_VERSION, normalize, pack_turns
 from echogate.training.graph import Calibration, build_graph, seen_scale
 from echogate.training.repetition import RepetitionHead
 from echogate.training.train import ROLE_WEIGHTS
@@ -38,7 +38,7 @@ def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, 
 def test_graph_matches_numpy_reference(tmp_path, spec):
     rng = np.random.default_rng(0)
     weights = rng.normal(scale=0.3, size=spec.table_size).astype(np.float32)  # no logit saturates float32
-    meta = {"model_version": "test", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
+    meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
     onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0, 0.5), Calibration(1.0, 0.0, 2.0), HEAD, meta,
                           seen_full_bytes=16), tmp_path / "m.onnx")
@@ -76,7 +76,7 @@ def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
     after them (or a batch with no bytes at all) keep length 0 and leave the others' n-grams alone."""
     spec = HashSpec((3,), (4,), 1024, (3,), (1, 2))
     weights = np.random.default_rng(1).normal(size=spec.table_size).astype(np.float32)
-    meta = {"model_version": "test", "normalization": "nfkc-zw-ws-1", "role_weights": json.dumps(ROLE_WEIGHTS),
+    meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
     onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, meta, 64),
               tmp_path / "m.onnx")
@@ -99,7 +99,7 @@ def test_model_refuses_other_normalisation(tmp_path):
 
 def test_model_refuses_other_repetition_features(tmp_path):
     """A model built for other repetition features would weigh the wrong columns: refused at load."""
-    meta = {"model_version": "x", "normalization": "nfkc-zw-ws-1", "role_weights": "{}", "max_turn_bytes": "10"}
+    meta = {"model_version": "x", "normalization": NORMALIZATION_VERSION, "role_weights": "{}", "max_turn_bytes": "10"}
     model = build_graph(HashSpec((3,), (), 128), np.zeros(128), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta, 64)
     onnx.helper.set_model_props(model, {**meta, "repetition_features": "trigram_self"})
     onnx.save(model, tmp_path / "m.onnx")
@@ -152,7 +152,7 @@ def test_graph_refuses_weights_its_fixed_point_table_cannot_hold():
         build_graph(spec, weights, 0.0, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, {}, 64)
     weights[7] = -127.9
     build_graph(spec, weights, 0.0, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD,
-                {"model_version": "t", "normalization": "nfkc-zw-ws-1", "role_weights": "{}", "max_turn_bytes": "1"}, 64)
+                {"model_version": "t", "normalization": NORMALIZATION_VERSION, "role_weights": "{}", "max_turn_bytes": "1"}, 64)
 
 
 def test_hash_spec_refuses_what_the_graph_cannot_hash_exactly():
@@ -194,3 +194,21 @@ def test_transcript_chunks_cover_the_batch_within_the_byte_budget(seed):
         assert end - start == 1 or transcript_bytes[start:end].sum() <= 50
         if end < 20:  # a chunk stops only where the next transcript would not fit
             assert transcript_bytes[start : end + 1].sum() > 50
+
+
+def test_look_alike_letters_and_scrambled_case_do_not_move_a_score():
+    """The cheap disguises of machine text (Cyrillic and Greek look-alikes, case swapped inside
+    words) are undone before the model reads it: the disguised text scores and hashes as the plain
+    one. Without that, Cyrillic letters in half of a CuCom dialogue's a, e, o, c, p took its score
+    from 0.99 to 0.005 (bench/evasion.py)."""
+    from echogate.scoring import Scorer
+    from echogate.types import Role, Transcript, Turn
+
+    plain = "I completely understand your frustration, and I sincerely apologize for the inconvenience caused."
+    disguised = ("I CoMpLeTeLy undeRstand yOur frustrati\u043en, \u0430nd I sinc\u0435rely \u0430p\u03bfl\u043egize "
+                 "f\u043er the inconvenience c\u0430used.")
+    model = BotOriginModel(default_model_path())
+    plain_score, disguised_score = (Scorer(model).score([Transcript(text[:8], "", (Turn(Role.AGENT, text),))])[0]
+                                    for text in (plain, disguised))
+    assert disguised_score.scores.bot_origin == plain_score.scores.bot_origin > 0.5
+    assert disguised_score.content_sha256 == plain_score.content_sha256

@@ -11,7 +11,7 @@ from echogate.text import normalize, normalize_all, pack_turns
 # whitespace of every kind, combining marks, compatibility forms, zero-width characters, NUL
 PIECES = st.sampled_from([" ", "  ", "\t", "\n", "\x1c", "\x1f", "\u00a0", "\u3000", "\u2028", "\u0085", "a", "B", "e",
                           "\u0301", "\u1100", "\u1161", "\u11a8", "\ufb01", "\uff46", "\u200b", "\ufeff", "\u00ad",
-                          "\u212b", "\x00", "😀", "x.y"])
+                          "\u212b", "\x00", "😀", "x.y", "\u0430", "\u041e", "\u03bf", "\u0434", "aB", "Cd", "eF", "GHI"])
 TEXTS = st.lists(st.one_of(st.lists(PIECES, max_size=8).map("".join), st.text(max_size=20)), max_size=8)
 
 
@@ -32,6 +32,36 @@ def test_nothing_composes_across_texts_and_already_normal_text_comes_back_as_is(
     out = normalize_all(mixed)
     assert out == ["Hello world", "caf\u00e9 au lait", "ok", "two lines"]
     assert out[0] is mixed[0] and out[2] is mixed[2]
+
+
+# "I am happy to assist you with your order." with Cyrillic and Greek look-alikes in most words
+DISGUISED = ("I \u0430m h\u0430pp\u0443 t\u03bf \u0430ssist \u0443\u043eu with \u0443\u043eur \u041erd\u0435r.")
+
+
+def test_look_alike_letters_of_other_scripts_read_as_latin_in_the_words_they_hide_in():
+    assert normalize(DISGUISED) == "I am happy to assist you with your Order."
+    assert normalize_all(["ok", DISGUISED]) == ["ok", "I am happy to assist you with your Order."]
+    # words of those scripts keep their spelling; only their one-letter words "у", "с" become Latin
+    assert normalize("я был у врача с другом") == "я был y врача c другом"
+    assert normalize("Γιώργος είναι εδώ, café") == "Γιώργος είναι εδώ, café"
+
+
+def test_words_with_capitals_inside_them_are_read_lower_cased():
+    """Case swapped at random breaks byte n-grams as look-alikes do; a word cased that way on
+    purpose (a brand, an identifier, a plural acronym) loses nothing the model needs."""
+    assert normalize("I comPletely undErstand yoUr frustRation") == "I completely understand your frustration"
+    assert normalize("My iPhone, the FAQs, O'Brien and THE CEO") == "My iphone, the faqs, O'Brien and THE CEO"
+    assert normalize_all(["ok", "i aM hApPy tO hElP", "HEllo"]) == ["ok", "i am happy to help", "hello"]
+    # only ASCII letters count: a word that runs on into other letters is left as it is
+    assert normalize("na\u00efveT\u00e9 caf\u00c9s") == "na\u00efveT\u00e9 caf\u00c9s"
+
+
+def test_text_in_capitals_is_read_lower_cased():
+    assert normalize("WHERE IS MY ORDER?? I PAID TWO WEEKS AGO") == "where is my order?? i paid two weeks ago"
+    texts = ["OK", "I", "Flights from NYC to LAX on the 5th", "I CoMpLeTeLy", "PLEASE HELP ME", "ASAP please"]
+    assert normalize_all(texts) == ["OK", "I", "Flights from NYC to LAX on the 5th", "I completely", "please help me",
+                                    "ASAP please"]
+    assert normalize_all(texts) == [normalize(t) for t in texts]
 
 
 def test_packing_records_where_each_turn_starts_and_how_long_it_is():

@@ -70,8 +70,11 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   with the topic masked) and word n-grams (orders {_orders(cfg['word_orders'])}: runs of ASCII
   letters, case-insensitive), {cfg['table_size']:,} hashed weights, computed **inside the
   ONNX graph** from raw UTF-8 bytes (see `service/echogate/training/graph.py`). Text is
-  normalised first (NFKC, zero-width characters removed, whitespace collapsed:
-  `echogate.text.normalize`, version recorded in the model metadata).
+  normalised first (NFKC, zero-width characters removed, Cyrillic, Greek and Armenian letters
+  that look Latin read as Latin inside words, whitespace collapsed, text in capitals and words
+  with capitals inside them lower-cased: `echogate.text.normalize`, version recorded in the
+  model metadata), so the cheap disguises of machine text move a score little or not at all
+  (`bench/evasion.py`).
 - Transcript score: the role-weighted pool of its turns' n-grams (weights {cfg['role_weights']}).
 - Calibration maps (logit = scale x raw + offset + seen_weight x corpus signal): single texts
   {cal['turn']['scale']:.3f} / {cal['turn']['offset']:.3f} / {cal['turn']['seen_weight']:.3f}, dialogues
@@ -170,6 +173,11 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
   little against training them in full (see TrainConfig.other_byte_ngram_scale).
 - Non-native English, paraphrased LLM text, unseen generators and decoding with repetition
   penalties are not represented in the training data beyond l2r's three generators.
+- **Disguises beyond normalisation.** Look-alike letters of scripts other than Cyrillic, Greek
+  and Armenian, case swapped only at the start of words, and rewording (a paraphrasing tool, a
+  person editing the text) all reach the model; normalisation undoes only what changes how a
+  text is spelt, not what it says. Text in a language other than English scores on what little
+  of the n-grams it shares with the training data.
 
 ## Retrain
 ```sh
