@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from echogate.grpc_api.server import EchogateServer
+from echogate.v1 import gate_pb2 as pb
 from echogate_client.client import AsyncClient, Client, RetryPolicy
 from echogate_client.records import RecordError, transcript_from_record
 from tests.conftest import make_settings, server_in_thread, transcript
@@ -41,6 +42,17 @@ def test_records_convert_turns_and_plain_text():
     assert transcript_from_record({"text": "x"}, 7).id == "line-7"
     with pytest.raises(RecordError, match="line 3: turns\\[0\\].role"):
         transcript_from_record({"turns": [{"role": "narrator", "text": "x"}]}, 3)
+
+
+def test_system_turns_answer_where_a_record_has_no_agent():
+    """DSTC, MultiWOZ and SGD name the answering side `system`; beside an agent, `system` is a
+    platform message, which the model does not weigh."""
+    dstc = transcript_from_record({"turns": [{"role": "USER", "text": "a table for two"},
+                                             {"role": "SYSTEM", "text": "What time would you like?"}]}, 1)
+    assert [t.role for t in dstc.turns] == [pb.ROLE_CUSTOMER, pb.ROLE_AGENT]
+    platform = transcript_from_record({"turns": [{"role": "system", "text": "Chat transferred to Ana."},
+                                                 {"role": "agent", "text": "Hi, Ana here."}]}, 2)
+    assert [t.role for t in platform.turns] == [pb.ROLE_SYSTEM, pb.ROLE_AGENT]
 
 
 def test_score_command_appends_echogate_object_in_order(tmp_path):

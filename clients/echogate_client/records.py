@@ -3,6 +3,12 @@
 A record has `turns` (a list of {"role", "text"}) or only `text`; plain text becomes one
 AGENT turn. `id` is optional (the line number is used), `source` and `metadata` are
 passed through when present.
+
+`system` names two things in logged dialogues: platform messages beside an agent (hand-off
+notices, canned text: the API's ROLE_SYSTEM, which the model does not weigh), and, in the DSTC,
+MultiWOZ and Schema-Guided Dialogue files, the side that answers the user. A record with no
+agent turn is read the second way: its system turns are the agent's, so the side that carries
+most of the evidence is not dropped.
 """
 from __future__ import annotations
 
@@ -54,6 +60,10 @@ def transcript_from_record(record: dict, line: int, default_source: str = "") ->
                 raise RecordError(f"line {line}: turns[{j}].role {t.get('role')!r} is not one of "
                                   f"{sorted(set(ROLE_NAMES))}")
             pb_turns.append(pb.Turn(role=role, text=str(t.get("text") or "")))
+        if all(t.role != pb.ROLE_AGENT for t in pb_turns):
+            for t in pb_turns:
+                if t.role == pb.ROLE_SYSTEM:
+                    t.role = pb.ROLE_AGENT
     elif isinstance(record.get("text"), str):
         pb_turns = [pb.Turn(role=pb.ROLE_AGENT, text=record["text"])]
     else:
