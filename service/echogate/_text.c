@@ -1,5 +1,6 @@
 /* Packing a batch's turns into one UTF-8 byte stream: the kernel behind echogate.text.pack_turns
- * (read its docstring for what the stream and its index arrays are).
+ * (read its docstring for what the stream and its index arrays are); and the scan that tells
+ * echogate.text.normalize_all which texts normalisation could change.
  *
  * One pass over the turns copies each turn's UTF-8 bytes (CPython keeps them inside an ASCII
  * string, or caches them on first use for others) and fills the per-byte and per-turn index
@@ -56,14 +57,71 @@ done:
     return result;
 }
 
+/* Bits of normalization_flags: what in a text normalisation could change (see echogate.text). */
+enum { NOT_PLAIN = 1, ODD_CASE = 2, CAPITAL_RUN = 4 };
+/* A byte's kind (0 other, 1 small letter, 2 capital, 3 space); the flags each run of three kinds
+ * raises (indexed by kind before last << 4 | kind before << 2 | kind); the control bytes. Filled
+ * once at import: one table lookup a byte instead of a chain of comparisons. */
+static uint8_t KIND[256], RUN_FLAGS[64], CONTROL[256];
+
+static void fill_tables(void) {
+    for (int b = 'a'; b <= 'z'; b++) KIND[b] = 1;
+    for (int b = 'A'; b <= 'Z'; b++) KIND[b] = 2;
+    KIND[' '] = 3;
+    for (int b = 0; b < 32; b++) CONTROL[b] = NOT_PLAIN;
+    for (int run = 0; run < 64; run++) {
+        int k2 = run >> 4, k1 = (run >> 2) & 3, k0 = run & 3;
+        if (k1 == 1 && k0 == 2) RUN_FLAGS[run] |= ODD_CASE;                /* aB */
+        if (k2 == 2 && k1 == 2 && k0 == 1) RUN_FLAGS[run] |= ODD_CASE;     /* ABc */
+        if (k2 == 2 && k1 == 2 && k0 == 2) RUN_FLAGS[run] |= CAPITAL_RUN;  /* ABC */
+        if (k1 == 3 && k0 == 3) RUN_FLAGS[run] |= NOT_PLAIN;               /* two spaces */
+    }
+}
+
+static PyObject *normalization_flags(PyObject *self, PyObject *args) {
+    PyObject *texts;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &texts)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(texts);
+    PyObject *result = PyBytes_FromStringAndSize(NULL, n);
+    if (result == NULL) return NULL;
+    uint8_t *flags = (uint8_t *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *text = PyList_GET_ITEM(texts, i);
+        if (!PyUnicode_Check(text)) {
+            Py_DECREF(result);
+            PyErr_Format(PyExc_TypeError, "text %zd is not a str", i);
+            return NULL;
+        }
+        if (!PyUnicode_IS_ASCII(text)) { /* NFKC, zero-width characters, look-alikes: the full path */
+            flags[i] = NOT_PLAIN;
+            continue;
+        }
+        const unsigned char *c = PyUnicode_1BYTE_DATA(text);
+        Py_ssize_t len = PyUnicode_GET_LENGTH(text);
+        unsigned run = 0, f = len && (c[0] == ' ' || c[len - 1] == ' ') ? NOT_PLAIN : 0;
+        for (Py_ssize_t k = 0; k < len; k++) {
+            run = ((run << 2) | KIND[c[k]]) & 63;
+            f |= RUN_FLAGS[run] | CONTROL[c[k]];
+        }
+        flags[i] = (uint8_t)f;
+    }
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"pack_turns", pack_turns, METH_VARARGS,
      "pack_turns(texts: list[str], max_bytes) -> (stream, byte_turn, starts, lengths) as bytes\n\n"
      "stream: the turns' UTF-8, each cut to max_bytes; the others int64: see echogate.text.pack_turns."},
+    {"normalization_flags", normalization_flags, METH_VARARGS,
+     "normalization_flags(texts: list[str]) -> bytes, one per text: 1 not plain ASCII with single inner\n"
+     "spaces, 2 a small letter before a capital or two capitals before a small one, 4 three capitals in a row."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_text",
-                                    "Packing turns into one byte stream (echogate.text).", -1, methods, NULL, NULL,
+                                    "Packing turns into one byte stream, and what normalisation could change (echogate.text).", -1, methods, NULL, NULL,
                                     NULL, NULL};
 
-PyMODINIT_FUNC PyInit__text(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__text(void) {
+    fill_tables();
+    return PyModule_Create(&module);
+}
