@@ -4,11 +4,11 @@
 
 A writer who wants bot text to pass the gate as human can disguise it without changing what it
 says: letters of other scripts that look Latin (RAID's homoglyph attack), case swapped at random,
-zero-width characters, other spaces, full-width letters, typos. Each disguise is applied to the
-machine and human records (a seeded sample of `--n` each) of three shared files (CuCom dialogues, l2r rewrites and
-originals, STAR template and typed turns; SGD dialogues stand in for CuCom's missing human side),
-and each (file, disguise) is scored as one stream, in batches of 256 through echogate.scoring.Scorer
-with a fresh corpus memory, as `echogate score` scores a file. Printed: the machine texts' mean
+zero-width characters, other spaces, full-width letters, typos. Each disguise is applied to a
+seeded sample of `--n` machine and `--n` human records of three shared files (CuCom dialogues,
+l2r rewrites and originals, STAR template and typed turns; SGD dialogues stand in for CuCom's
+missing human side), and each (file, disguise) is scored as one stream, in batches of 256
+through echogate.scoring.Scorer with a fresh corpus memory, as `echogate score` scores a file. Printed: the machine texts' mean
 probability and share at or over 0.5 (the default policy's tag threshold), and the human texts'
 mean probability.
 
@@ -111,7 +111,8 @@ def main() -> None:
         for name, disguise in DISGUISES.items():
             m, h = scores(model, machine, disguise), scores(model, human, disguise)
             rows.append({"file": machine_file, "disguise": name, "machine_mean": round(float(m.mean()), 3),
-                         "machine_flagged": round(float((m >= 0.5).mean()), 3), "human_mean": round(float(h.mean()), 3)})
+                         "machine_flagged": round(float((m >= 0.5).mean()), 3),
+                         "human_mean": round(float(h.mean()), 3)})
             print(f"{machine_file:17s} {name:18s} {m.mean():.3f}  {(m >= 0.5).mean():.3f}  {h.mean():.3f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"model": model.version, "rows": rows}, indent=2))

@@ -152,7 +152,8 @@ def test_graph_refuses_weights_its_fixed_point_table_cannot_hold():
         build_graph(spec, weights, 0.0, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, {}, 64)
     weights[7] = -127.9
     build_graph(spec, weights, 0.0, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD,
-                {"model_version": "t", "normalization": NORMALIZATION_VERSION, "role_weights": "{}", "max_turn_bytes": "1"}, 64)
+                {"model_version": "t", "normalization": NORMALIZATION_VERSION, "role_weights": "{}",
+                 "max_turn_bytes": "1"}, 64)
 
 
 def test_hash_spec_refuses_what_the_graph_cannot_hash_exactly():

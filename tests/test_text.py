@@ -11,7 +11,8 @@ from echogate.text import normalize, normalize_all, pack_turns
 # whitespace of every kind, combining marks, compatibility forms, zero-width characters, NUL
 PIECES = st.sampled_from([" ", "  ", "\t", "\n", "\x1c", "\x1f", "\u00a0", "\u3000", "\u2028", "\u0085", "a", "B", "e",
                           "\u0301", "\u1100", "\u1161", "\u11a8", "\ufb01", "\uff46", "\u200b", "\ufeff", "\u00ad",
-                          "\u212b", "\x00", "😀", "x.y", "\u0430", "\u041e", "\u03bf", "\u0434", "aB", "Cd", "eF", "GHI"])
+                          "\u212b", "\x00", "😀", "x.y", "\u0430", "\u041e", "\u03bf", "\u0434", "aB", "Cd", "eF",
+                          "GHI"])
 TEXTS = st.lists(st.one_of(st.lists(PIECES, max_size=8).map("".join), st.text(max_size=20)), max_size=8)
 
 

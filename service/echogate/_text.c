@@ -118,8 +118,9 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_text",
-                                    "Packing turns into one byte stream, and what normalisation could change (echogate.text).", -1, methods, NULL, NULL,
-                                    NULL, NULL};
+                                    "Packing turns into one byte stream, and what normalisation could change "
+                                    "(echogate.text).",
+                                    -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__text(void) {
     fill_tables();
