@@ -38,7 +38,7 @@ from echogate.model import CHUNK_BYTES, BotOriginModel
 from echogate.offline import OFFLINE_LIMITS
 from echogate.scoring import Scorer
 from echogate.settings import default_model_path
-from echogate.text import normalize, pack_turns, role_codes
+from echogate.text import model_texts, normalize, pack_turns, role_codes
 from echogate.types import Transcript
 from echogate_client.records import read_jsonl, transcript_from_record
 
@@ -75,7 +75,8 @@ def main() -> None:
             roles = [t.role for x in chunk for t in x.turns]
             codes = role_codes(roles)
             packed_turns = pack_turns(texts, model.max_turn_bytes)
-            stream, byte_turn = packed_turns.stream, packed_turns.byte_turn
+            read = pack_turns(model_texts(texts), model.max_turn_bytes)  # as the scorer feeds the model
+            stream, byte_turn = read.stream, read.byte_turn
             turn_transcript = np.repeat(np.arange(len(chunk)), [len(x.turns) for x in chunk])
             keys = turn_keys(packed_turns, codes)
             rep = repetition.analyse(packed_turns, codes, turn_transcript, len(chunk), keys)

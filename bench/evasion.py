@@ -1,4 +1,5 @@
-"""How far the cheap disguises of machine text move the shipped model's scores.
+"""How far the cheap disguises of machine text, and numbers added to any text, move the shipped
+model's scores.
 
   python bench/evasion.py [--data ../shared/datasets] [--n 1000] [--json out.json]
 
@@ -8,9 +9,10 @@ zero-width characters, other spaces, full-width letters, typos. Each disguise is
 seeded sample of `--n` machine and `--n` human records of three shared files (CuCom dialogues,
 l2r rewrites and originals, STAR template and typed turns; SGD dialogues stand in for CuCom's
 missing human side), and each (file, disguise) is scored as one stream, in batches of 256
-through echogate.scoring.Scorer with a fresh corpus memory, as `echogate score` scores a file. Printed: the machine texts' mean
-probability and share at or over 0.5 (the default policy's tag threshold), and the human texts'
-mean probability.
+through echogate.scoring.Scorer with a fresh corpus memory, as `echogate score` scores a file. The last rows add an order or
+tracking number to every other turn instead: numbers say nothing of who wrote a text, and human
+support logs are full of them. Printed: the machine texts' mean probability and share at or over
+0.5 (the default policy's tag threshold), and the same two for the human texts.
 
 The model trained on these files, so the undisguised rows read high: what this measures is how
 far each disguise moves a score, not the model's accuracy (MODEL_CARD.md has that, held out).
@@ -46,6 +48,11 @@ def per_letter(rate: float, change: Callable[[str], str | None]) -> Callable[[st
     return apply
 
 
+def every_other_turn(suffix: str) -> Callable[[str, random.Random], str]:
+    """`suffix` added to about half of the turns."""
+    return lambda text, rng: text + suffix if rng.random() < 0.5 else text
+
+
 def typos(rate: float) -> Callable[[str, random.Random], str]:
     """Two neighbouring inner letters swapped in a share of the words longer than three letters."""
     def apply(text: str, rng: random.Random) -> str:
@@ -70,6 +77,8 @@ DISGUISES: dict[str, Callable[[str, random.Random], str]] = {
     "full-width letters": lambda text, rng: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text),
     "typos 10%": typos(0.1),
     "upper case": lambda text, rng: text.upper(),
+    "order number added": every_other_turn(" My order number is 483-2918475-1928374."),
+    "tracking id added": every_other_turn(" Tracking: 1Z999AA10123456784"),
 }
 
 
@@ -104,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     model = BotOriginModel(default_model_path())
     rows = []
-    print(f"model {model.version}; per file: machine mean p, machine share >= 0.5, human mean p")
+    print(f"model {model.version}; per file: machine mean p, share >= 0.5; human mean p, share >= 0.5")
     for machine_file, human_file in FILES.items():
         machine = records(args.data / f"{machine_file}.jsonl", "machine", args.n)
         human = records(args.data / f"{human_file}.jsonl", "human", args.n)
@@ -112,8 +121,10 @@ def main() -> None:
             m, h = scores(model, machine, disguise), scores(model, human, disguise)
             rows.append({"file": machine_file, "disguise": name, "machine_mean": round(float(m.mean()), 3),
                          "machine_flagged": round(float((m >= 0.5).mean()), 3),
-                         "human_mean": round(float(h.mean()), 3)})
-            print(f"{machine_file:17s} {name:18s} {m.mean():.3f}  {(m >= 0.5).mean():.3f}  {h.mean():.3f}", flush=True)
+                         "human_mean": round(float(h.mean()), 3),
+                         "human_flagged": round(float((h >= 0.5).mean()), 3)})
+            print(f"{machine_file:17s} {name:18s} {m.mean():.3f}  {(m >= 0.5).mean():.3f}  {h.mean():.3f}  "
+                  f"{(h >= 0.5).mean():.3f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"model": model.version, "rows": rows}, indent=2))
 

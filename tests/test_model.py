@@ -213,3 +213,20 @@ def test_look_alike_letters_and_scrambled_case_do_not_move_a_score():
                                     for text in (plain, disguised))
     assert disguised_score.scores.bot_origin == plain_score.scores.bot_origin > 0.5
     assert disguised_score.content_sha256 == plain_score.content_sha256
+
+
+def test_a_number_weighs_nothing_whatever_its_digits():
+    """A human dialogue with a long order number scores as with a short one: the model reads digit
+    runs as one "0" (echogate.text.model_texts). With 0.9.1, such numbers in half the customer turns
+    of SGD dialogues had 51% of them flagged; the verdict's content hash keeps the real digits."""
+    from echogate.scoring import Scorer
+    from echogate.types import Role, Transcript, Turn
+
+    def dialogue(number: str) -> Transcript:
+        return Transcript(number, "", (Turn(Role.CUSTOMER, f"hi, my order {number} never came"),
+                                       Turn(Role.AGENT, "Sorry about that, let me look it up.")))
+
+    model = BotOriginModel(default_model_path())
+    long_id, short_id = (Scorer(model).score([dialogue(n)])[0] for n in ("483-2918475-1928374", "1-2-3"))
+    assert long_id.scores.bot_origin == short_id.scores.bot_origin
+    assert long_id.content_sha256 != short_id.content_sha256

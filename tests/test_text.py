@@ -1,18 +1,20 @@
 """Normalisation and packing: what the model, the corpus keys and the repetition features read."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from echogate.text import normalize, normalize_all, pack_turns
+from echogate.text import model_texts, normalize, normalize_all, pack_turns
 
 # whitespace of every kind, combining marks, compatibility forms, zero-width characters, NUL
 PIECES = st.sampled_from([" ", "  ", "\t", "\n", "\x1c", "\x1f", "\u00a0", "\u3000", "\u2028", "\u0085", "a", "B", "e",
                           "\u0301", "\u1100", "\u1161", "\u11a8", "\ufb01", "\uff46", "\u200b", "\ufeff", "\u00ad",
                           "\u212b", "\x00", "😀", "x.y", "\u0430", "\u041e", "\u03bf", "\u0434", "aB", "Cd", "eF",
-                          "GHI"])
+                          "GHI", "7", "042", "\u0663"])
 TEXTS = st.lists(st.one_of(st.lists(PIECES, max_size=8).map("".join), st.text(max_size=20)), max_size=8)
 
 
@@ -63,6 +65,19 @@ def test_text_in_capitals_is_read_lower_cased():
     assert normalize_all(texts) == ["OK", "I", "Flights from NYC to LAX on the 5th", "I completely", "please help me",
                                     "ASAP please"]
     assert normalize_all(texts) == [normalize(t) for t in texts]
+
+
+@settings(max_examples=500, deadline=None)
+@given(TEXTS)
+def test_masking_digit_runs_in_c_equals_the_regular_expression(texts):
+    assert model_texts(texts) == [re.sub(r"\d+", "0", t) for t in texts]
+
+
+def test_the_model_reads_each_run_of_digits_as_one_zero():
+    texts = ["Order 483-2918475-1928374 shipped", "at 5:30 for $25.00", "no numbers", "\u0663\u0664 items"]
+    assert model_texts(texts) == ["Order 0-0-0 shipped", "at 0:0 for $0.0", "no numbers", "0 items"]
+    plain = ["no numbers", "here either"]
+    assert model_texts(plain) is plain  # nothing to mask: the caller's packing stands
 
 
 def test_packing_records_where_each_turn_starts_and_how_long_it_is():

@@ -60,15 +60,16 @@ done:
 /* Bits of normalization_flags: what in a text normalisation could change (see echogate.text). */
 enum { NOT_PLAIN = 1, ODD_CASE = 2, CAPITAL_RUN = 4 };
 /* A byte's kind (0 other, 1 small letter, 2 capital, 3 space); the flags each run of three kinds
- * raises (indexed by kind before last << 4 | kind before << 2 | kind); the control bytes. Filled
- * once at import: one table lookup a byte instead of a chain of comparisons. */
-static uint8_t KIND[256], RUN_FLAGS[64], CONTROL[256];
+ * raises (indexed by kind before last << 4 | kind before << 2 | kind); the control bytes; the
+ * digits. Filled once at import: one table lookup a byte instead of a chain of comparisons. */
+static uint8_t KIND[256], RUN_FLAGS[64], CONTROL[256], DIGIT[256];
 
 static void fill_tables(void) {
     for (int b = 'a'; b <= 'z'; b++) KIND[b] = 1;
     for (int b = 'A'; b <= 'Z'; b++) KIND[b] = 2;
     KIND[' '] = 3;
     for (int b = 0; b < 32; b++) CONTROL[b] = NOT_PLAIN;
+    for (int b = '0'; b <= '9'; b++) DIGIT[b] = 1;
     for (int run = 0; run < 64; run++) {
         int k2 = run >> 4, k1 = (run >> 2) & 3, k0 = run & 3;
         if (k1 == 1 && k0 == 2) RUN_FLAGS[run] |= ODD_CASE;                /* aB */
@@ -108,6 +109,53 @@ static PyObject *normalization_flags(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* Each ASCII text with every run of digits as one '0' (the text itself where it has no digit),
+ * None for a text that is not ASCII (echogate.text.model_texts treats those with a regular
+ * expression: other scripts have digits of their own); and whether any text changed. */
+static PyObject *mask_digit_runs(PyObject *self, PyObject *args) {
+    PyObject *texts;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &texts)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(texts);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    int changed = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *text = PyList_GET_ITEM(texts, i), *item;
+        if (!PyUnicode_Check(text)) {
+            Py_DECREF(out);
+            PyErr_Format(PyExc_TypeError, "text %zd is not a str", i);
+            return NULL;
+        }
+        if (!PyUnicode_IS_ASCII(text)) {
+            item = Py_NewRef(Py_None);
+        } else {
+            const unsigned char *c = PyUnicode_1BYTE_DATA(text);
+            Py_ssize_t len = PyUnicode_GET_LENGTH(text), digits = 0, dropped = 0;
+            for (Py_ssize_t k = 0; k < len; k++) {
+                digits += DIGIT[c[k]];
+                dropped += k && DIGIT[c[k]] && DIGIT[c[k - 1]]; /* a digit after a digit */
+            }
+            if (!digits) {
+                item = Py_NewRef(text);
+            } else {
+                item = PyUnicode_New(len - dropped, 127);
+                if (item == NULL) {
+                    Py_DECREF(out);
+                    return NULL;
+                }
+                Py_UCS1 *w = PyUnicode_1BYTE_DATA(item);
+                for (Py_ssize_t k = 0; k < len; k++) {
+                    if (DIGIT[c[k]] && k && DIGIT[c[k - 1]]) continue;
+                    *w++ = DIGIT[c[k]] ? '0' : c[k];
+                }
+                changed = 1;
+            }
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return Py_BuildValue("(Ni)", out, changed);
+}
+
 static PyMethodDef methods[] = {
     {"pack_turns", pack_turns, METH_VARARGS,
      "pack_turns(texts: list[str], max_bytes) -> (stream, byte_turn, starts, lengths) as bytes\n\n"
@@ -115,6 +163,9 @@ static PyMethodDef methods[] = {
     {"normalization_flags", normalization_flags, METH_VARARGS,
      "normalization_flags(texts: list[str]) -> bytes, one per text: 1 not plain ASCII with single inner\n"
      "spaces, 2 a small letter before a capital or two capitals before a small one, 4 three capitals in a row."},
+    {"mask_digit_runs", mask_digit_runs, METH_VARARGS,
+     "mask_digit_runs(texts: list[str]) -> (list, changed): each ASCII text with every run of digits as one\n"
+     "'0', None for a text that is not ASCII; changed: whether any ASCII text had a digit."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_text",

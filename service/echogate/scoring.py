@@ -2,8 +2,9 @@
 
 This is the hot path. Per batch: normalise each turn once, pack all turns into one byte
 stream, look each turn up in the corpus memory (how often it was seen before), compute the
-repetition features (echogate.repetition), then run the model once: it returns bot origin
-and repetitiveness for every turn and transcript. It runs on an executor thread (see
+repetition features (echogate.repetition), then run the model once on the turns as it reads
+them (echogate.text.model_texts: digit runs masked): it returns bot origin and repetitiveness
+for every turn and transcript. It runs on an executor thread (see
 echogate.batcher), never on the event loop.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from echogate import repetition
 from echogate.corpus import CorpusMemory, turn_keys
 from echogate.diversity import CorpusDiversity
 from echogate.model import BotOriginModel, ModelOutputs
-from echogate.text import content_sha256, normalize_all, pack_turns, role_codes
+from echogate.text import content_sha256, model_texts, normalize_all, pack_turns, role_codes
 from echogate.types import RepetitionStats, Scores, Transcript, TurnScore
 
 
@@ -60,9 +61,11 @@ class Scorer:
         rep = repetition.analyse(packed, codes, turn_transcript, len(transcripts), keys)
         if self.diversity is not None:
             self.diversity.add([t.source for t in transcripts], rep.side_trigrams, rep.side_trigram_transcript)
+        read = model_texts(texts)
+        model_packed = packed if read is texts else pack_turns(read, model.max_turn_bytes)
         out = model.run(
-            stream=packed.stream,
-            byte_turn=packed.byte_turn,
+            stream=model_packed.stream,
+            byte_turn=model_packed.byte_turn,
             turn_transcript=turn_transcript,
             turn_weight=model.role_weight_by_code[codes],
             turn_seen=np.log1p(seen).astype(np.float32),
@@ -78,7 +81,7 @@ class Scorer:
         doc_rep = out.transcript_repetitiveness.tolist()
         stats = [RepetitionStats(*row) for row in rep.transcript.tolist()]
         evidence = out.turn_ngrams.tolist()
-        explained = self._explain(model, out, turn_transcript, texts)
+        explained = self._explain(model, out, turn_transcript, read)
         results, offset = [], 0
         for i, n in enumerate(counts):
             end = offset + n

@@ -74,7 +74,9 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   that look Latin read as Latin inside words, whitespace collapsed, text in capitals and words
   with capitals inside them lower-cased: `echogate.text.normalize`, version recorded in the
   model metadata), so the cheap disguises of machine text move a score little or not at all
-  (`bench/evasion.py`).
+  (`bench/evasion.py`). The model then reads every run of digits as one "0"
+  (`echogate.text.model_texts`): numbers say nothing of who wrote a text, and their digits had
+  taught it CuCom's long order numbers.
 - Transcript score: the role-weighted pool of its turns' n-grams (weights {cfg['role_weights']}).
 - Calibration maps (logit = scale x raw + offset + seen_weight x corpus signal): single texts
   {cal['turn']['scale']:.3f} / {cal['turn']['offset']:.3f} / {cal['turn']['seen_weight']:.3f}, dialogues

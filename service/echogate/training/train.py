@@ -36,7 +36,7 @@ from tqdm import tqdm
 from echogate import evaluation
 from echogate.features import HashSpec, ngram_hashes
 from echogate.corpus import CorpusMemory, turn_keys
-from echogate.text import NORMALIZATION_VERSION, normalize_all, pack_turns
+from echogate.text import NORMALIZATION_VERSION, model_texts, normalize_all, pack_turns
 from echogate.training.card import render as render_card
 from echogate.training.data import Doc, load_docs
 from echogate.training.graph import Calibration, build_graph, seen_scale
@@ -119,7 +119,7 @@ def in_collection_fold(docs: list[Doc]) -> tuple[np.ndarray, np.ndarray]:
 class TrainConfig:
     """Everything that determines the model; saved next to it for reproducibility."""
 
-    version: str = "bot-origin-0.9.1"
+    version: str = "bot-origin-0.10.0"
     seed: int = 20261124
     # byte orders: (3, 5) without 4 would save the graph one order's time but lost 0.005-0.007 on
     # every l2r fold (held-out macro 0.775 against 0.788 for 0.5.1)
@@ -211,7 +211,7 @@ def featurize(docs: list[Doc], spec: HashSpec, role_weights: dict[str, float], c
     blocks: dict[str, list[sp.csr_matrix]] = {"bytes": [], "masked": []}
     for start in tqdm(range(0, len(docs), chunk), desc="features", unit="chunk", leave=False):
         part = docs[start : start + chunk]
-        texts = normalize_all([t for d in part for t in d.texts])
+        texts = model_texts(normalize_all([t for d in part for t in d.texts]))
         doc_of_turn = np.repeat(np.arange(len(part)), [len(d.texts) for d in part])
         weight_of_turn = np.array([role_weights.get(r, 0.0) for d in part for r in d.roles], np.float32)
         packed = pack_turns(texts, MAX_TURN_BYTES)
@@ -363,10 +363,13 @@ def simulate_seen(docs: list[Doc], role_weights: dict[str, float], seed: int, st
         for start in range(0, len(order), stream_size):
             chunk = order[start : start + stream_size]
             roles = [r for i in chunk for r in docs[i].roles]
-            packed = pack_turns(normalize_all([t for i in chunk for t in docs[i].texts]), MAX_TURN_BYTES)
+            texts = normalize_all([t for i in chunk for t in docs[i].texts])
+            packed = pack_turns(texts, MAX_TURN_BYTES)
             counts = [len(docs[i].texts) for i in chunk]
+            # keys from the normalised turns, the length scale from the turns as the model reads them
+            model_lengths = pack_turns(model_texts(texts), MAX_TURN_BYTES).lengths
             seen = np.log1p(CorpusMemory().observe([str(i) for i in chunk], turn_keys(packed, roles),
-                                                   counts)) * seen_scale(packed.lengths, seen_full_bytes)
+                                                   counts)) * seen_scale(model_lengths, seen_full_bytes)
             weight = np.array([role_weights.get(r, 0.0) for r in roles])
             doc = np.repeat(np.arange(len(chunk)), counts)
             pooled = np.bincount(doc, weights=weight * seen, minlength=len(chunk)) / np.maximum(
