@@ -90,10 +90,15 @@ def normalize(text: str) -> str:
             text = text.replace(c, "")
         if _HAS_LOOKALIKE.search(text):
             text = _WORD_WITH_LOOKALIKE.sub(_to_latin, text)
-    text = " ".join(text.split())
-    if shouted(text):
+    return _fold_case(" ".join(text.split()))
+
+
+def _fold_case(text: str, capital_run: bool = True, odd_case: bool = True) -> str:
+    """Text in capitals lower-cased (shouted), else its words with capitals inside them.
+    `capital_run` or `odd_case` False: normalize_all's byte scan found none, so no regex looks."""
+    if capital_run and shouted(text):
         return text.lower()
-    return _ODD_CASE_WORD.sub(_lower, text) if _ODD_CASE.search(text) else text
+    return _ODD_CASE_WORD.sub(_lower, text) if odd_case and _ODD_CASE.search(text) else text
 
 
 def _lower(match: re.Match) -> str:
@@ -126,13 +131,9 @@ def normalize_all(texts: Sequence[str]) -> list[str]:
     out = list(texts)
     flags = _text.normalization_flags(texts)
     for i in np.flatnonzero(np.frombuffer(flags, np.uint8)).tolist():
-        text, f = texts[i], flags[i]
-        if f & _NOT_PLAIN:
-            out[i] = normalize(text)
-        elif f & _CAPITAL_RUN_FLAG and shouted(text):
-            out[i] = text.lower()
-        elif f & _ODD_CASE_FLAG:
-            out[i] = _ODD_CASE_WORD.sub(_lower, text)
+        f = flags[i]
+        out[i] = (normalize(texts[i]) if f & _NOT_PLAIN
+                  else _fold_case(texts[i], bool(f & _CAPITAL_RUN_FLAG), bool(f & _ODD_CASE_FLAG)))
     return out
 
 
