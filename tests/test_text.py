@@ -1,6 +1,7 @@
 """Normalisation and packing: what the model, the corpus keys and the repetition features read."""
 from __future__ import annotations
 
+import hashlib
 import re
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from echogate.text import model_texts, normalize, normalize_all, pack_turns
+from echogate.text import content_sha256, content_sha256_all, model_texts, normalize, normalize_all, pack_turns
 
 # whitespace of every kind, combining marks, compatibility forms, zero-width characters, NUL
 PIECES = st.sampled_from([" ", "  ", "\t", "\n", "\x1c", "\x1f", "\u00a0", "\u3000", "\u2028", "\u0085", "a", "B", "e",
@@ -105,3 +106,36 @@ def test_packing_refuses_what_is_not_utf8_text():
         pack_turns(["fine", "\ud800"], 10)
     with pytest.raises(TypeError, match="turn 1 is not a str"):
         pack_turns(["fine", b"bytes"], 10)
+
+
+def test_the_content_hash_is_sha256_of_role_unit_separator_text_record_separator_per_turn():
+    """The canonical form is part of the store's contract (`content_sha256` column): pinned here
+    against hashlib on the bytes spelled out, text normalised first."""
+    canonical = "customer\x1fCaf\u00e9 au lait?\x1eagent\x1fYes, one caf\u00e9.\x1e".encode()
+    assert content_sha256(["customer", "agent"], ["Caf\u00e9\u200b  au lait?", "Yes, one caf\u00e9."]) == \
+        hashlib.sha256(canonical).hexdigest()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.sampled_from(["customer", "agent", "système"]), st.text(max_size=20)),
+                         max_size=4), max_size=6))
+def test_hashing_a_batch_equals_hashing_each_transcript(transcripts):
+    """The scorer hashes a batch in one C pass; each transcript's hash is the one of its turns
+    alone, a transcript without turns included."""
+    roles = [role for turns in transcripts for role, _ in turns]
+    texts = normalize_all([text for turns in transcripts for _, text in turns])
+    expected, offset = [], 0
+    for turns in transcripts:
+        canonical = "".join(f"{r}\x1f{t}\x1e" for r, t in zip(roles[offset:], texts[offset: offset + len(turns)]))
+        expected.append(hashlib.sha256(canonical.encode()).hexdigest())
+        offset += len(turns)
+    assert content_sha256_all(roles, texts, [len(turns) for turns in transcripts]) == expected
+
+
+def test_hashing_refuses_mismatched_batches():
+    with pytest.raises(ValueError, match="2 roles for 1 texts"):
+        content_sha256_all(["customer", "agent"], ["hi"], [2])
+    with pytest.raises(ValueError, match="counts add up to 3 turns, not 2"):
+        content_sha256_all(["customer", "agent"], ["hi", "hello"], [1, 2])
+    with pytest.raises(UnicodeEncodeError):
+        content_sha256_all(["customer"], ["\ud800"], [1])

@@ -1,6 +1,7 @@
 /* Packing a batch's turns into one UTF-8 byte stream: the kernel behind echogate.text.pack_turns
- * (read its docstring for what the stream and its index arrays are); and the scan that tells
- * echogate.text.normalize_all which texts normalisation could change.
+ * (read its docstring for what the stream and its index arrays are); the scan that tells
+ * echogate.text.normalize_all which texts normalisation could change; the digit masking of
+ * echogate.text.model_texts; and the canonical content that echogate.text.content_sha256 hashes.
  *
  * One pass over the turns copies each turn's UTF-8 bytes (CPython keeps them inside an ASCII
  * string, or caches them on first use for others) and fills the per-byte and per-turn index
@@ -156,6 +157,53 @@ static PyObject *mask_digit_runs(PyObject *self, PyObject *args) {
     return Py_BuildValue("(Ni)", out, changed);
 }
 
+/* The canonical content of a batch's turns, for echogate.text.content_sha256: each turn's role,
+ * 0x1F, its text and 0x1E, as UTF-8, one turn after another; and the byte offset where each turn
+ * ends (int64). One pass, where a join per transcript in Python cost 1 ms a batch. */
+static PyObject *canonical_content(PyObject *self, PyObject *args) {
+    PyObject *roles, *texts;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &roles, &PyList_Type, &texts)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(texts), total = 0;
+    if (PyList_GET_SIZE(roles) != n) {
+        PyErr_Format(PyExc_ValueError, "%zd roles for %zd texts", PyList_GET_SIZE(roles), n);
+        return NULL;
+    }
+    PyObject *ends = PyBytes_FromStringAndSize(NULL, n * 8), *stream = NULL, *result = NULL;
+    if (ends == NULL) return NULL;
+    int64_t *end = (int64_t *)PyBytes_AS_STRING(ends);
+    for (Py_ssize_t r = 0; r < n; r++) { /* sizes first: the stream is allocated once */
+        PyObject *role = PyList_GET_ITEM(roles, r), *text = PyList_GET_ITEM(texts, r);
+        Py_ssize_t role_size, text_size;
+        if (!PyUnicode_Check(role) || !PyUnicode_Check(text)) {
+            PyErr_Format(PyExc_TypeError, "turn %zd: role and text must be str", r);
+            goto done;
+        }
+        if (PyUnicode_AsUTF8AndSize(role, &role_size) == NULL || PyUnicode_AsUTF8AndSize(text, &text_size) == NULL)
+            goto done; /* lone surrogates: not UTF-8 */
+        total += role_size + text_size + 2;
+        end[r] = total;
+    }
+    stream = PyBytes_FromStringAndSize(NULL, total);
+    if (stream == NULL) goto done;
+    char *out = PyBytes_AS_STRING(stream);
+    for (Py_ssize_t r = 0; r < n; r++) {
+        Py_ssize_t role_size, text_size;
+        const char *role = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(roles, r), &role_size); /* cached by now */
+        const char *text = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(texts, r), &text_size);
+        memcpy(out, role, (size_t)role_size);
+        out += role_size;
+        *out++ = 0x1F;
+        memcpy(out, text, (size_t)text_size);
+        out += text_size;
+        *out++ = 0x1E;
+    }
+    result = PyTuple_Pack(2, stream, ends);
+done:
+    Py_XDECREF(stream);
+    Py_XDECREF(ends);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"pack_turns", pack_turns, METH_VARARGS,
      "pack_turns(texts: list[str], max_bytes) -> (stream, byte_turn, starts, lengths) as bytes\n\n"
@@ -166,6 +214,9 @@ static PyMethodDef methods[] = {
     {"mask_digit_runs", mask_digit_runs, METH_VARARGS,
      "mask_digit_runs(texts: list[str]) -> (list, changed): each ASCII text with every run of digits as one\n"
      "'0', None for a text that is not ASCII; changed: whether any ASCII text had a digit."},
+    {"canonical_content", canonical_content, METH_VARARGS,
+     "canonical_content(roles: list[str], texts: list[str]) -> (stream, ends) as bytes\n\n"
+     "stream: role, 0x1F, text, 0x1E of every turn as UTF-8; ends: int64 offset where each turn ends."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_text",

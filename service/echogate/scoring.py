@@ -19,7 +19,7 @@ from echogate import repetition
 from echogate.corpus import CorpusMemory, turn_keys
 from echogate.diversity import CorpusDiversity
 from echogate.model import BotOriginModel, ModelOutputs
-from echogate.text import content_sha256, model_texts, normalize_all, pack_turns, role_codes
+from echogate.text import content_sha256_all, model_texts, normalize_all, pack_turns, role_codes
 from echogate.types import RepetitionStats, Scores, Transcript, TurnScore
 
 
@@ -82,14 +82,14 @@ class Scorer:
         stats = [RepetitionStats(*row) for row in rep.transcript.tolist()]
         evidence = out.turn_ngrams.tolist()
         explained = self._explain(model, out, turn_transcript, read)
+        hashes = content_sha256_all(roles, texts, counts)
         results, offset = [], 0
         for i, n in enumerate(counts):
             end = offset + n
             scores = Scores(bot_origin=doc_bot[i], repetitiveness=doc_rep[i], turns=tuple(turn_scores[offset:end]),
                             corpus_duplicate=doc_dup[i], repetition=stats[i])
             turn, phrases = explained.get(i, (-1, ()))
-            results.append(ScoredTranscript(scores, content_sha256(roles[offset:end], texts[offset:end], normalized=True),
-                                            tuple(evidence[offset:end]), model.version, turn, phrases))
+            results.append(ScoredTranscript(scores, hashes[i], tuple(evidence[offset:end]), model.version, turn, phrases))
             offset = end
         return results
 

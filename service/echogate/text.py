@@ -13,7 +13,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
-from itertools import repeat
+from itertools import accumulate, repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -179,7 +179,21 @@ def content_sha256(roles: Sequence[str], texts: Sequence[str], normalized: bool 
     """Hash of the canonical content: for each turn in order, role, 0x1F, normalised text, 0x1E."""
     if not normalized:
         texts = normalize_all(texts)
-    if len(roles) != len(texts):
-        raise ValueError(f"{len(roles)} roles for {len(texts)} texts")
-    canonical = "\x1e".join(map("\x1f".join, zip(roles, texts))) + "\x1e"  # role, 0x1F, text, 0x1E per turn
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return content_sha256_all(roles, texts, [len(texts)])[0]
+
+
+def content_sha256_all(roles: Sequence[str], normalized: Sequence[str], counts: Sequence[int]) -> list[str]:
+    """content_sha256 of each transcript of a batch: `counts` turns each, in order, their texts
+    already normalised. The canonical bytes of the whole batch are built in one C pass
+    (echogate/_text.c) and each transcript's slice of them hashed."""
+    if len(roles) != len(normalized):
+        raise ValueError(f"{len(roles)} roles for {len(normalized)} texts")
+    if sum(counts) != len(normalized):
+        raise ValueError(f"counts add up to {sum(counts)} turns, not {len(normalized)}")
+    stream, turn_ends = _text.canonical_content(list(roles), list(normalized))
+    # transcript t spans bytes [bounds[t], bounds[t + 1]): from the end of the turn before its
+    # first to the end of its last (empty for a transcript of no turns)
+    ends = memoryview(turn_ends).cast("q")
+    bounds = [0, *(ends[turns - 1] if turns else 0 for turns in accumulate(counts))]
+    view, sha256 = memoryview(stream), hashlib.sha256
+    return [sha256(view[a:b]).hexdigest() for a, b in zip(bounds, bounds[1:])]
