@@ -1,6 +1,6 @@
 """Build hooks: generate the Python protobuf/gRPC modules from proto/ at build time, and
-compile the hot path's C kernels (service/echogate/_repetition.c, _corpus.c and _text.c, plain C against
-the Python API, no NumPy headers).
+compile the hot path's C kernels (service/echogate/_repetition.c, _corpus.c, _text.c and _explain.c,
+plain C against the Python API, no NumPy headers).
 
 Generated code is never committed or edited by hand; it is written next to the
 hand-written package (service/echogate/v1/, git-ignored) so that both regular and
@@ -36,5 +36,5 @@ setup(
     cmdclass={"build_py": BuildPyWithProtos},
     ext_modules=[Extension(f"echogate._{name}", [f"service/echogate/_{name}.c"],
                            extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"])
-                 for name in ("repetition", "corpus", "text")],
+                 for name in ("repetition", "corpus", "text", "explain")],
 )

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from echogate.explain import PhraseExplainer
-from echogate.features import HashSpec, ngram_hashes
+from echogate.features import HashSpec, ngram_hashes, ngram_spans
 from echogate.text import NORMALIZATION_VERSION, normalize, pack_turns
 from echogate.training.graph import Calibration, build_graph, fixed_point_weights
 from echogate.training.repetition import RepetitionHead
@@ -148,3 +148,43 @@ def test_word_ngrams_point_at_their_words():
     weights[ngram_hashes(stream, byte_turn, spec)[0][-1]] = 1.0  # the bigram, after both unigrams
     (phrases,) = PhraseExplainer(weights, spec, 4096).phrases(["we are more than ready to go now"], words=2)
     assert phrases == ("more than",)
+
+
+def reference_byte_shares(explainer: PhraseExplainer, stream: np.ndarray, byte_turn: np.ndarray) -> np.ndarray:
+    """The definition, in NumPy: each valid n-gram's weight (echogate.features.ngram_spans) spread
+    evenly over the bytes it spans, as +share where it starts and -share past its end, summed up."""
+    diff = np.zeros(stream.shape[0] + 1)
+    for hashes, starts, ends in ngram_spans(stream, byte_turn, explainer.spec):
+        share = explainer.weights[hashes] / (ends - starts).astype(np.float32)
+        diff[starts] += share
+        diff[ends] -= share
+    return np.cumsum(diff[:-1])
+
+
+# letters of both cases, function words, digits, punctuation, spaces and other scripts, so every
+# stream (bytes, classes, function-word skeleton, words and word pairs) has something to hash
+WORDING = st.lists(st.sampled_from(["the", "The", "of", "I", "would", "be", "happy", "to", "help", "Order", "42",
+                                    "café", "naïve", "x", ",", ".", "!", " ", "  ", "zzzzzzzzzzzzzzzzzz", "Ünïcode",
+                                    "😀", "it's", "\n"]), max_size=14).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(WORDING, max_size=6), st.sampled_from([HashSpec((3, 4, 5), (4, 6), 1 << 10, (6,), (1, 2)),
+                                                       HashSpec((1, 7), (), 1 << 4, (2,), (2,)),
+                                                       HashSpec((2,), (3,), 1 << 19)]))
+def test_each_bytes_share_from_c_equals_the_numpy_definition_bit_for_bit(texts, spec):
+    weights = np.random.default_rng(len(texts)).normal(size=spec.table_size).astype(np.float32)
+    explainer = PhraseExplainer(weights, spec, 4096)
+    packed = pack_turns(texts, 4096)
+    np.testing.assert_array_equal(explainer.byte_shares(packed.stream, packed.byte_turn),
+                                  reference_byte_shares(explainer, packed.stream, packed.byte_turn))
+
+
+def test_each_bytes_share_of_the_shipped_model_on_real_turns_equals_the_definition():
+    from echogate.model import BotOriginModel
+    from echogate.settings import default_model_path
+    explainer = BotOriginModel(default_model_path()).explainer
+    packed = pack_turns([LLM_TURN, "hi", "", "Thanks!! My order #123 never came :(", LLM_TURN.upper()], 4096)
+    shares = explainer.byte_shares(packed.stream, packed.byte_turn)
+    np.testing.assert_array_equal(shares, reference_byte_shares(explainer, packed.stream, packed.byte_turn))
+    assert shares[: len(LLM_TURN)].sum() > 0  # the machine-written turn reads as machine evidence
