@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-SOURCES := pyproject.toml setup.py service/echogate/_repetition.c service/echogate/_corpus.c service/echogate/_text.c $(wildcard proto/echogate/v1/*.proto)
+SOURCES := pyproject.toml setup.py service/echogate/_repetition.c service/echogate/_corpus.c service/echogate/_text.c service/echogate/_explain.c $(wildcard proto/echogate/v1/*.proto)
 
 .PHONY: run test install install-test system-deps bench clean
 
