@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from echogate.text import content_sha256, content_sha256_all, model_texts, normalize, normalize_all, pack_turns
+from echogate.text import content_sha256, content_sha256_all, detokenize, model_texts, normalize, normalize_all, pack_turns
 
 # whitespace of every kind, combining marks, compatibility forms, zero-width characters, NUL
 PIECES = st.sampled_from([" ", "  ", "\t", "\n", "\x1c", "\x1f", "\u00a0", "\u3000", "\u2028", "\u0085", "a", "B", "e",
                           "\u0301", "\u1100", "\u1161", "\u11a8", "\ufb01", "\uff46", "\u200b", "\ufeff", "\u00ad",
                           "\u212b", "\x00", "😀", "x.y", "\u0430", "\u041e", "\u03bf", "\u0434", "aB", "Cd", "eF",
-                          "GHI", "7", "042", "\u0663"])
+                          "GHI", "7", "042", "\u0663", " .", " , ", " ?!", ":)", " n't", " 's", "'", "n"])
 TEXTS = st.lists(st.one_of(st.lists(PIECES, max_size=8).map("".join), st.text(max_size=20)), max_size=8)
 
 
@@ -70,8 +70,8 @@ def test_text_in_capitals_is_read_lower_cased():
 
 @settings(max_examples=500, deadline=None)
 @given(TEXTS)
-def test_masking_digit_runs_in_c_equals_the_regular_expression(texts):
-    assert model_texts(texts) == [re.sub(r"\d+", "0", t) for t in texts]
+def test_the_c_pass_of_model_texts_equals_the_regular_expressions(texts):
+    assert model_texts(texts) == [detokenize(re.sub(r"\d+", "0", t)) for t in texts]
 
 
 def test_the_model_reads_each_run_of_digits_as_one_zero():
@@ -79,6 +79,14 @@ def test_the_model_reads_each_run_of_digits_as_one_zero():
     assert model_texts(texts) == ["Order 0-0-0 shipped", "at 0:0 for $0.0", "no numbers", "0 items"]
     plain = ["no numbers", "here either"]
     assert model_texts(plain) is plain  # nothing to mask: the caller's packing stands
+
+
+def test_the_model_reads_tokenised_text_joined_up():
+    texts = ["i 'm fine , thanks . do n't worry !", "WAIT ... what ?!", "Address : 221B, room 4 ."]
+    assert model_texts(texts) == ["i'm fine, thanks. don't worry!", "WAIT... what?!", "Address: 0B, room 0."]
+    # emoticons, quotes and a lone apostrophe keep their space
+    kept = ["thanks :)", "ok ;)", "the 'sorry' note", "rock 'n' roll"]
+    assert model_texts(kept) is kept
 
 
 def test_packing_records_where_each_turn_starts_and_how_long_it_is():

@@ -62,8 +62,9 @@ done:
 enum { NOT_PLAIN = 1, ODD_CASE = 2, CAPITAL_RUN = 4 };
 /* A byte's kind (0 other, 1 small letter, 2 capital, 3 space); the flags each run of three kinds
  * raises (indexed by kind before last << 4 | kind before << 2 | kind); the control bytes; the
- * digits. Filled once at import: one table lookup a byte instead of a chain of comparisons. */
-static uint8_t KIND[256], RUN_FLAGS[64], CONTROL[256], DIGIT[256];
+ * digits; what a tokeniser detaches from the word before it. Filled once at import: one table
+ * lookup a byte instead of a chain of comparisons. */
+static uint8_t KIND[256], RUN_FLAGS[64], CONTROL[256], DIGIT[256], DETACHED[256];
 
 static void fill_tables(void) {
     for (int b = 'a'; b <= 'z'; b++) KIND[b] = 1;
@@ -71,6 +72,7 @@ static void fill_tables(void) {
     KIND[' '] = 3;
     for (int b = 0; b < 32; b++) CONTROL[b] = NOT_PLAIN;
     for (int b = '0'; b <= '9'; b++) DIGIT[b] = 1;
+    for (const char *b = ".,!?;:'"; *b; b++) DETACHED[(uint8_t)*b] = 1;
     for (int run = 0; run < 64; run++) {
         int k2 = run >> 4, k1 = (run >> 2) & 3, k0 = run & 3;
         if (k1 == 1 && k0 == 2) RUN_FLAGS[run] |= ODD_CASE;                /* aB */
@@ -111,8 +113,9 @@ static PyObject *normalization_flags(PyObject *self, PyObject *args) {
 }
 
 /* Each ASCII text with every run of digits as one '0' (the text itself where it has no digit),
- * None for a text that is not ASCII (echogate.text.model_texts treats those with a regular
- * expression: other scripts have digits of their own); and whether any text changed. */
+ * None for a text that is not ASCII (other scripts have digits of their own) or that may be
+ * tokenised (a space before . , ! ? ; : or an apostrophe, or before "n'"): echogate.text.model_texts
+ * treats those with regular expressions. And whether any text changed. */
 static PyObject *mask_digit_runs(PyObject *self, PyObject *args) {
     PyObject *texts;
     if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &texts)) return NULL;
@@ -127,30 +130,31 @@ static PyObject *mask_digit_runs(PyObject *self, PyObject *args) {
             PyErr_Format(PyExc_TypeError, "text %zd is not a str", i);
             return NULL;
         }
-        if (!PyUnicode_IS_ASCII(text)) {
+        const unsigned char *c = PyUnicode_IS_ASCII(text) ? PyUnicode_1BYTE_DATA(text) : NULL;
+        Py_ssize_t len = PyUnicode_GET_LENGTH(text), digits = 0, dropped = 0;
+        int detached = 0;
+        for (Py_ssize_t k = 0; c != NULL && k < len; k++) {
+            digits += DIGIT[c[k]];
+            dropped += k && DIGIT[c[k]] && DIGIT[c[k - 1]]; /* a digit after a digit */
+            detached |= c[k] == ' ' && k + 1 < len &&
+                        (DETACHED[c[k + 1]] || (c[k + 1] == 'n' && k + 2 < len && c[k + 2] == '\''));
+        }
+        if (c == NULL || detached) {
             item = Py_NewRef(Py_None);
+        } else if (!digits) {
+            item = Py_NewRef(text);
         } else {
-            const unsigned char *c = PyUnicode_1BYTE_DATA(text);
-            Py_ssize_t len = PyUnicode_GET_LENGTH(text), digits = 0, dropped = 0;
+            item = PyUnicode_New(len - dropped, 127);
+            if (item == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_UCS1 *w = PyUnicode_1BYTE_DATA(item);
             for (Py_ssize_t k = 0; k < len; k++) {
-                digits += DIGIT[c[k]];
-                dropped += k && DIGIT[c[k]] && DIGIT[c[k - 1]]; /* a digit after a digit */
+                if (DIGIT[c[k]] && k && DIGIT[c[k - 1]]) continue;
+                *w++ = DIGIT[c[k]] ? '0' : c[k];
             }
-            if (!digits) {
-                item = Py_NewRef(text);
-            } else {
-                item = PyUnicode_New(len - dropped, 127);
-                if (item == NULL) {
-                    Py_DECREF(out);
-                    return NULL;
-                }
-                Py_UCS1 *w = PyUnicode_1BYTE_DATA(item);
-                for (Py_ssize_t k = 0; k < len; k++) {
-                    if (DIGIT[c[k]] && k && DIGIT[c[k - 1]]) continue;
-                    *w++ = DIGIT[c[k]] ? '0' : c[k];
-                }
-                changed = 1;
-            }
+            changed = 1;
         }
         PyList_SET_ITEM(out, i, item);
     }
@@ -213,7 +217,7 @@ static PyMethodDef methods[] = {
      "spaces, 2 a small letter before a capital or two capitals before a small one, 4 three capitals in a row."},
     {"mask_digit_runs", mask_digit_runs, METH_VARARGS,
      "mask_digit_runs(texts: list[str]) -> (list, changed): each ASCII text with every run of digits as one\n"
-     "'0', None for a text that is not ASCII; changed: whether any ASCII text had a digit."},
+     "'0', None for a text that is not ASCII or may be tokenised; changed: whether any other text had a digit."},
     {"canonical_content", canonical_content, METH_VARARGS,
      "canonical_content(roles: list[str], texts: list[str]) -> (stream, ends) as bytes\n\n"
      "stream: role, 0x1F, text, 0x1E of every turn as UTF-8; ends: int64 offset where each turn ends."},

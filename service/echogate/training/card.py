@@ -76,7 +76,10 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   model metadata), so the cheap disguises of machine text move a score little or not at all
   (`bench/evasion.py`). The model then reads every run of digits as one "0"
   (`echogate.text.model_texts`): numbers say nothing of who wrote a text, and their digits had
-  taught it CuCom's long order numbers.
+  taught it CuCom's long order numbers. It also reads tokenised text joined up ("i 'm fine ,
+  thanks ." as "i'm fine, thanks."), as older dialogue corpora and the bots trained on them
+  write both sides: with both sides tokenised, unseen-domain STAR turns had lost up to 0.16
+  AUROC.
 - Transcript score: the role-weighted pool of its turns' n-grams (weights {cfg['role_weights']}).
 - Calibration maps (logit = scale x raw + offset + seen_weight x corpus signal): single texts
   {cal['turn']['scale']:.3f} / {cal['turn']['offset']:.3f} / {cal['turn']['seen_weight']:.3f}, dialogues
@@ -180,6 +183,10 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
   person editing the text) all reach the model; normalisation undoes only what changes how a
   text is spelt, not what it says. Text in a language other than English scores on what little
   of the n-grams it shares with the training data.
+- **Text in lower case throughout** (some chat logs, older dialogue corpora) loses the evidence
+  that capitals carry: with both sides lower-cased, held-out l2r and STAR folds lost 0.03-0.08
+  AUROC (raw scores; docs/benchmarks.md). Tokenised text is joined up before the model reads it;
+  lower case cannot be undone.
 
 ## Retrain
 ```sh
