@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_scorer(root: Path):
+def load_scorer(root: Path, explain_above: float):
     """A Scorer (and the types module to build its transcripts) from the checkout at `root`."""
     for name in [m for m in sys.modules if m == "echogate" or m.startswith("echogate.")]:
         del sys.modules[name]  # the other version's modules stay alive through its objects
@@ -36,7 +36,7 @@ def load_scorer(root: Path):
 
         assert Path(echogate.__file__).is_relative_to(root), echogate.__file__
         model = echogate.model.BotOriginModel(echogate.settings.default_model_path(), intra_op_threads=1)
-        return echogate.scoring.Scorer(model), echogate.types
+        return echogate.scoring.Scorer(model, explain_above=explain_above), echogate.types
     finally:
         sys.path.remove(str(root / "service"))
 
@@ -46,8 +46,11 @@ def main() -> None:
     parser.add_argument("other", type=Path, help="checkout of the version to compare against")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--seconds", type=float, default=8.0, help="per batch size")
+    parser.add_argument("--explain-above", type=float, default=0.5,
+                        help="score from which phrases are quoted (0: every transcript, as on all-machine traffic)")
     args = parser.parse_args()
-    versions = {"other": load_scorer(args.other.resolve()), "this": load_scorer(ROOT)}
+    versions = {"other": load_scorer(args.other.resolve(), args.explain_above),
+                "this": load_scorer(ROOT, args.explain_above)}
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)  # as `echogate serve` tunes it
     with (args.data / "sgd.jsonl").open() as fh:
