@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from echogate.text import content_sha256, content_sha256_all, detokenize, model_texts, normalize, normalize_all, pack_turns
+from echogate.text import (content_sha256, content_sha256_all, detokenize, model_texts, normalize, normalize_all,
+                           pack_turns)
 
 # whitespace of every kind, combining marks, compatibility forms, zero-width characters, NUL
 PIECES = st.sampled_from([" ", "  ", "\t", "\n", "\x1c", "\x1f", "\u00a0", "\u3000", "\u2028", "\u0085", "a", "B", "e",

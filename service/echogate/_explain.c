@@ -87,7 +87,8 @@ static PyObject *byte_shares(PyObject *self, PyObject *args) {
         return NULL;
     Py_buffer *views[] = {&stream, &turn, &weights, &base_powers, &word_powers, &shape_classes, &function_table, &out};
     PyObject *result = NULL;
-    Py_ssize_t size = stream.len, table = weights.len / 4, word_table = function_table.len, n_plans = PyList_GET_SIZE(plans);
+    Py_ssize_t size = stream.len, table = weights.len / 4, word_table = function_table.len,
+               n_plans = PyList_GET_SIZE(plans);
     Words words = {stream.buf, turn.buf, size, 0, NULL, NULL, NULL};
     uint8_t *shape = NULL, *skel = NULL;
     double *diff = NULL;

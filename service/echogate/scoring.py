@@ -89,7 +89,8 @@ class Scorer:
             scores = Scores(bot_origin=doc_bot[i], repetitiveness=doc_rep[i], turns=tuple(turn_scores[offset:end]),
                             corpus_duplicate=doc_dup[i], repetition=stats[i])
             turn, phrases = explained.get(i, (-1, ()))
-            results.append(ScoredTranscript(scores, hashes[i], tuple(evidence[offset:end]), model.version, turn, phrases))
+            results.append(ScoredTranscript(scores, hashes[i], tuple(evidence[offset:end]), model.version, turn,
+                                            phrases))
             offset = end
         return results
 
