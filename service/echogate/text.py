@@ -212,6 +212,6 @@ def content_sha256_all(roles: Sequence[str], normalized: Sequence[str], counts: 
     # transcript t spans bytes [bounds[t], bounds[t + 1]): from the end of the turn before its
     # first to the end of its last (empty for a transcript of no turns)
     ends = memoryview(turn_ends).cast("q")
-    bounds = [0, *(ends[turns - 1] if turns else 0 for turns in accumulate(counts))]
+    bounds = [0, *(ends[through - 1] if through else 0 for through in accumulate(counts))]
     view, sha256 = memoryview(stream), hashlib.sha256
     return [sha256(view[a:b]).hexdigest() for a, b in zip(bounds, bounds[1:])]
