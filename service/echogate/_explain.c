@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-enum { BYTES = 0, SHAPE = 1, SKELETON = 2, WORDS = 3 }; /* what a plan hashes */
+enum { BYTES = 0, SHAPE = 1, SKELETON = 2, WORDS = 3 }; /* what a plan hashes: echogate.features.Stream */
 #define MAX_ORDER 7
 #define WORD_LETTERS 14 /* word_powers holds one more entry, 0, for the letters past these */
 

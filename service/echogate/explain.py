@@ -21,15 +21,13 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from echogate import _explain
-from echogate.features import (BASE, FUNCTION_SALT_OFFSET, FUNCTION_WORD_TABLE, MAX_ORDER, SALT, SHAPE_CLASSES,
-                               SHAPE_SALT_OFFSET, WORD_POWERS, WORD_SALT_OFFSET, HashSpec)
+from echogate.features import BASE, FUNCTION_WORD_TABLE, MAX_ORDER, SHAPE_CLASSES, WORD_POWERS, HashSpec, hash_plans
 from echogate.text import pack_turns
 
 WEIGHT_TABLE = "ngram_weights"  # the graph's initializer (echogate.training.graph)
 ONNX_INT32 = 6  # TensorProto.DataType.INT32
 PHRASE_WORDS = 4  # words per phrase: long enough to read as wording, short enough to point at it
 MAX_PHRASE_CHARS = 80
-_BYTES, _SHAPE, _SKELETON, _WORDS = range(4)  # the streams _explain.byte_shares hashes
 
 
 class PhraseExplainer:
@@ -37,11 +35,7 @@ class PhraseExplainer:
         self.weights = np.ascontiguousarray(weights, np.float32)  # half the cache misses of float64
         self.spec = spec
         self.max_turn_bytes = max_turn_bytes
-        # what the C kernel hashes, in echogate.features.ngram_spans' order: (stream, order, salt)
-        self._plans = ([(_BYTES, n, n * SALT) for n in spec.orders]
-                       + [(_SHAPE, n, (n + SHAPE_SALT_OFFSET) * SALT) for n in spec.shape_orders]
-                       + [(_SKELETON, n, (n + FUNCTION_SALT_OFFSET) * SALT) for n in spec.function_orders]
-                       + [(_WORDS, n, (n + WORD_SALT_OFFSET) * SALT) for n in sorted(spec.word_orders)])
+        self._plans = hash_plans(spec)  # (stream, order, salt) for the C kernel
         self._base_powers = np.array([pow(BASE, k, spec.table_size) for k in range(MAX_ORDER + 1)], np.int64)
 
     @classmethod

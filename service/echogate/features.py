@@ -13,6 +13,7 @@ same arithmetic as ONNX ops, and a test checks that both agree bit for bit.
 """
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -189,21 +190,43 @@ def ngram_hashes(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec) -
     return np.concatenate([h for h, _, _ in found]), turn_of_byte[np.concatenate([s for _, s, _ in found])]
 
 
+class Stream(enum.IntEnum):
+    """What a family of n-grams is hashed over (echogate._explain takes these numbers)."""
+
+    BYTES = 0  # the bytes themselves
+    SHAPE = 1  # their writing-style classes (SHAPE_CLASSES)
+    SKELETON = 2  # the function-word skeleton (function_word_stream)
+    WORDS = 3  # the words (`_words`), alone (order 1) and in pairs (order 2)
+
+
+_SALT_OFFSETS = {Stream.BYTES: 0, Stream.SHAPE: SHAPE_SALT_OFFSET, Stream.SKELETON: FUNCTION_SALT_OFFSET,
+                 Stream.WORDS: WORD_SALT_OFFSET}
+
+
+def hash_plans(spec: HashSpec) -> list[tuple[Stream, int, int]]:
+    """(stream, order, salt) of every n-gram family `spec` hashes, in the order `ngram_spans`
+    yields them: the one definition of the salts and that order, which the phrase explainer's C
+    kernel (echogate._explain) follows to add up the same floats in the same order."""
+    families = ((Stream.BYTES, spec.orders), (Stream.SHAPE, spec.shape_orders),
+                (Stream.SKELETON, spec.function_orders), (Stream.WORDS, sorted(spec.word_orders)))
+    return [(stream, n, (n + _SALT_OFFSETS[stream]) * SALT) for stream, orders in families for n in orders]
+
+
 def ngram_spans(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec
                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(hashes, first byte, end byte) of the valid n-grams of each stream and order: where each
-    n-gram lies is what echogate.explain needs to point at words."""
+    """(hashes, first byte, end byte) of the valid n-grams of each stream and order (`hash_plans`):
+    where each n-gram lies is what echogate.explain needs to point at words."""
     size = stream.shape[0]
-    plans = [(stream.astype(np.int64), n, n * SALT) for n in spec.orders]
-    if spec.shape_orders:
-        shape = SHAPE_CLASSES[stream].astype(np.int64)
-        plans += [(shape, n, (n + SHAPE_SALT_OFFSET) * SALT) for n in spec.shape_orders]
     words = _words(stream, turn_of_byte) if spec.function_orders or spec.word_orders else None
-    if spec.function_orders:
-        skeleton = function_word_stream(stream, turn_of_byte, words).astype(np.int64)
-        plans += [(skeleton, n, (n + FUNCTION_SALT_OFFSET) * SALT) for n in spec.function_orders]
-    for x, n, salt in plans:
-        m = size - n + 1
+    data: dict[Stream, np.ndarray] = {}  # each stream built once, when its first order needs it
+    for kind, n, salt in hash_plans(spec):
+        if kind == Stream.WORDS:
+            yield word_ngram_spans(turn_of_byte, spec, words, n, salt)
+            continue
+        if kind not in data:
+            data[kind] = (stream if kind == Stream.BYTES else SHAPE_CLASSES[stream] if kind == Stream.SHAPE
+                          else function_word_stream(stream, turn_of_byte, words)).astype(np.int64)
+        x, m = data[kind], size - n + 1
         if m <= 0:
             continue
         g = np.full(m, salt, dtype=np.int64)
@@ -211,22 +234,18 @@ def ngram_spans(stream: np.ndarray, turn_of_byte: np.ndarray, spec: HashSpec
             g += x[k : k + m] * pow(BASE, k, spec.table_size)
         starts = np.flatnonzero(turn_of_byte[:m] == turn_of_byte[n - 1 : n - 1 + m])
         yield g[starts] & (spec.table_size - 1), starts, starts + n
-    if spec.word_orders:
-        yield from word_ngram_spans(turn_of_byte, spec, words)
 
 
-def word_ngram_spans(turn_of_byte: np.ndarray, spec: HashSpec, words: Words
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Word unigrams and bigrams (within a turn): sum_k word_hash[j+k] * BASE**(k+1) + salt,
-    modulo the table size. Words and their hashes are `_words`', the function-word skeleton's."""
+def word_ngram_spans(turn_of_byte: np.ndarray, spec: HashSpec, words: Words, n: int, salt: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Word unigrams (n = 1) or bigrams (n = 2, within a turn): sum_k word_hash[j+k] * BASE**(k+1)
+    + salt, modulo the table size. Words and their hashes are `_words`', the function-word skeleton's."""
     letter, word, hashes, first = words
     ends = np.flatnonzero(letter & ~np.append(letter[1:] & (word[1:] == word[:-1]), False)) + 1
     word_hashes = hashes[1:]
     mask = spec.table_size - 1
-    if 1 in spec.word_orders:
-        yield (word_hashes * BASE + (1 + WORD_SALT_OFFSET) * SALT) & mask, first, ends
-    if 2 in spec.word_orders and first.size > 1:
-        pairs = np.flatnonzero(turn_of_byte[first[1:]] == turn_of_byte[first[:-1]])
-        g = (word_hashes[pairs] * BASE + word_hashes[pairs + 1] * pow(BASE, 2, spec.table_size)
-             + (2 + WORD_SALT_OFFSET) * SALT)
-        yield g & mask, first[pairs], ends[pairs + 1]
+    if n == 1:
+        return (word_hashes * BASE + salt) & mask, first, ends
+    pairs = np.flatnonzero(turn_of_byte[first[1:]] == turn_of_byte[first[:-1]])
+    g = word_hashes[pairs] * BASE + word_hashes[pairs + 1] * pow(BASE, 2, spec.table_size) + salt
+    return g & mask, first[pairs], ends[pairs + 1]

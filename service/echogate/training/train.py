@@ -367,7 +367,8 @@ def simulate_seen(docs: list[Doc], role_weights: dict[str, float], seed: int, st
             packed = pack_turns(texts, MAX_TURN_BYTES)
             counts = [len(docs[i].texts) for i in chunk]
             # keys from the normalised turns, the length scale from the turns as the model reads them
-            model_lengths = pack_turns(model_texts(texts), MAX_TURN_BYTES).lengths
+            read = model_texts(texts)
+            model_lengths = (packed if read is texts else pack_turns(read, MAX_TURN_BYTES)).lengths
             seen = np.log1p(CorpusMemory().observe([str(i) for i in chunk], turn_keys(packed, roles),
                                                    counts)) * seen_scale(model_lengths, seen_full_bytes)
             weight = np.array([role_weights.get(r, 0.0) for r in roles])
