@@ -1,18 +1,19 @@
 """How far the cheap disguises of machine text, and numbers added to any text, move the shipped
 model's scores.
 
-  python bench/evasion.py [--data ../shared/datasets] [--n 1000] [--json out.json]
+  python bench/evasion.py [--data ../shared/datasets] [--n 1000] [--json out.json] [--model FILE.onnx]
 
 A writer who wants bot text to pass the gate as human can disguise it without changing what it
 says: letters of other scripts that look Latin (RAID's homoglyph attack), case swapped at random,
-zero-width characters, other spaces, full-width letters, typos. Each disguise is applied to a
-seeded sample of `--n` machine and `--n` human records of three shared files (CuCom dialogues,
-l2r rewrites and originals, STAR template and typed turns; SGD dialogues stand in for CuCom's
-missing human side), and each (file, disguise) is scored as one stream, in batches of 256
-through echogate.scoring.Scorer with a fresh corpus memory, as `echogate score` scores a file. The last rows add an order or
-tracking number to every other turn instead: numbers say nothing of who wrote a text, and human
-support logs are full of them. Printed: the machine texts' mean probability and share at or over
-0.5 (the default policy's tag threshold), and the same two for the human texts.
+zero-width characters, other spaces, full-width letters, typos, everything in lower case. Each
+disguise is applied to a seeded sample of `--n` machine and `--n` human records of three shared
+files (CuCom dialogues, l2r rewrites and originals, STAR template and typed turns; SGD dialogues
+stand in for CuCom's missing human side), and each (file, disguise) is scored as one stream, in
+batches of 256 through echogate.scoring.Scorer with a fresh corpus memory, as `echogate score`
+scores a file. The last rows add an order or tracking number to every other turn instead:
+numbers say nothing of who wrote a text, and human support logs are full of them. Printed: the
+machine texts' mean probability and share at or over 0.5 (the default policy's tag threshold),
+and the same two for the human texts.
 
 The model trained on these files, so the undisguised rows read high: what this measures is how
 far each disguise moves a score, not the model's accuracy (MODEL_CARD.md has that, held out).
@@ -77,6 +78,7 @@ DISGUISES: dict[str, Callable[[str, random.Random], str]] = {
     "full-width letters": lambda text, rng: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text),
     "typos 10%": typos(0.1),
     "upper case": lambda text, rng: text.upper(),
+    "lower case": lambda text, rng: text.lower(),
     "order number added": every_other_turn(" My order number is 483-2918475-1928374."),
     "tracking id added": every_other_turn(" Tracking: 1Z999AA10123456784"),
 }
@@ -110,8 +112,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--n", type=int, default=1000, help="machine and human records per file")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--model", type=Path, default=default_model_path(), help="ONNX file (default: the shipped one)")
     args = parser.parse_args()
-    model = BotOriginModel(default_model_path())
+    model = BotOriginModel(args.model)
     rows = []
     print(f"model {model.version}; per file: machine mean p, share >= 0.5; human mean p, share >= 0.5")
     for machine_file, human_file in FILES.items():

@@ -8,8 +8,9 @@ import scipy.sparse as sp
 from echogate.features import HashSpec, ngram_hashes
 from echogate.text import normalize_all, pack_turns
 from echogate.training.data import Doc, content_key
-from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, featurize, fit, in_collection_fold, matched_pairs,
-                                     pair_rows, split_training_features, training_pairs)
+from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, featurize, fit, in_collection_fold, lowercased,
+                                     matched_pairs, pair_rows, split_training_features, training_pairs,
+                                     training_set)
 
 
 def doc(label: int, content: str | None, dataset: str = "l2r") -> Doc:
@@ -45,6 +46,22 @@ def test_training_pairs_drop_pairs_with_a_member_outside_training():
     np.testing.assert_array_equal(rows.toarray()[0], [-1.0, 1.0, 0.0, 0.0])  # only the pair (1, 0) is left
     assert y.size == 2 and weight.sum() == 0.5 * (1.0 + 2.0)
     assert training_pairs(x, w, pairs, np.ones(4, bool), TrainConfig(pair_weight=0.0)) is None
+
+
+def test_lower_cased_copies_split_each_training_documents_weight():
+    docs = [Doc("l2r", 1, "g", "d", "turn", ("agent", "customer"), ("Happy To Help!", "OK, THANKS"), "d/1")]
+    (low,) = lowercased(docs)
+    assert low.texts == ("happy to help!", "ok, thanks") and low.roles == docs[0].roles and low.content == "d/1"
+
+    x, x_lower = sp.csr_matrix(np.eye(3)), sp.csr_matrix(2 * np.eye(3))
+    y, w, rows = np.array([0, 1, 1]), np.array([1.0, 2.0, 4.0]), np.array([True, False, True])
+    xs, ys, ws = training_set(x, x_lower, y, w, rows, TrainConfig(lowercase_share=0.25))
+    np.testing.assert_array_equal(xs.toarray(), [[1, 0, 0], [0, 0, 1], [2, 0, 0], [0, 0, 2]])
+    assert ys.tolist() == [0, 1, 0, 1] and ws.tolist() == [0.75, 3.0, 0.25, 1.0]  # each document's total kept
+    for off in (training_set(x, None, y, w, rows, TrainConfig(lowercase_share=0.25)),
+                training_set(x, x_lower, y, w, rows, TrainConfig(lowercase_share=0.0))):
+        np.testing.assert_array_equal(off[0].toarray(), np.eye(3)[rows])
+        assert off[2].tolist() == [1.0, 4.0]
 
 
 def test_pairs_teach_the_style_feature_that_topic_hides():
