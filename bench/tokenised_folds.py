@@ -13,13 +13,14 @@ them). Printed: AUROC of the raw model score per fold, slice (turn, transcript) 
 Raw scores carry no corpus signal, so STAR's turns rank lower here than in the training report.
 `--lowercase-share` overrides TrainConfig.lowercase_share (each training document also trains
 lower-cased, with that share of its weight). About 15 minutes and 8 GB on 2 cores for all
-folds; with lower-cased copies, 16 minutes and 20 GB for the l2r and STAR folds alone.
+folds; with lower-cased copies, 16 minutes and up to 20 GB for the l2r and STAR folds alone.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,9 @@ def main() -> None:
         return name, out
 
     print(f"raw-score AUROC per held-out fold (lowercase_share {cfg.lowercase_share}); rewrites: {', '.join(REWRITES)}")
-    for name, out in Parallel(n_jobs=cfg.jobs, return_as="generator")(delayed(one)(n, *m) for n, m in folds.items()):
+    # shared matrices memory-mapped from disk, not /dev/shm, as the trainer does (cross_validate)
+    parallel = Parallel(n_jobs=cfg.jobs, return_as="generator", temp_folder=tempfile.gettempdir())
+    for name, out in parallel(delayed(one)(n, *m) for n, m in folds.items()):
         for kind in ("turn", "transcript"):
             if kind in out["as written"]:
                 print(f"{name:34s} {kind:10s} " + "  ".join(f"{out[r][kind]:.3f}" for r in REWRITES), flush=True)
