@@ -20,17 +20,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 
 from echogate import evaluation
-from echogate.features import HashSpec
-from echogate.training.data import Doc, load_docs
-from echogate.training.train import (TrainConfig, featurize, fit, group_weights, lowercased, make_folds,
-                                     matched_pairs, split_training_features, training_pairs, training_set)
+from echogate.training.data import load_docs
+from echogate.training.train import (TrainConfig, document_features, fit, fold_pool, group_weights,
+                                     lowercased_features, make_folds, matched_pairs, training_pairs, training_set)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,15 +55,9 @@ def main() -> None:
     cfg = TrainConfig()
     if args.lowercase_share is not None:
         cfg = dataclasses.replace(cfg, lowercase_share=args.lowercase_share)
-    spec = HashSpec(cfg.orders, cfg.shape_orders, cfg.table_size, cfg.function_orders, cfg.word_orders)
     docs = load_docs(args.data, cfg.max_turn_docs_per_dataset, cfg.seed)
-
-    def features(part: list[Doc]):
-        return split_training_features(*featurize(part, spec, cfg.role_weights), part, cfg.byte_ngram_datasets,
-                                       cfg.other_byte_ngram_scale)
-
-    x_train, _ = features(docs)
-    x_lower = features(lowercased(docs))[0] if cfg.lowercase_share > 0 else None
+    x_train, _ = document_features(docs, cfg)
+    x_lower = lowercased_features(docs, cfg)
     y = np.array([d.label for d in docs])
     w = group_weights(docs) * np.array([cfg.dataset_weights.get(d.dataset, 1.0) for d in docs])
     pairs = matched_pairs(docs)
@@ -79,15 +71,13 @@ def main() -> None:
         out = {}
         for rewrite, change in REWRITES.items():
             rewritten = [dataclasses.replace(d, texts=tuple(map(change, d.texts))) for d in held]
-            scores = clf.decision_function(features(rewritten)[1])
+            scores = clf.decision_function(document_features(rewritten, cfg)[1])
             out[rewrite] = {kind: evaluation.auroc(labels[kinds == kind], scores[kinds == kind])
                             for kind in ("turn", "transcript") if len(set(labels[kinds == kind])) == 2}
         return name, out
 
     print(f"raw-score AUROC per held-out fold (lowercase_share {cfg.lowercase_share}); rewrites: {', '.join(REWRITES)}")
-    # shared matrices memory-mapped from disk, not /dev/shm, as the trainer does (cross_validate)
-    parallel = Parallel(n_jobs=cfg.jobs, return_as="generator", temp_folder=tempfile.gettempdir())
-    for name, out in parallel(delayed(one)(n, *m) for n, m in folds.items()):
+    for name, out in fold_pool(cfg.jobs)(delayed(one)(n, *m) for n, m in folds.items()):
         for kind in ("turn", "transcript"):
             if kind in out["as written"]:
                 print(f"{name:34s} {kind:10s} " + "  ".join(f"{out[r][kind]:.3f}" for r in REWRITES), flush=True)

@@ -215,6 +215,10 @@ class TrainConfig:
     # fold's training rows while it fits: a few GB, twice that with lowercase_share.
     jobs: int = 2
 
+    @property
+    def hash_spec(self) -> HashSpec:
+        return HashSpec(self.orders, self.shape_orders, self.table_size, self.function_orders, self.word_orders)
+
 
 def featurize(docs: list[Doc], spec: HashSpec, role_weights: dict[str, float], chunk: int = 4000
               ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -261,9 +265,22 @@ def split_training_features(byte_x: sp.csr_matrix, masked_x: sp.csr_matrix, docs
     return (sp.diags(scale) @ byte_x + masked_x).tocsr(), (byte_x + masked_x).tocsr()
 
 
+def document_features(docs: list[Doc], cfg: TrainConfig) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(what each document trains on, what the model reads) under cfg: see featurize and
+    split_training_features."""
+    return split_training_features(*featurize(docs, cfg.hash_spec, cfg.role_weights), docs, cfg.byte_ngram_datasets,
+                                   cfg.other_byte_ngram_scale)
+
+
 def lowercased(docs: list[Doc]) -> list[Doc]:
     """The documents with every text lower-cased (TrainConfig.lowercase_share)."""
     return [replace(d, texts=tuple(t.lower() for t in d.texts)) for d in docs]
+
+
+def lowercased_features(docs: list[Doc], cfg: TrainConfig) -> sp.csr_matrix | None:
+    """What the documents' lower-cased copies train on (training_set's `x_lower`); None when
+    cfg.lowercase_share turns the copies off."""
+    return document_features(lowercased(docs), cfg)[0] if cfg.lowercase_share > 0 else None
 
 
 def training_set(x_train: sp.csr_matrix, x_lower: sp.csr_matrix | None, y: np.ndarray, w: np.ndarray,
@@ -443,14 +460,20 @@ def cross_validate(x_train: sp.csr_matrix, x_lower: sp.csr_matrix | None, x: sp.
         return fit(*training_set(x_train, x_lower, y, w, train_rows, cfg), cfg,
                    training_pairs(x_train, w, pairs, train_rows, cfg))
 
-    # One fold per process (the fit is single-threaded); models come back in fold order and score
-    # here, so `x` never travels. The arrays the workers share are memory-mapped from a folder on
-    # disk rather than /dev/shm, where they would hold as much RAM again (see TrainConfig.jobs).
-    models = Parallel(n_jobs=cfg.jobs, return_as="generator", temp_folder=tempfile.gettempdir())(
-        delayed(one)(excluded) for _, excluded in folds.values())
-    return {name: clf.decision_function(x[test])
-            for (name, (test, _)), clf in zip(folds.items(), tqdm(models, total=len(folds), desc="held-out folds",
-                                                                  unit="fold"))}
+    # the models come back and score here, so `x` never travels to the workers
+    models = fold_pool(cfg.jobs)(delayed(one)(excluded) for _, excluded in folds.values())
+    scores = {}
+    progress = tqdm(models, total=len(folds), desc="held-out folds", unit="fold")
+    for (name, (test, _)), clf in zip(folds.items(), progress):
+        scores[name] = clf.decision_function(x[test])
+    return scores
+
+
+def fold_pool(jobs: int) -> Parallel:
+    """Held-out folds fitted one per process (the fit is single-threaded), results in order.
+    The matrices the workers share are memory-mapped from the temporary folder on disk rather
+    than /dev/shm, where they would hold as much RAM again (see TrainConfig.jobs)."""
+    return Parallel(n_jobs=jobs, return_as="generator", temp_folder=tempfile.gettempdir())
 
 
 def calibrate_and_report(docs: list[Doc], folds: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -502,15 +525,10 @@ def training_libraries() -> dict[str, str]:
 
 def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     t0 = time.time()
-    spec = HashSpec(cfg.orders, cfg.shape_orders, cfg.table_size, cfg.function_orders, cfg.word_orders)
     docs = load_docs(data_dir, cfg.max_turn_docs_per_dataset, cfg.seed)
     log.info("loaded %d documents from %s", len(docs), data_dir)
-    x_train, x = split_training_features(*featurize(docs, spec, cfg.role_weights), docs, cfg.byte_ngram_datasets,
-                                         cfg.other_byte_ngram_scale)
-    x_lower = None
-    if cfg.lowercase_share > 0:
-        x_lower, _ = split_training_features(*featurize(lowercased(docs), spec, cfg.role_weights), docs,
-                                             cfg.byte_ngram_datasets, cfg.other_byte_ngram_scale)
+    x_train, x = document_features(docs, cfg)
+    x_lower = lowercased_features(docs, cfg)
     y = np.array([d.label for d in docs])
     w = group_weights(docs) * np.array([cfg.dataset_weights.get(d.dataset, 1.0) for d in docs])
     datasets = np.array([d.dataset for d in docs])
@@ -532,7 +550,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
 
     final = fit(*training_set(x_train, x_lower, y, w, usable, cfg), cfg, training_pairs(x_train, w, pairs, usable, cfg))
     model = build_graph(
-        spec, final.coef_[0], float(final.intercept_[0]), calib["turn"], calib["transcript"], head,
+        cfg.hash_spec, final.coef_[0], float(final.intercept_[0]), calib["turn"], calib["transcript"], head,
         metadata={"model_version": cfg.version, "normalization": NORMALIZATION_VERSION,
                   "role_weights": json.dumps(cfg.role_weights), "max_turn_bytes": str(MAX_TURN_BYTES)},
         seen_full_bytes=cfg.seen_full_bytes,
