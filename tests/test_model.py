@@ -34,8 +34,12 @@ def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, 
 
 @pytest.mark.parametrize("spec", [HashSpec((3, 4, 5), (), 1024), HashSpec((2,), (4, 6), 1 << 16),
                                   HashSpec((3,), (), 1 << 20, (3, 5, 7)), HashSpec((3,), (), 1 << 12, (), (1, 2)),
-                                  HashSpec((3, 4, 5), (4, 6), 1 << 19, (6,), (1, 2)), HashSpec((), (), 256, (), (2,))])
+                                  HashSpec((3, 4, 5), (4, 6), 1 << 19, (6,), (1, 2)), HashSpec((), (), 256, (), (2,)),
+                                  HashSpec((1, 7), (7,), 1 << 24, (7,), (1, 2))])
 def test_graph_matches_numpy_reference(tmp_path, spec):
+    """The graph hashes in uint32 modulo 2**32 (the largest orders and table wrap there many times
+    over) and sums every byte order from one prefix sum, taking off the n-grams that run past a
+    turn's end; the reference does neither, so the two agree only where both are right."""
     rng = np.random.default_rng(0)
     weights = rng.normal(scale=0.3, size=spec.table_size).astype(np.float32)  # no logit saturates float32
     meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
@@ -157,8 +161,9 @@ def test_graph_refuses_weights_its_fixed_point_table_cannot_hold():
 
 
 def test_hash_spec_refuses_what_the_graph_cannot_hash_exactly():
-    """The graph takes remainders with a bitwise AND and builds polynomials in int64: a table size
-    that is no power of two, or an order whose polynomial could overflow, is refused up front."""
+    """The graph takes remainders with a bitwise AND, and the NumPy reference builds polynomials in
+    int64: a table size that is no power of two, or an order whose polynomial could overflow, is
+    refused up front."""
     with pytest.raises(ValueError, match="power of two"):
         HashSpec((3,), (), 524_287)
     with pytest.raises(ValueError, match="orders above 7"):

@@ -27,8 +27,9 @@ import numpy as np
 # 0.788: the dialogue fold spc_vs_sgd went 0.566 against 0.738 on the constant alone.
 BASE = 0x1E995
 SALT = 1_000_003
-# The graph builds an order-n polynomial from two shorter ones (a + BASE**a * b, see
-# echogate.training.graph); up to these, none passes 2**62, so int64 holds it exactly
+# This reference sums an n-gram's terms (each under 2**8 * table size) in int64: up to these
+# bounds none passes 2**62, so it holds them exactly. The graph (echogate.training.graph) builds
+# them in uint32, modulo 2**32, which leaves the same remainder by any power-of-two table size.
 MAX_ORDER, MAX_TABLE_SIZE = 7, 1 << 24
 WORD_BASE = 257  # the function-word hash (`_words`), older than BASE and kept: it picks the words
 

@@ -50,6 +50,16 @@ OPSET = 18  # BitwiseAnd
 # runs several times faster on int64 than on float or double. A unit of 6e-8 is far below
 # what moves a score; weights must stay under 2**(31 - WEIGHT_FRACTION_BITS) = 128.
 WEIGHT_FRACTION_BITS = 24
+# Hashes are built in uint32, which wraps modulo 2**32: for a power-of-two table of at most 2**32
+# entries the remainder is the one exact arithmetic gives, and onnxruntime's Mul and Add ran 2.7
+# times faster on 32-bit than on 64-bit elements (262,144 of them, one thread). Table indices
+# are then int32, which GatherElements takes as well.
+HASH = TensorProto.UINT32
+
+
+def hash_const(value: int) -> np.ndarray:
+    """A hash constant as the uint32 graph arithmetic uses it (its value modulo 2**32)."""
+    return np.array([value % 2**32], np.uint32)
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,13 @@ def lookup(node, table: str, index: str, name: str) -> str:
     onnxruntime's CPU provider runs about seven times faster on 1-D data (0.15 against 1.0 ms
     for 190,000 lookups, whether the table has 256 entries or half a million)."""
     return node("GatherElements", [table, index], name, axis=0)
+
+
+def table_index(node, hashed: str, prefix: str) -> str:
+    """The weight table's index of uint32 hashes: their remainder by the table size (a bitwise
+    AND, the size being a power of two), as int32 for GatherElements."""
+    return node("Cast", [node("BitwiseAnd", [hashed, "table_mask"], prefix + "h_u32")], prefix + "h",
+                to=TensorProto.INT32)
 
 
 @dataclass(frozen=True)
@@ -138,9 +155,49 @@ def function_word_stream(node, const, x: str, shape: str, w: WordNodes) -> str:
     every other byte its writing-style class."""
     is_function = lookup(node, const("function_words", FUNCTION_WORD_TABLE), w.hashes, "f_is_function")
     keep = node("And", [w.letter, lookup(node, is_function, w.word, "f_keep_word")], "f_keep")
-    # shape + keep * (x - shape): onnxruntime's Where took 1.1 ms for a batch's 190,000 bytes, these three 0.3
-    return node("Add", [shape, node("Mul", [node("Cast", [keep], "f_keep_i", to=TensorProto.INT64),
+    # shape + keep * (x - shape), wrapping in uint32: onnxruntime's Where took 1.1 ms for a batch's
+    # 190,000 bytes, these three 0.3
+    return node("Add", [shape, node("Mul", [node("Cast", [keep], "f_keep_i", to=HASH),
                                              node("Sub", [x, shape], "f_x_minus_shape")], "f_kept")], "f_stream")
+
+
+def byte_ngram_sums(node, const, weights: list[tuple[int, str]], starts: str, length: str) -> str:
+    """Per-turn fixed-point weight sums of the byte streams' n-grams of every order, from one
+    prefix sum over the stream. `weights` are (order, its n-grams' weights by starting byte,
+    int64, zero-padded to N + 1 entries).
+
+    The orders' weights add up byte by byte, and a turn's bytes [start, start + len) sum every
+    n-gram starting in it; those starting in its last n - 1 bytes run past its end (or past the
+    stream's, where the padding holds 0) and are taken off again: at most max order - 1 lookups
+    per turn and order. One CumSum over the stream instead of one per order (six for the shipped
+    orders), which is most of what the n-gram sums cost."""
+    total = weights[0][1]
+    for i, (_, w) in enumerate(weights[1:]):
+        total = node("Add", [total, w], f"b_total{i}")
+    prefix = node("Concat", ["zero_i", node("CumSum", [total, "axis0"], "b_cs")], "b_prefix", axis=0)
+    end = node("Add", [starts, length], "b_end")
+    turn_sum = node("Sub", [lookup(node, prefix, end, "b_p_hi"), lookup(node, prefix, starts, "b_p_lo")], "b_whole")
+    back = max(n for n, _ in weights) - 1
+    if back == 0:
+        return turn_sum
+    # column k - 1 of [R, back]: the turn's k-th last byte, counted when the turn has k bytes
+    ks = const("b_back", np.arange(1, back + 1, dtype=np.int64))
+    axis1 = const("b_axis1", np.array([1], np.int64))
+    end_col = node("Unsqueeze", [end, axis1], "b_end_col")
+    tail_byte = node("Max", [node("Sub", [end_col, ks], "b_tail_raw"), "zero_i"], "b_tail_byte")
+    inside = node("Cast", [node("GreaterOrEqual", [node("Unsqueeze", [length, axis1], "b_len_col"), ks], "b_inside_b")],
+                  "b_inside", to=TensorProto.INT64)
+    for n, w in weights:
+        if n == 1:
+            continue
+        p = f"{w}_"
+        cols = const(p + "cols", np.array([n - 1], np.int64))
+        tail = node("ReduceSum", [node("Mul", [node("Gather", [w, node("Slice", [tail_byte, "zero_i", cols, axis1],
+                                                                         p + "bytes")], p + "tail_w"),
+                                             node("Slice", [inside, "zero_i", cols, axis1], p + "inside")], p + "tail"),
+                                   axis1], p + "tail_sum", keepdims=0)
+        turn_sum = node("Sub", [turn_sum, tail], p + "less_tail")
+    return turn_sum
 
 
 def word_ngram_sums(node, const, spec: HashSpec, w: WordNodes, starts: str, length: str) -> tuple[list[str], list[str]]:
@@ -152,18 +209,19 @@ def word_ngram_sums(node, const, spec: HashSpec, w: WordNodes, starts: str, leng
                                                       "axis0"], "w_begun_cs")], "w_begun", axis=0)
     lo = lookup(node, begun, starts, "w_lo")
     hi = lookup(node, begun, node("Add", [starts, length], "w_turn_end"), "w_hi")
-    word_hashes = node("Slice", [w.hashes, "one_i", "end_i"], "w_hashes")  # words 1.., slot 0 dropped
+    word_hashes = node("Cast", [node("Slice", [w.hashes, "one_i", "end_i"], "w_hashes64")], "w_hashes",
+                       to=HASH)  # words 1.., slot 0 dropped
     sums, counts = [], []
     for n in sorted(spec.word_orders):
         p = f"w{n}_"
-        salt = const(p + "salt", np.array((n + WORD_SALT_OFFSET) * SALT, np.int64))
-        g = node("Mul", [word_hashes, const(p + "b1", np.array(BASE, np.int64))], p + "g1")
+        salt = const(p + "salt", hash_const((n + WORD_SALT_OFFSET) * SALT))
+        g = node("Mul", [word_hashes, const(p + "b1", hash_const(BASE))], p + "g1")
         if n == 2:  # word j with word j + 1; pairs across turns are computed but fall outside every turn's range
             g = node("Add", [node("Slice", [g, "zero_i", const(p + "last", np.array([-1], np.int64))], p + "head"),
                              node("Mul", [node("Slice", [word_hashes, "one_i", "end_i"], p + "next"),
-                                          const(p + "b2", np.array(pow(BASE, 2, spec.table_size), np.int64))],
+                                          const(p + "b2", hash_const(pow(BASE, 2, spec.table_size)))],
                                   p + "tail")], p + "g2")
-        h = node("BitwiseAnd", [node("Add", [g, salt], p + "gs"), "table_mask"], p + "h")
+        h = table_index(node, node("Add", [g, salt], p + "gs"), p)
         weights = node("Cast", [lookup(node, "ngram_weights", h, p + "w")], p + "w64", to=TensorProto.INT64)
         prefix = node("Concat", ["zero_i", node("CumSum", [weights, "axis0"], p + "cs")], p + "prefix", axis=0)
         # turn (lo, hi] holds max(hi - lo - n + 1, 0) n-grams, the first at word index lo (0-based)
@@ -199,7 +257,7 @@ def build_graph(
         numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), "end_i"),
         numpy_helper.from_array(np.array(1.0, np.float32), "one_f"),
         numpy_helper.from_array(np.array(intercept, np.float32), "intercept"),
-        numpy_helper.from_array(np.array(spec.table_size - 1, np.int64), "table_mask"),
+        numpy_helper.from_array(hash_const(spec.table_size - 1), "table_mask"),
     ]
 
     def const(name: str, value: np.ndarray) -> str:
@@ -210,7 +268,8 @@ def build_graph(
         nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
 
-    x = node("Cast", ["text_bytes"], "x", to=TensorProto.INT64)
+    x = node("Cast", ["text_bytes"], "x", to=HASH)  # the bytes, to hash
+    byte_code = node("Cast", ["text_bytes"], "byte_code", to=TensorProto.INT32)  # the bytes, to look up by
     size = node("Shape", [x], "n_bytes")
     axis0 = const("axis0", np.array(0, np.int64))
     index = node("Range", [const("zero_s", np.array(0, np.int64)), node("Squeeze", [size], "n_bytes_s"),
@@ -239,15 +298,16 @@ def build_graph(
     streams = [(x, spec.orders, 0, "o")]
     shape = None
     if spec.shape_orders or spec.function_orders:
-        shape = node("Cast", [lookup(node, const("shape_classes", SHAPE_CLASSES), x, "shape_u8")], "shape",
-                     to=TensorProto.INT64)
+        shape = node("Cast", [lookup(node, const("shape_classes", SHAPE_CLASSES), byte_code, "shape_u8")], "shape",
+                     to=HASH)
     if spec.shape_orders:
         streams.append((shape, spec.shape_orders, SHAPE_SALT_OFFSET, "s"))
-    found_words = words(node, const, x, size, index, same_turn) if spec.function_orders or spec.word_orders else None
+    found_words = (words(node, const, byte_code, size, index, same_turn)
+                   if spec.function_orders or spec.word_orders else None)
     if spec.function_orders:
         streams.append((function_word_stream(node, const, x, shape, found_words), spec.function_orders,
                         FUNCTION_SALT_OFFSET, "f"))
-    sums, counts = [], []
+    sums, counts, byte_weights = [], [], []
     for data, orders, salt_offset, tag in streams:
         polynomials = {1: data}
 
@@ -255,8 +315,7 @@ def build_graph(
             """g_n[i] = sum_k<n data[i+k] * BASE**k (mod table size) for the n-grams that fit in
             the stream, as g_a[i] + BASE**a * g_(n-a)[i+a] with a the largest power of two below n:
             orders 4 and 6 cost three Slice-Mul-Adds (g_2, g_4, g_6) where adding one byte at a time
-            took five. No value passes 2**62 (HashSpec bounds orders and table size), so int64
-            keeps them exact."""
+            took five. In uint32, modulo 2**32 (see HASH)."""
             if n not in polynomials:
                 a = 1 << ((n - 1).bit_length() - 1)
                 p = f"{tag}g{n}_"
@@ -265,24 +324,25 @@ def build_graph(
                 shift = const(p + "a", np.array([a], np.int64))
                 head = node("Slice", [polynomial(a), "zero_i", m], p + "head")
                 tail = node("Slice", [polynomial(n - a), shift, node("Add", [m, shift], p + "tail_end")], p + "tail")
-                power = const(p + "b", np.array(pow(BASE, a, spec.table_size), np.int64))
+                power = const(p + "b", hash_const(pow(BASE, a, spec.table_size)))
                 polynomials[n] = node("Add", [head, node("Mul", [tail, power], p + "tail_b")], p + "g")
             return polynomials[n]
 
         for n in sorted(orders):
             p = f"{tag}{n}_"
-            salt = const(p + "salt", np.array((n + salt_offset) * SALT, np.int64))
-            h = node("BitwiseAnd", [node("Add", [polynomial(n), salt], p + "gs"), "table_mask"], p + "h")
-            w = node("Cast", [lookup(node, "ngram_weights", h, p + "w")], p + "w64", to=TensorProto.INT64)
-            prefix = node("Concat", ["zero_i", node("CumSum", [w, axis0], p + "cs")], p + "prefix", axis=0)
-            m = node("Shape", [h], p + "m")
+            salt = const(p + "salt", hash_const((n + salt_offset) * SALT))
+            h = table_index(node, node("Add", [polynomial(n), salt], p + "gs"), p)
+            # N - n + 1 n-grams (none in fewer bytes), padded with zeros to N + 1 entries: the
+            # n-gram starting at byte i is entry i of every order
+            pads = node("Concat", ["zero_i", node("Add", [node("Sub", [size, node("Shape", [h], p + "m")], p + "short"),
+                                                          "one_i"], p + "pad_end")], p + "pads", axis=0)
+            byte_weights.append((n, node("Pad", [node("Cast", [lookup(node, "ngram_weights", h, p + "w")], p + "w64",
+                                                      to=TensorProto.INT64), pads], p + "w_pad")))
             count = node("Max", [node("Sub", [length, const(p + "nm1", np.array([n - 1], np.int64))], p + "len_m"),
                                  "zero_i"], p + "count")
-            lo = node("Min", [starts, m], p + "lo")
-            hi = node("Min", [node("Add", [starts, count], p + "end"), m], p + "hi")
-            sums.append(node("Sub", [lookup(node, prefix, hi, p + "p_hi"), lookup(node, prefix, lo, p + "p_lo")],
-                             p + "sum"))
             counts.append(node("Cast", [count], p + "count_f", to=TensorProto.FLOAT))
+    if byte_weights:
+        sums.append(byte_ngram_sums(node, const, byte_weights, starts, length))
     if spec.word_orders:
         word_sums, word_counts = word_ngram_sums(node, const, spec, found_words, starts, length)
         sums += word_sums
