@@ -11,8 +11,9 @@ Reports transcripts/s for batches of 1, 32 and 256 on one thread (per core), fro
 times of measures taken in turn (a shared VM's slow spells otherwise decide the figure), split into
 the ONNX model call alone (bot origin and the repetitiveness head), the repetition
 features alone (echogate.repetition.analyse: what repetitiveness adds to the scorer besides
-the head's few graph nodes), the whole Scorer (normalisation, packing, corpus memory,
-repetition, model), and the Scorer with the repetition features replaced by zeros: the
+the head's few graph nodes), the whole Scorer on transcripts new to its corpus memory
+(normalisation, packing, corpus memory, repetition, model), and the Scorer with the repetition
+features replaced by zeros: the
 difference of the last two is what repetitiveness adds to scoring time, cache effects
 included. Call latency p50/p99 for each. `--chunk-bytes` sets the bytes per ONNX session call
 (echogate.model.CHUNK_BYTES by default; a huge value makes each batch one call).
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from echogate import repetition
-from echogate.corpus import turn_keys
+from echogate.corpus import CorpusMemory, turn_keys
 from echogate.grpc_api import convert
 from echogate.grpc_api.server import tune_gc
 from echogate.model import CHUNK_BYTES, BotOriginModel
@@ -66,6 +67,7 @@ def main() -> None:
     print(f"{args.file}: {len(transcripts)} transcripts, median {statistics.median(sizes):.0f} bytes")
     model = BotOriginModel(default_model_path(), intra_op_threads=args.threads, chunk_bytes=args.chunk_bytes)
     scorer = Scorer(model, explain_above=args.explain_above)
+    zeroed = Scorer(model, explain_above=args.explain_above)  # scores without repetition features
     tune_gc()  # as `echogate serve` does
     for batch in (1, 32, 256):
         chunks = [transcripts[i : i + batch] for i in range(0, len(transcripts) - batch + 1, batch)]
@@ -84,31 +86,41 @@ def main() -> None:
                            np.zeros(len(texts), np.float32), len(chunk), rep.turn, rep.side.astype(np.float32)))
             rep_inputs.append((packed_turns, codes, turn_transcript, len(chunk), keys))
 
-        def repetition_only(i: int) -> None:
-            repetition.analyse(*rep_inputs[i % len(rep_inputs)])
+        def first_seen(s: Scorer):
+            """Call i's batch for scorer s, whose corpus memory is emptied each time the calls
+            start over the file: every transcript new to it, as in a stream of traffic, so it
+            counts their turns (retries it only looks up: 1.6 ms less a batch of 256) and only
+            what the file itself repeats reads as seen before."""
+            def batch_for(i: int) -> list[Transcript]:
+                if i % len(chunks) == 0:
+                    s.memory = CorpusMemory()
+                return chunks[i % len(chunks)]
+            return batch_for
 
-        def without_repetition(i: int) -> None:
+        def without_repetition(batch: list[Transcript]) -> None:
             """The scorer with the repetition features replaced by zeros of the same shape (the
             model still runs its head): what scoring would cost without them, caches included."""
             real = repetition.analyse
             repetition.analyse = _zero_repetition
             try:
-                scorer.score(chunks[i % len(chunks)])
+                zeroed.score(batch)
             finally:
                 repetition.analyse = real
 
         # The measures take turns call by call, so a slow spell of a shared VM hits them all
         # alike; rates are batch / median call time (a spell moves a mean, hardly a median).
-        fns = {"model only": lambda i: model.run(*packed[i % len(packed)]),
-               "repetition": repetition_only,
-               "full scorer": lambda i: scorer.score(chunks[i % len(chunks)]),
-               "no repetition": without_repetition}
+        # Each is (its input for call i, made untimed; what is timed).
+        fns = {"model only": (lambda i: packed[i % len(packed)], lambda inputs: model.run(*inputs)),
+               "repetition": (lambda i: rep_inputs[i % len(rep_inputs)], lambda inputs: repetition.analyse(*inputs)),
+               "full scorer": (first_seen(scorer), scorer.score),
+               "no repetition": (first_seen(zeroed), without_repetition)}
         lat: dict[str, list[float]] = {name: [] for name in fns}
         end, i = time.perf_counter() + len(fns) * args.seconds, 0
         while time.perf_counter() < end:
-            for name, fn in fns.items():
+            for name, (make_input, fn) in fns.items():
+                inputs = make_input(i)
                 t0 = time.perf_counter()
-                fn(i)
+                fn(inputs)
                 lat[name].append(time.perf_counter() - t0)
             i += 1
         median = {name: float(np.median(values)) for name, values in lat.items()}

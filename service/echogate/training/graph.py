@@ -180,24 +180,24 @@ def byte_ngram_sums(node, const, weights: list[tuple[int, str]], starts: str, le
     back = max(n for n, _ in weights) - 1
     if back == 0:
         return turn_sum
-    # column k - 1 of [R, back]: the turn's k-th last byte, counted when the turn has k bytes
+    # [R, back], column k - 1: the turn's k-th last byte, and whether the turn has k bytes
     ks = const("b_back", np.arange(1, back + 1, dtype=np.int64))
     axis1 = const("b_axis1", np.array([1], np.int64))
-    end_col = node("Unsqueeze", [end, axis1], "b_end_col")
-    tail_byte = node("Max", [node("Sub", [end_col, ks], "b_tail_raw"), "zero_i"], "b_tail_byte")
+    tail_byte = node("Max", [node("Sub", [node("Unsqueeze", [end, axis1], "b_end_col"), ks], "b_tail_raw"), "zero_i"],
+                     "b_tail_byte")
     inside = node("Cast", [node("GreaterOrEqual", [node("Unsqueeze", [length, axis1], "b_len_col"), ks], "b_inside_b")],
                   "b_inside", to=TensorProto.INT64)
+    leaving: dict[int, str] = {}  # order -> [R, back]: 1 where an n-gram starting there leaves the turn
+    past_end = None  # [R, back]: the weights of those n-grams, every order's added up
     for n, w in weights:
         if n == 1:
             continue
-        p = f"{w}_"
-        cols = const(p + "cols", np.array([n - 1], np.int64))
-        tail = node("ReduceSum", [node("Mul", [node("Gather", [w, node("Slice", [tail_byte, "zero_i", cols, axis1],
-                                                                         p + "bytes")], p + "tail_w"),
-                                             node("Slice", [inside, "zero_i", cols, axis1], p + "inside")], p + "tail"),
-                                   axis1], p + "tail_sum", keepdims=0)
-        turn_sum = node("Sub", [turn_sum, tail], p + "less_tail")
-    return turn_sum
+        if n not in leaving:
+            leaving[n] = node("Mul", [inside, const(f"b_k_lt_{n}", (np.arange(1, back + 1) < n).astype(np.int64))],
+                              f"b_leaving{n}")
+        part = node("Mul", [node("Gather", [w, tail_byte], f"{w}_tail"), leaving[n]], f"{w}_tail_leaving")
+        past_end = part if past_end is None else node("Add", [past_end, part], f"{w}_past_end")
+    return node("Sub", [turn_sum, node("ReduceSum", [past_end, axis1], "b_past_end", keepdims=0)], "b_sum")
 
 
 def word_ngram_sums(node, const, spec: HashSpec, w: WordNodes, starts: str, length: str) -> tuple[list[str], list[str]]:
@@ -282,7 +282,8 @@ def build_graph(
     # (a turn without bytes keeps length 0). An n-gram of turn r starting inside it is valid iff
     # it ends inside it, so turn r's order-n n-grams are exactly positions
     # [start_r, start_r + max(len_r - n + 1, 0)) of that order's hash array: per-turn sums are
-    # differences of a prefix sum, with no scatter over the n-grams and no boundary mask.
+    # differences of a prefix sum (byte_ngram_sums, word_ngram_sums), with no scatter over the
+    # n-grams and no mask over the stream.
     prev_turn = node("Slice", [node("Concat", [const("minus1", np.array([-1], np.int64)), "byte_turn"],
                                     "turn_pad", axis=0), "zero_i", size], "prev_turn")
     same_turn = node("Equal", [prev_turn, "byte_turn"], "same_turn")
@@ -308,6 +309,8 @@ def build_graph(
         streams.append((function_word_stream(node, const, x, shape, found_words), spec.function_orders,
                         FUNCTION_SALT_OFFSET, "f"))
     sums, counts, byte_weights = [], [], []
+    order_nodes: dict[int, tuple[str, str]] = {}  # byte order -> (its padding, its n-grams per turn)
+    size_1 = node("Add", [size, "one_i"], "n_bytes_1")
     for data, orders, salt_offset, tag in streams:
         polynomials = {1: data}
 
@@ -332,15 +335,18 @@ def build_graph(
             p = f"{tag}{n}_"
             salt = const(p + "salt", hash_const((n + salt_offset) * SALT))
             h = table_index(node, node("Add", [polynomial(n), salt], p + "gs"), p)
-            # N - n + 1 n-grams (none in fewer bytes), padded with zeros to N + 1 entries: the
-            # n-gram starting at byte i is entry i of every order
-            pads = node("Concat", ["zero_i", node("Add", [node("Sub", [size, node("Shape", [h], p + "m")], p + "short"),
-                                                          "one_i"], p + "pad_end")], p + "pads", axis=0)
+            if n not in order_nodes:
+                # N - n + 1 n-grams (none in fewer bytes) padded with min(n, N + 1) zeros to N + 1
+                # entries: the n-gram starting at byte i is entry i of every order
+                pad_end = node("Min", [const(f"n{n}", np.array([n], np.int64)), size_1], f"n{n}_pad_end")
+                count = node("Max", [node("Sub", [length, const(f"n{n}_m1", np.array([n - 1], np.int64))],
+                                          f"n{n}_len_m"), "zero_i"], f"n{n}_count")
+                order_nodes[n] = (node("Concat", ["zero_i", pad_end], f"n{n}_pads", axis=0),
+                                  node("Cast", [count], f"n{n}_count_f", to=TensorProto.FLOAT))
+            pads, count = order_nodes[n]
             byte_weights.append((n, node("Pad", [node("Cast", [lookup(node, "ngram_weights", h, p + "w")], p + "w64",
                                                       to=TensorProto.INT64), pads], p + "w_pad")))
-            count = node("Max", [node("Sub", [length, const(p + "nm1", np.array([n - 1], np.int64))], p + "len_m"),
-                                 "zero_i"], p + "count")
-            counts.append(node("Cast", [count], p + "count_f", to=TensorProto.FLOAT))
+            counts.append(count)
     if byte_weights:
         sums.append(byte_ngram_sums(node, const, byte_weights, starts, length))
     if spec.word_orders:
