@@ -10,8 +10,8 @@ echogate.batcher), never on the event loop.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import repeat
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,8 +23,10 @@ from echogate.text import content_sha256_all, model_texts, normalize_all, pack_t
 from echogate.types import RepetitionStats, Scores, Transcript, TurnScore
 
 
-@dataclass(frozen=True)
-class ScoredTranscript:
+class ScoredTranscript(NamedTuple):
+    """One transcript's scores and what the verdict needs beside them; a NamedTuple for the same
+    reason as Scores."""
+
     scores: Scores
     content_sha256: str
     turn_evidence: tuple[float, ...]  # n-grams each turn contributed to the model

