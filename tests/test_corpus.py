@@ -5,6 +5,7 @@ import asyncio
 import sqlite3
 
 import grpc
+import pytest
 import numpy as np
 
 from echogate.corpus import MAX_KEY_BYTES, NO_KEY, CorpusMemory, turn_keys
@@ -142,6 +143,25 @@ def test_memory_counts_earlier_transcripts_once_each_and_skips_retries():
     # b sees a; the retry of a sees a and b but is not counted; c is new
     assert seen.tolist() == [0, 1, 2, 0]
     assert memory.count(k[0]) == 2 and memory.most_repeated == 2
+
+
+def test_shared_memory_records_its_increments_for_the_store():
+    """Shared by replicas, the memory also keeps what it added since the last drain (the store
+    adds every replica's up): each new transcript's distinct keys once, nothing for a retry."""
+    memory = CorpusMemory(shared=True)
+    k = keys(["we will refund you shortly", "a different reply entirely"])
+    memory.observe(["a", "b", "a"], np.array([k[0], k[0], k[1], k[0], k[1]]), [2, 2, 1])
+    assert memory.drain_deltas() == {int(k[0]): 2, int(k[1]): 1}
+    memory.observe(["a", "c"], np.array([k[1], k[1]]), [1, 1])
+    assert memory.drain_deltas() == {int(k[1]): 1}
+    assert memory.count(k[0]) == memory.count(k[1]) == memory.most_repeated == 2
+
+
+def test_memory_refuses_turn_counts_that_do_not_match_the_keys():
+    with pytest.raises(ValueError, match="add up"):
+        CorpusMemory().observe(["a"], np.array([3, 5], np.uint64), [1])
+    with pytest.raises(ValueError, match="add up"):
+        CorpusMemory().observe(["a", "b"], np.array([3, 5], np.uint64), [3, -1])
 
 
 def test_memory_is_bounded_by_halving():

@@ -27,7 +27,6 @@ from __future__ import annotations
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from itertools import repeat
 
 import numpy as np
 
@@ -166,35 +165,30 @@ class CorpusMemory:
         the flat turn keys of the batch (`turn_keys`), `turns_per_transcript` how many belong
         to each. Returns the prior count per turn (0 for keyless turns), int64.
 
-        A transcript's counts are read and its distinct keys counted with dict and Counter
-        methods, which loop in C: one Python step per transcript, none per turn.
+        One Python step per transcript (is it a retry?); the turns are looked up and counted
+        in C (echogate/_corpus.c), in the Counter itself.
         """
-        key_list = keys.tolist()
-        prior: list[int] = []
+        counted = bytearray(len(turns_per_transcript))  # 1: a new transcript, not a retry
+        prior = np.zeros(len(keys), np.int64)
         touched: set[int] = set()
         with self._lock:
-            counts, seen = self._counts, self._transcripts
-            offset = 0
-            for transcript_key, n in zip(transcript_keys, turns_per_transcript):
-                turn_keys = key_list[offset : offset + n]
-                offset += n
-                prior.extend(map(counts.get, turn_keys, repeat(0)))  # NO_KEY is never counted: 0
+            seen = self._transcripts
+            for i, transcript_key in enumerate(transcript_keys):
                 if transcript_key in seen:
                     continue
                 seen[transcript_key] = None
+                counted[i] = 1
                 if len(seen) > self._max_transcripts:
                     seen.popitem(last=False)
-                distinct = set(turn_keys)
-                distinct.discard(int(NO_KEY))
-                counts.update(distinct)
-                if self.shared:
-                    self._deltas.update(distinct)
-                touched |= distinct
+            counts = self._counts
+            top = _corpus.count_turns(counts, np.ascontiguousarray(keys, np.uint64),
+                                      np.ascontiguousarray(turns_per_transcript, np.int64), counted, prior, touched,
+                                      self._deltas if self.shared else None)
             if touched:
                 self._changed |= touched
-                self.most_repeated = max(self.most_repeated, max(map(counts.__getitem__, touched)))
+                self.most_repeated = max(self.most_repeated, top)
             if len(counts) > self.capacity and not self.shared:  # shared: the store halves
                 self._counts = Counter({k: c // 2 for k, c in counts.items() if c > 1})
                 self.most_repeated //= 2
                 self._halved = True
-        return np.array(prior, np.int64)
+        return prior
