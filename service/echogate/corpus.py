@@ -169,7 +169,7 @@ class CorpusMemory:
         in C (echogate/_corpus.c), in the Counter itself.
         """
         counted = bytearray(len(turns_per_transcript))  # 1: a new transcript, not a retry
-        prior = np.zeros(len(keys), np.int64)
+        prior = np.empty(len(keys), np.int64)  # count_turns writes every entry
         touched: set[int] = set()
         with self._lock:
             seen = self._transcripts

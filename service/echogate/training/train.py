@@ -261,8 +261,15 @@ def split_training_features(byte_x: sp.csr_matrix, masked_x: sp.csr_matrix, docs
     typed turn of the same task) topic cancels and only origin is left to learn. Scoring,
     held-out scoring included, reads every n-gram in full.
     """
+    return (trained_features(byte_x, masked_x, docs, byte_ngram_datasets, other_scale),
+            (byte_x + masked_x).tocsr())
+
+
+def trained_features(byte_x: sp.csr_matrix, masked_x: sp.csr_matrix, docs: list[Doc],
+                     byte_ngram_datasets: tuple[str, ...], other_scale: float) -> sp.csr_matrix:
+    """The first half of split_training_features: what each document trains on."""
     scale = np.where(np.isin([d.dataset for d in docs], byte_ngram_datasets), 1.0, other_scale).astype(np.float32)
-    return (sp.diags(scale) @ byte_x + masked_x).tocsr(), (byte_x + masked_x).tocsr()
+    return (sp.diags(scale) @ byte_x + masked_x).tocsr()
 
 
 def document_features(docs: list[Doc], cfg: TrainConfig) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -279,8 +286,13 @@ def lowercased(docs: list[Doc]) -> list[Doc]:
 
 def lowercased_features(docs: list[Doc], cfg: TrainConfig) -> sp.csr_matrix | None:
     """What the documents' lower-cased copies train on (training_set's `x_lower`); None when
-    cfg.lowercase_share turns the copies off."""
-    return document_features(lowercased(docs), cfg)[0] if cfg.lowercase_share > 0 else None
+    cfg.lowercase_share turns the copies off. Copies are never scored, so what the model reads
+    of them is not built (a matrix as large as the training one)."""
+    if cfg.lowercase_share <= 0:
+        return None
+    lower = lowercased(docs)
+    return trained_features(*featurize(lower, cfg.hash_spec, cfg.role_weights), lower, cfg.byte_ngram_datasets,
+                            cfg.other_byte_ngram_scale)
 
 
 def training_set(x_train: sp.csr_matrix, x_lower: sp.csr_matrix | None, y: np.ndarray, w: np.ndarray,
