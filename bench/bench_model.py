@@ -77,11 +77,10 @@ def main() -> None:
             codes = role_codes(roles)
             packed_turns = pack_turns(texts, model.max_turn_bytes)
             read = pack_turns(model_texts(texts), model.max_turn_bytes)  # as the scorer feeds the model
-            stream, byte_turn = read.stream, read.byte_turn
             turn_transcript = np.repeat(np.arange(len(chunk)), [len(x.turns) for x in chunk])
             keys = turn_keys(packed_turns, codes)
             rep = repetition.analyse(packed_turns, codes, turn_transcript, len(chunk), keys)
-            packed.append((stream, byte_turn, turn_transcript, np.ones(len(texts), np.float32),
+            packed.append((read.stream, read.lengths, turn_transcript, np.ones(len(texts), np.float32),
                            np.zeros(len(texts), np.float32), len(chunk), rep.turn, rep.side.astype(np.float32)))
             rep_inputs.append((packed_turns, codes, turn_transcript, len(chunk), keys))
 

@@ -28,8 +28,8 @@ def explainer_favouring(*marked: str) -> PhraseExplainer:
     """Weights that call every 3-gram slightly human except those of the marked words."""
     weights = np.full(SPEC.table_size, -0.05, np.float32)
     for word in marked:
-        stream, byte_turn, _, _ = pack_turns([word], 4096)
-        weights[ngram_hashes(stream, byte_turn, SPEC)[0]] = 1.0
+        packed = pack_turns([word], 4096)
+        weights[ngram_hashes(packed.stream, packed.byte_turn, SPEC)[0]] = 1.0
     return PhraseExplainer(weights, SPEC, 4096)
 
 
@@ -143,9 +143,9 @@ async def test_a_policy_without_quotes_costs_no_search(tmp_path):
 def test_word_ngrams_point_at_their_words():
     """A model of word unigrams and bigrams only: the weight of "more than" lands on those words."""
     spec = HashSpec((), (), 1 << 12, (), (1, 2))
-    stream, byte_turn, _, _ = pack_turns(["more than"], 4096)
+    packed = pack_turns(["more than"], 4096)
     weights = np.full(spec.table_size, -0.01, np.float32)
-    weights[ngram_hashes(stream, byte_turn, spec)[0][-1]] = 1.0  # the bigram, after both unigrams
+    weights[ngram_hashes(packed.stream, packed.byte_turn, spec)[0][-1]] = 1.0  # the bigram, after both unigrams
     (phrases,) = PhraseExplainer(weights, spec, 4096).phrases(["we are more than ready to go now"], words=2)
     assert phrases == ("more than",)
 

@@ -22,14 +22,14 @@ TEXTS = ["Hello, how can I help?", "", "ok", "THE end", "the", "Ünïcödé 😀
 
 def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, n_transcripts):
     """Raw (pre-calibration) turn and transcript scores computed in NumPy."""
-    stream, turn_of_byte, _, lengths = pack_turns([normalize(t) for t in texts], 4096)
-    hashes, turns = ngram_hashes(stream, turn_of_byte, spec)
+    packed = pack_turns([normalize(t) for t in texts], 4096)
+    hashes, turns = ngram_hashes(packed.stream, packed.byte_turn, spec)
     sums = np.bincount(turns, weights=weights[hashes], minlength=len(texts))
     counts = np.bincount(turns, minlength=len(texts)).astype(float)
     turn_raw = sums / np.sqrt(np.maximum(counts, 1)) + intercept
     doc_s = np.bincount(transcript_of_turn, weights=sums * turn_weight, minlength=n_transcripts)
     doc_c = np.bincount(transcript_of_turn, weights=counts * turn_weight, minlength=n_transcripts)
-    return turn_raw, doc_s / np.sqrt(np.maximum(doc_c, 1)) + intercept, counts, (stream, turn_of_byte), lengths
+    return turn_raw, doc_s / np.sqrt(np.maximum(doc_c, 1)) + intercept, counts, packed
 
 
 @pytest.mark.parametrize("spec", [HashSpec((3, 4, 5), (), 1024), HashSpec((2,), (4, 6), 1 << 16),
@@ -49,13 +49,13 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
     model = BotOriginModel(tmp_path / "m.onnx")
     transcript_of_turn = np.array([0, 0, 0, 0, 0, 1, 1, 2, 3])  # transcript 3 is a single text
     turn_weight = np.array([1.0, 0.5, 1.0, 1.0, 0.5, 1.0, 0.0, 0.5, 1.0], np.float32)
-    turn_raw, doc_raw, counts, (stream, byte_turn), lengths = reference(spec, weights.astype(np.float64), 0.25,
-                                                                        TEXTS, transcript_of_turn, turn_weight, 4)
+    turn_raw, doc_raw, counts, packed = reference(spec, weights.astype(np.float64), 0.25, TEXTS, transcript_of_turn,
+                                                  turn_weight, 4)
     seen = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 2.0, 0.5, 0.0, 3.0], np.float32)
     features = rng.uniform(size=(len(TEXTS), 4)).astype(np.float32)
     side = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1], np.float32)
-    out = model.run(stream, byte_turn, transcript_of_turn, turn_weight, seen, 4, features, side)
-    scaled = seen * seen_scale(lengths, 16)  # short turns' corpus signal counts less
+    out = model.run(packed.stream, packed.lengths, transcript_of_turn, turn_weight, seen, 4, features, side)
+    scaled = seen * seen_scale(packed.lengths, 16)  # short turns' corpus signal counts less
     assert 0 < scaled[4] < seen[4] and scaled[5] == seen[5] and scaled[1] == 0  # "the", a long turn, an empty one
     turn_raw = turn_raw + 0.5 * scaled
     doc_w = np.bincount(transcript_of_turn, weights=turn_weight)
@@ -76,8 +76,9 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
 
 @pytest.mark.parametrize("texts", [[""], ["", ""], ["", "hi there", ""], ["Ok", ""]])
 def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
-    """Turn lengths come from each non-empty turn's first byte: empty turns before, between and
-    after them (or a batch with no bytes at all) keep length 0 and leave the others' n-grams alone."""
+    """Turns without bytes before, between and after the others (or a batch with no bytes at all)
+    have no n-grams and leave the others' n-grams alone: an empty turn's start is the next turn's
+    first byte, or the end of the stream."""
     spec = HashSpec((3,), (4,), 1024, (3,), (1, 2))
     weights = np.random.default_rng(1).normal(size=spec.table_size).astype(np.float32)
     meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
@@ -85,9 +86,10 @@ def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
     onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, meta, 64),
               tmp_path / "m.onnx")
     n = len(texts)
-    turn_raw, _, counts, (stream, byte_turn), _ = reference(spec, weights.astype(np.float64), 0.25, texts,
-                                                         np.zeros(n, np.int64), np.ones(n), 1)
-    out = BotOriginModel(tmp_path / "m.onnx").run(stream, byte_turn, np.zeros(n, np.int64), np.ones(n, np.float32),
+    turn_raw, _, counts, packed = reference(spec, weights.astype(np.float64), 0.25, texts, np.zeros(n, np.int64),
+                                            np.ones(n), 1)
+    out = BotOriginModel(tmp_path / "m.onnx").run(packed.stream, packed.lengths, np.zeros(n, np.int64),
+                                                  np.ones(n, np.float32),
                                                   np.zeros(n, np.float32), 1, np.zeros((n, 4), np.float32),
                                                   np.ones(n, np.float32))
     np.testing.assert_array_equal(out.turn_ngrams, counts)
@@ -108,6 +110,19 @@ def test_model_refuses_other_repetition_features(tmp_path):
     onnx.helper.set_model_props(model, {**meta, "repetition_features": "trigram_self"})
     onnx.save(model, tmp_path / "m.onnx")
     with pytest.raises(ModelLoadError, match="repetition features"):
+        BotOriginModel(tmp_path / "m.onnx")
+
+
+def test_model_refuses_a_graph_with_other_inputs(tmp_path):
+    """A graph from a release that fed the model other arrays (0.12.1 and before took each byte's
+    turn, not each turn's length) is refused at load, not at the first batch."""
+    meta = {"model_version": "x", "normalization": NORMALIZATION_VERSION, "role_weights": "{}", "max_turn_bytes": "10"}
+    model = build_graph(HashSpec((3,), (), 128), np.zeros(128), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta, 64)
+    model.graph.input[1].name = "byte_turn"
+    for node in model.graph.node:
+        node.input[:] = ["byte_turn" if name == "turn_length" else name for name in node.input]
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(ModelLoadError, match="byte_turn"):
         BotOriginModel(tmp_path / "m.onnx")
 
 
@@ -177,10 +192,10 @@ def test_model_scores_a_batch_in_parts_as_in_one_call(chunk_bytes):
     does, whatever falls on a chunk's edge: empty turns, a transcript longer than a chunk."""
     texts = ["Hello, how can I help?", "", "ok", "A" * 100, "", "the end", "Ünïcödé 😀", "x y z", ""]
     turn_transcript = np.array([0, 0, 1, 2, 2, 3, 4, 4, 5])
-    stream, byte_turn, _, _ = pack_turns([normalize(t) for t in texts], 4096)
+    packed = pack_turns([normalize(t) for t in texts], 4096)
     rng = np.random.default_rng(2)
     n = len(texts)
-    inputs = (stream, byte_turn, turn_transcript, rng.uniform(size=n).astype(np.float32),
+    inputs = (packed.stream, packed.lengths, turn_transcript, rng.uniform(size=n).astype(np.float32),
               rng.uniform(size=n).astype(np.float32), 6, rng.uniform(size=(n, 4)).astype(np.float32),
               np.ones(n, np.float32))
     whole = BotOriginModel(default_model_path(), chunk_bytes=1 << 30).run(*inputs)
@@ -192,9 +207,10 @@ def test_model_scores_a_batch_in_parts_as_in_one_call(chunk_bytes):
 @pytest.mark.parametrize("seed", range(5))
 def test_transcript_chunks_cover_the_batch_within_the_byte_budget(seed):
     rng = np.random.default_rng(seed)
-    transcript_bytes = rng.integers(0, 60, size=20)
-    byte_turn = np.repeat(np.arange(20), transcript_bytes)  # one turn per transcript
-    ends = transcript_chunks(byte_turn, np.arange(20), 20, 50)
+    turn_bytes = rng.integers(0, 30, size=40)
+    turn_transcript = np.sort(rng.integers(0, 20, size=40))  # some transcripts have no turns
+    transcript_bytes = np.bincount(turn_transcript, weights=turn_bytes, minlength=20)
+    ends = transcript_chunks(turn_bytes, turn_transcript, 20, 50)
     assert ends[-1] == 20 and ends == sorted(set(ends))
     for start, end in zip([0] + ends[:-1], ends):
         assert end - start == 1 or transcript_bytes[start:end].sum() <= 50

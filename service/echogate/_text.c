@@ -4,9 +4,9 @@
  * echogate.text.model_texts; and the canonical content that echogate.text.content_sha256 hashes.
  *
  * One pass over the turns copies each turn's UTF-8 bytes (CPython keeps them inside an ASCII
- * string, or caches them on first use for others) and fills the per-byte and per-turn index
- * arrays. In Python this was an encode and a slice per turn, a join and an np.repeat over every
- * byte: about 1 ms of a 256-transcript batch.
+ * string, or caches them on first use for others) and fills the per-turn index arrays. In
+ * Python this was an encode and a slice per turn, a join and an np.repeat over every byte:
+ * about 1 ms of a 256-transcript batch.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,7 +22,7 @@ static PyObject *pack_turns(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_ssize_t n_turns = PyList_GET_SIZE(texts), total = 0;
-    PyObject *stream = NULL, *byte_turn = NULL, *starts = PyBytes_FromStringAndSize(NULL, n_turns * 8),
+    PyObject *stream = NULL, *starts = PyBytes_FromStringAndSize(NULL, n_turns * 8),
              *lengths = PyBytes_FromStringAndSize(NULL, n_turns * 8), *result = NULL;
     if (starts == NULL || lengths == NULL) goto done;
     int64_t *start = (int64_t *)PyBytes_AS_STRING(starts), *length = (int64_t *)PyBytes_AS_STRING(lengths);
@@ -39,20 +39,16 @@ static PyObject *pack_turns(PyObject *self, PyObject *args) {
         total += length[r];
     }
     stream = PyBytes_FromStringAndSize(NULL, total);
-    byte_turn = PyBytes_FromStringAndSize(NULL, total * 8);
-    if (stream == NULL || byte_turn == NULL) goto done;
+    if (stream == NULL) goto done;
     char *out = PyBytes_AS_STRING(stream);
-    int64_t *turn_of = (int64_t *)PyBytes_AS_STRING(byte_turn);
     for (Py_ssize_t r = 0; r < n_turns; r++) {
         Py_ssize_t size;
         const char *utf8 = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(texts, r), &size); /* cached by now */
         memcpy(out + start[r], utf8, (size_t)length[r]);
-        for (int64_t k = start[r]; k < start[r] + length[r]; k++) turn_of[k] = r;
     }
-    result = PyTuple_Pack(4, stream, byte_turn, starts, lengths);
+    result = PyTuple_Pack(3, stream, starts, lengths);
 done:
     Py_XDECREF(stream);
-    Py_XDECREF(byte_turn);
     Py_XDECREF(starts);
     Py_XDECREF(lengths);
     return result;
@@ -213,7 +209,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"pack_turns", pack_turns, METH_VARARGS,
-     "pack_turns(texts: list[str], max_bytes) -> (stream, byte_turn, starts, lengths) as bytes\n\n"
+     "pack_turns(texts: list[str], max_bytes) -> (stream, starts, lengths) as bytes\n\n"
      "stream: the turns' UTF-8, each cut to max_bytes; the others int64: see echogate.text.pack_turns."},
     {"normalization_flags", normalization_flags, METH_VARARGS,
      "normalization_flags(texts: list[str]) -> bytes, one per text: 1 not plain ASCII with single inner\n"

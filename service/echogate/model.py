@@ -22,6 +22,11 @@ from echogate.types import ROLE_CODES
 CHUNK_BYTES = 1 << 15
 
 
+# What BotOriginModel.run feeds the graph (echogate.training.graph documents each).
+MODEL_INPUTS = ("text_bytes", "turn_length", "turn_transcript", "turn_weight", "turn_seen", "transcript_count",
+                "turn_repetition", "turn_side")
+
+
 class ModelLoadError(RuntimeError):
     pass
 
@@ -53,6 +58,10 @@ class BotOriginModel:
         if meta.get("repetition_features") != ",".join(TURN_FEATURES):
             raise ModelLoadError(f"{path}: model's repetition features {meta.get('repetition_features')!r} are not "
                                  f"this build's {','.join(TURN_FEATURES)!r} (a model from an older release: retrain)")
+        inputs = {i.name for i in self.session.get_inputs()}
+        if inputs != set(MODEL_INPUTS):
+            raise ModelLoadError(f"{path}: model inputs {sorted(inputs)} are not this build's {sorted(MODEL_INPUTS)} "
+                                 "(a model from another release: retrain)")
         self.path = path
         self.version: str = meta["model_version"]
         self.role_weights: dict[str, float] = json.loads(meta["role_weights"])
@@ -65,23 +74,25 @@ class BotOriginModel:
         except ValueError as exc:
             raise ModelLoadError(f"{path}: {exc}") from None
 
-    def run(self, stream: np.ndarray, byte_turn: np.ndarray, turn_transcript: np.ndarray,
+    def run(self, stream: np.ndarray, turn_length: np.ndarray, turn_transcript: np.ndarray,
             turn_weight: np.ndarray, turn_seen: np.ndarray, transcript_count: int, turn_repetition: np.ndarray,
             turn_side: np.ndarray) -> ModelOutputs:
-        """Score a packed batch, in session calls of whole transcripts up to `chunk_bytes` each.
+        """Score a packed batch (`turn_length`: each turn's bytes in `stream`, int64), in session
+        calls of whole transcripts up to `chunk_bytes` each.
 
         The graph's intermediates are int64 per byte and n-gram order; past a few tens of KB a
         batch falls out of the core's cache, and one call over 256 SGD transcripts (200 KB)
         scored fewer transcripts a second than calls over 32 of them (bench/bench_model.py).
         Every transcript's score depends on its own turns only, so the parts give the whole."""
-        ends = transcript_chunks(byte_turn, turn_transcript, transcript_count, self.chunk_bytes)
+        ends = transcript_chunks(turn_length, turn_transcript, transcript_count, self.chunk_bytes)
+        turn_end = np.cumsum(turn_length) if len(ends) > 1 else None
         parts, t0, r0, b0 = [], 0, 0, 0
         for t1 in ends:
             r1 = int(np.searchsorted(turn_transcript, t1))
-            b1 = int(np.searchsorted(byte_turn, r1))
+            b1 = int(turn_end[r1 - 1]) if turn_end is not None and r1 > 0 else stream.shape[0]
             parts.append(self.session.run(None, {
                 "text_bytes": stream[b0:b1],
-                "byte_turn": byte_turn[b0:b1] - r0,
+                "turn_length": turn_length[r0:r1],
                 "turn_transcript": turn_transcript[r0:r1] - t0,
                 "turn_weight": turn_weight[r0:r1],
                 "turn_seen": turn_seen[r0:r1],
@@ -95,15 +106,14 @@ class BotOriginModel:
         return ModelOutputs(*(np.concatenate(outputs) for outputs in zip(*parts)))
 
 
-def transcript_chunks(byte_turn: np.ndarray, turn_transcript: np.ndarray, transcript_count: int,
+def transcript_chunks(turn_length: np.ndarray, turn_transcript: np.ndarray, transcript_count: int,
                       chunk_bytes: int) -> list[int]:
     """End indices of consecutive runs of transcripts holding at most `chunk_bytes` bytes each
     (a longer transcript is a run of its own); the last end is `transcript_count`."""
-    if transcript_count <= 1 or byte_turn.shape[0] <= chunk_bytes:
+    if transcript_count <= 1 or int(turn_length.sum()) <= chunk_bytes:
         return [transcript_count]
-    # bytes up to each transcript's end: those of the turns up to its last (both arrays are sorted)
-    turns_through = np.searchsorted(turn_transcript, np.arange(transcript_count), side="right")
-    transcript_end = np.searchsorted(byte_turn, turns_through)
+    # bytes up to each transcript's end
+    transcript_end = np.cumsum(np.bincount(turn_transcript, weights=turn_length, minlength=transcript_count)).astype(np.int64)
     ends, start_bytes = [], 0
     while True:
         t = int(np.searchsorted(transcript_end, start_bytes + chunk_bytes, side="right"))

@@ -67,7 +67,7 @@ class Scorer:
         model_packed = packed if read is texts else pack_turns(read, model.max_turn_bytes)
         out = model.run(
             stream=model_packed.stream,
-            byte_turn=model_packed.byte_turn,
+            turn_length=model_packed.lengths,
             turn_transcript=turn_transcript,
             turn_weight=model.role_weight_by_code[codes],
             turn_seen=np.log1p(seen).astype(np.float32),

@@ -109,13 +109,18 @@ def _lower(match: re.Match) -> str:
 
 class Packed(NamedTuple):
     """Turns packed into one UTF-8 byte stream: what the model, the corpus keys and the
-    repetition features all read. `byte_turn` is the turn of each byte (the model's input),
-    `starts` and `lengths` each turn's first byte and byte count."""
+    repetition features all read. `starts` and `lengths` are each turn's first byte and byte
+    count in it (the model's input)."""
 
     stream: np.ndarray  # uint8 [N]
-    byte_turn: np.ndarray  # int64 [N]
     starts: np.ndarray  # int64 [R]
     lengths: np.ndarray  # int64 [R]
+
+    @property
+    def byte_turn(self) -> np.ndarray:
+        """The turn of each byte, int64 [N], for the readers that walk the stream byte by byte
+        (the trainer's n-gram hashes, the phrase explainer); the scorer's hot path never builds it."""
+        return np.repeat(np.arange(self.lengths.size, dtype=np.int64), self.lengths)
 
 
 def normalize_all(texts: Sequence[str]) -> list[str]:
@@ -183,9 +188,8 @@ def pack_turns(normalized: Sequence[str], max_bytes: int) -> Packed:
     (echogate/_text.c), one pass over the turns.
     """
     texts = normalized if isinstance(normalized, list) else list(normalized)
-    stream, byte_turn, starts, lengths = _text.pack_turns(texts, max_bytes)
-    return Packed(np.frombuffer(stream, np.uint8), np.frombuffer(byte_turn, np.int64), np.frombuffer(starts, np.int64),
-                  np.frombuffer(lengths, np.int64))
+    stream, starts, lengths = _text.pack_turns(texts, max_bytes)
+    return Packed(np.frombuffer(stream, np.uint8), np.frombuffer(starts, np.int64), np.frombuffer(lengths, np.int64))
 
 
 def role_codes(roles: Sequence[str]) -> np.ndarray:

@@ -4,8 +4,8 @@ Featurisation runs inside the graph (hashed byte n-grams, see `echogate.features
 client in any language that can pack bytes can run the same file. Inputs:
 
 - ``text_bytes``      uint8 [N]   normalised UTF-8 of all turns of the batch, concatenated
-- ``byte_turn``       int64 [N]   index of the turn each byte belongs to (non-decreasing)
-- ``turn_transcript`` int64 [R]   index of the transcript each turn belongs to
+- ``turn_transcript`` int64 [R]   index of the transcript each turn belongs to (non-decreasing)
+- ``turn_length``     int64 [R]   each turn's bytes in ``text_bytes``, in order (they add up to N)
 - ``turn_weight``     float [R]   weight of each turn in its transcript's score (role-based)
 - ``turn_seen``       float [R]   log1p(how many earlier transcripts had this turn), see echogate.corpus
 - ``transcript_count`` int64 [1]  number of transcripts T in the batch
@@ -187,6 +187,9 @@ def byte_ngram_sums(node, const, weights: list[tuple[int, str]], starts: str, le
                      "b_tail_byte")
     inside = node("Cast", [node("GreaterOrEqual", [node("Unsqueeze", [length, axis1], "b_len_col"), ks], "b_inside_b")],
                   "b_inside", to=TensorProto.INT64)
+    # the tail bytes flattened, for GatherElements (a 1-D lookup; see `lookup`), then back to [R, back]
+    tail_flat = node("Reshape", [tail_byte, const("b_flat", np.array([-1], np.int64))], "b_tail_flat")
+    tail_shape = node("Shape", [tail_byte], "b_tail_shape")
     leaving: dict[int, str] = {}  # order -> [R, back]: 1 where an n-gram starting there leaves the turn
     past_end = None  # [R, back]: the weights of those n-grams, every order's added up
     for n, w in weights:
@@ -195,7 +198,8 @@ def byte_ngram_sums(node, const, weights: list[tuple[int, str]], starts: str, le
         if n not in leaving:
             leaving[n] = node("Mul", [inside, const(f"b_k_lt_{n}", (np.arange(1, back + 1) < n).astype(np.int64))],
                               f"b_leaving{n}")
-        part = node("Mul", [node("Gather", [w, tail_byte], f"{w}_tail"), leaving[n]], f"{w}_tail_leaving")
+        tail = node("Reshape", [lookup(node, w, tail_flat, f"{w}_tail_flat"), tail_shape], f"{w}_tail")
+        part = node("Mul", [tail, leaving[n]], f"{w}_tail_leaving")
         past_end = part if past_end is None else node("Add", [past_end, part], f"{w}_past_end")
     return node("Sub", [turn_sum, node("ReduceSum", [past_end, axis1], "b_past_end", keepdims=0)], "b_sum")
 
@@ -205,8 +209,7 @@ def word_ngram_sums(node, const, spec: HashSpec, w: WordNodes, starts: str, leng
     word_ngram_spans). A turn's words are a contiguous run of word numbers: (lo, hi], lo and hi
     the number of words begun before its first byte and before its end, so each order's sum is a
     difference of a prefix sum over the words, as the byte orders' sums are."""
-    begun = node("Concat", ["zero_i", node("CumSum", [node("Cast", [w.first], "w_first_i", to=TensorProto.INT64),
-                                                      "axis0"], "w_begun_cs")], "w_begun", axis=0)
+    begun = node("Concat", ["zero_i", w.word], "w_begun", axis=0)  # words begun before each byte, and in all
     lo = lookup(node, begun, starts, "w_lo")
     hi = lookup(node, begun, node("Add", [starts, length], "w_turn_end"), "w_hi")
     word_hashes = node("Cast", [node("Slice", [w.hashes, "one_i", "end_i"], "w_hashes64")], "w_hashes",
@@ -278,23 +281,23 @@ def build_graph(
     zeros_docs = node("ConstantOfShape", ["transcript_count"], "zeros_docs",
                       value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
 
-    # Turn lengths and offsets in the flat stream, from the first byte of each non-empty turn
-    # (a turn without bytes keeps length 0). An n-gram of turn r starting inside it is valid iff
-    # it ends inside it, so turn r's order-n n-grams are exactly positions
+    # Turn offsets in the flat stream, from the turns' lengths. An n-gram of turn r starting
+    # inside it is valid iff it ends inside it, so turn r's order-n n-grams are exactly positions
     # [start_r, start_r + max(len_r - n + 1, 0)) of that order's hash array: per-turn sums are
     # differences of a prefix sum (byte_ngram_sums, word_ngram_sums), with no scatter over the
-    # n-grams and no mask over the stream.
-    prev_turn = node("Slice", [node("Concat", [const("minus1", np.array([-1], np.int64)), "byte_turn"],
-                                    "turn_pad", axis=0), "zero_i", size], "prev_turn")
-    same_turn = node("Equal", [prev_turn, "byte_turn"], "same_turn")
-    turn_first = node("Compress", [index, node("Not", [same_turn], "turn_begins")], "turn_first_byte", axis=0)
-    turn_end = node("Concat", [node("Slice", [turn_first, "one_i", "end_i"], "turn_later_first"), size],
-                    "turn_end_byte", axis=0)
-    length = node("ScatterElements", [
-        node("ConstantOfShape", [n_turns], "zeros_turns_i", value=helper.make_tensor("z", TensorProto.INT64, [1], [0])),
-        lookup(node, "byte_turn", turn_first, "nonempty_turn"), node("Sub", [turn_end, turn_first], "nonempty_length")],
-        "turn_length", axis=0)
+    # n-grams and no mask over the stream. Lengths come in rather than each byte's turn: finding
+    # where turns begin in a per-byte array took onnxruntime's Compress about 6 ns a byte.
+    length = "turn_length"
     starts = node("CumSum", [length, axis0], "turn_start", exclusive=1)
+    size_1 = node("Add", [size, "one_i"], "n_bytes_1")
+    # per byte: does it continue the turn of the byte before it? (no at each turn's first byte;
+    # an empty turn marks the next turn's first byte, or the slot past the stream, dropped)
+    begins = node("ScatterElements", [
+        node("ConstantOfShape", [size_1], "no_bytes_begin",
+             value=helper.make_tensor("f", TensorProto.BOOL, [1], [False])),
+        starts, node("ConstantOfShape", [n_turns], "turns_begin", value=helper.make_tensor("t", TensorProto.BOOL, [1], [True]))],
+        "turn_begins_1", axis=0)
+    same_turn = node("Not", [node("Slice", [begins, "zero_i", size], "turn_begins")], "same_turn")
 
     streams = [(x, spec.orders, 0, "o")]
     shape = None
@@ -310,7 +313,6 @@ def build_graph(
                         FUNCTION_SALT_OFFSET, "f"))
     sums, counts, byte_weights = [], [], []
     order_nodes: dict[int, tuple[str, str]] = {}  # byte order -> (its padding, its n-grams per turn)
-    size_1 = node("Add", [size, "one_i"], "n_bytes_1")
     for data, orders, salt_offset, tag in streams:
         polynomials = {1: data}
 
@@ -415,7 +417,7 @@ def build_graph(
         "echogate_bot_origin",
         inputs=[
             helper.make_tensor_value_info("text_bytes", TensorProto.UINT8, ["N"]),
-            helper.make_tensor_value_info("byte_turn", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("turn_length", TensorProto.INT64, ["R"]),
             helper.make_tensor_value_info("turn_transcript", TensorProto.INT64, ["R"]),
             helper.make_tensor_value_info("turn_weight", TensorProto.FLOAT, ["R"]),
             helper.make_tensor_value_info("turn_seen", TensorProto.FLOAT, ["R"]),
