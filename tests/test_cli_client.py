@@ -44,9 +44,19 @@ def test_records_convert_turns_and_plain_text():
         transcript_from_record({"turns": [{"role": "narrator", "text": "x"}]}, 3)
 
 
+def test_role_names_of_message_formats_are_read():
+    """Gemini's message lists call the answering side `model`; a name's case and spaces around it
+    do not matter."""
+    gemini = transcript_from_record({"turns": [{"role": "user", "text": "hi"}, {"role": " Model ", "text": "Hello!"}]}, 1)
+    assert [t.role for t in gemini.turns] == [pb.ROLE_CUSTOMER, pb.ROLE_AGENT]
+
+
 def test_system_turns_answer_where_a_record_has_no_agent():
-    """DSTC, MultiWOZ and SGD name the answering side `system`; beside an agent, `system` is a
-    platform message, which the model does not weigh."""
+    """DSTC, MultiWOZ and SGD name the answering side `system` (MultiWOZ also `sys`); beside an
+    agent, `system` is a platform message, which the model does not weigh."""
+    multiwoz = transcript_from_record({"turns": [{"role": "usr", "text": "a cheap hotel"},
+                                                 {"role": "sys", "text": "I have 3 options."}]}, 1)
+    assert [t.role for t in multiwoz.turns] == [pb.ROLE_CUSTOMER, pb.ROLE_AGENT]  # sys answers: no agent turn
     dstc = transcript_from_record({"turns": [{"role": "USER", "text": "a table for two"},
                                              {"role": "SYSTEM", "text": "What time would you like?"}]}, 1)
     assert [t.role for t in dstc.turns] == [pb.ROLE_CUSTOMER, pb.ROLE_AGENT]

@@ -19,10 +19,16 @@ from typing import IO
 
 from echogate.v1 import gate_pb2 as pb
 
+# Role names as logging tools and dialogue corpora write them (case and surrounding spaces ignored):
+# OpenAI and Anthropic message lists (user, assistant), Gemini's (user, model), MultiWOZ's short
+# forms (usr, sys), chat exports (customer, client, agent, operator, support, bot, chatbot, ai).
 ROLE_NAMES = {
     "customer": pb.ROLE_CUSTOMER, "user": pb.ROLE_CUSTOMER, "human": pb.ROLE_CUSTOMER, "client": pb.ROLE_CUSTOMER,
+    "usr": pb.ROLE_CUSTOMER,
     "agent": pb.ROLE_AGENT, "assistant": pb.ROLE_AGENT, "bot": pb.ROLE_AGENT, "wizard": pb.ROLE_AGENT,
-    "operator": pb.ROLE_AGENT, "support": pb.ROLE_AGENT, "system": pb.ROLE_SYSTEM,
+    "operator": pb.ROLE_AGENT, "support": pb.ROLE_AGENT, "model": pb.ROLE_AGENT, "chatbot": pb.ROLE_AGENT,
+    "ai": pb.ROLE_AGENT,
+    "system": pb.ROLE_SYSTEM, "sys": pb.ROLE_SYSTEM,
 }
 ORIGIN_NAMES = {"": pb.DECLARED_ORIGIN_UNSPECIFIED, "unknown": pb.DECLARED_ORIGIN_UNSPECIFIED,
                 "human": pb.DECLARED_ORIGIN_HUMAN, "bot": pb.DECLARED_ORIGIN_BOT,
@@ -55,7 +61,7 @@ def transcript_from_record(record: dict, line: int, default_source: str = "") ->
     if turns:
         pb_turns = []
         for j, t in enumerate(turns):
-            role = ROLE_NAMES.get(str(t.get("role", "")).lower())
+            role = ROLE_NAMES.get(str(t.get("role", "")).strip().lower())
             if role is None:
                 raise RecordError(f"line {line}: turns[{j}].role {t.get('role')!r} is not one of "
                                   f"{sorted(set(ROLE_NAMES))}")
