@@ -6,10 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from echogate import repetition
+from echogate import _repetition, repetition
 from echogate.corpus import turn_keys
-from echogate.repetition import (COMPRESSION_LEVEL, STOP_WORDS, TRANSCRIPT_STATS, TURN_FEATURES, analyse_texts,
-                                 side_means)
+from echogate.repetition import STOP_WORDS, TRANSCRIPT_STATS, TURN_FEATURES, analyse_texts, side_means
 from echogate.text import pack_turns, role_codes
 
 F = {name: i for i, name in enumerate(TURN_FEATURES)}
@@ -98,11 +97,13 @@ def test_a_long_conversation_grows_its_table_and_keeps_every_turn():
     assert rep.turn[1:2999, F["trigram_self"]].max() == 0.0
 
 
+def deflate_sizes(texts: list[bytes]) -> list[int]:
+    out = np.empty(len(texts), np.int64)
+    _repetition.deflate_sizes(b"".join(texts), np.cumsum([len(t) for t in texts], dtype=np.int64), out)
+    return out.tolist()
+
+
 def test_compression_ratio_is_the_side_over_its_deflate_size():
-    import zlib
-
-    from isal import isal_zlib
-
     varied = ["Your parcel left our Leeds depot this morning.", "It should reach you by Friday afternoon.",
               "A courier will ring before delivering it."]
     looping = ["Your parcel left our Leeds depot this morning."] * 3
@@ -110,12 +111,47 @@ def test_compression_ratio_is_the_side_over_its_deflate_size():
     rep = run([t for pair in zip(customer, varied) for t in pair] + [t for pair in zip(customer, looping) for t in pair],
               ["customer", "agent"] * 6, np.repeat([0, 1], 6), 3)  # transcript 2 has no turns
     side = "".join(varied).encode()
-    deflated = isal_zlib.compress(side, COMPRESSION_LEVEL, -15)
-    assert zlib.decompress(deflated, -15) == side  # a raw DEFLATE stream
-    expected = len(side) / len(deflated)
-    assert rep.transcript[0, S["compression_ratio"]] == pytest.approx(expected)
+    assert rep.transcript[0, S["compression_ratio"]] == pytest.approx(len(side) / deflate_sizes([side])[0])
     assert rep.transcript[1, S["compression_ratio"]] > 1.5 * rep.transcript[0, S["compression_ratio"]]
     assert rep.transcript[2, S["compression_ratio"]] == 0.0
+
+
+def _texts(seed: int) -> list[bytes]:
+    """Texts of many kinds and sizes: word salad from a small or a large vocabulary, a paragraph
+    repeated with changes, random bytes (which no encoder compresses), a single byte."""
+    rng = np.random.default_rng(seed)
+    small = [w.encode() for w in "the order parcel refund card help you your we can will today thanks sorry".split()]
+    large = [bytes(rng.integers(97, 123, size=rng.integers(2, 10)).astype(np.uint8)) for _ in range(2000)]
+    out = []
+    for n in (20, 80, 300, 1500):
+        out.append(b" ".join(rng.choice(small, n)))
+        out.append(b" ".join(rng.choice(large, n)))
+        base = b" ".join(rng.choice(large, 30))
+        out.append(b". ".join(base[: rng.integers(50, len(base))] for _ in range(n // 20 + 1)))
+        out.append(bytes(rng.integers(0, 256, size=n * 5).astype(np.uint8)))
+    return out + [b"a"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_deflate_size_estimate_follows_a_real_encoder(seed):
+    """The estimate (a fast encoder's greedy parse, symbols at their entropy, the cheapest block
+    type) is no encoder, so it is held to one of its kind: within 8% of zlib's raw DEFLATE size at
+    level 1, its fastest, or 3 bytes for tiny texts, on texts from incompressible (stored) to
+    highly repetitive. (zlib's level 6 searches longer for matches and writes repetitive text up
+    to 30% smaller than any greedy parse.)"""
+    import zlib
+
+    texts = _texts(seed)
+    for text, estimate in zip(texts, deflate_sizes(texts)):
+        actual = len(zlib.compress(text, 1, -15))
+        assert abs(estimate - actual) <= max(0.08 * actual, 3), (len(text), estimate, actual)
+
+
+def test_deflate_sizes_refuses_ends_out_of_order():
+    with pytest.raises(ValueError, match="out of order"):
+        _repetition.deflate_sizes(b"abcdef", np.array([4, 2], np.int64), np.empty(2, np.int64))
+    with pytest.raises(ValueError, match="past the text"):
+        _repetition.deflate_sizes(b"abc", np.array([4], np.int64), np.empty(1, np.int64))
 
 
 # Bytes that separate words for the kernel: ASCII whitespace, control bytes and punctuation but

@@ -16,6 +16,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #define Q 0x9E3779B1u
@@ -279,15 +280,206 @@ done:
     return result;
 }
 
+/* ---- The compressed size of each transcript's side (compression_ratio's denominator) ----
+ *
+ * What a fast DEFLATE encoder would write for each text, estimated in one pass: a greedy LZ77
+ * parse (4-byte hash, the last position per bucket, matches of 4 to 258 bytes within 32 KB, as
+ * fast encoders parse), then the cheapest of the three block types: dynamic Huffman codes with
+ * each symbol costing its entropy (-log2 of its share; a Huffman code is within a fraction of a
+ * bit of it) plus the code lengths' own header, costed the same way; the fixed codes; or the text
+ * stored. Calling a DEFLATE library per transcript spent most of its 9-14 us building tables for
+ * a few hundred bytes (docs/repetition.md compares the two). */
+#define HASH_BITS 13
+#define WINDOW 32768
+#define MIN_MATCH 4
+#define MAX_MATCH 258
+#define N_LITLEN 286
+#define N_DIST 30
+
+static const uint16_t LEN_BASE[29] = {3,  4,  5,  6,  7,  8,  9,  10, 11,  13,  15,  17,  19,  23, 27,
+                                      31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
+static const uint8_t LEN_EXTRA[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
+static const uint16_t DIST_BASE[30] = {1,   2,   3,   4,   5,   7,    9,    13,   17,   25,   33,   49,   65,    97,    129,
+                                       193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+static const uint8_t DIST_EXTRA[30] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
+/* the order in which a dynamic block lists the code-length code's lengths (RFC 1951, 3.2.7) */
+static const uint8_t CL_ORDER[19] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
+
+#define SMALL 4096 /* counts below this take their logarithms from a table */
+static uint8_t LEN_CODE[MAX_MATCH + 1], DIST_CODE[512];
+static double LOG2[SMALL], XLOG2X[SMALL];
+
+/* The last code whose base is <= value. */
+static int code_of(const uint16_t *base, int n, int value) {
+    int c = 0;
+    while (c + 1 < n && base[c + 1] <= value) c++;
+    return c;
+}
+
+static void fill_deflate_tables(void) {
+    for (int len = MIN_MATCH; len <= MAX_MATCH; len++) LEN_CODE[len] = (uint8_t)code_of(LEN_BASE, 29, len);
+    for (int d = 1; d <= 256; d++) DIST_CODE[d - 1] = (uint8_t)code_of(DIST_BASE, 30, d);
+    for (int d = 257; d <= WINDOW; d += 128) DIST_CODE[256 + ((d - 1) >> 7)] = (uint8_t)code_of(DIST_BASE, 30, d);
+    for (int x = 1; x < SMALL; x++) {
+        LOG2[x] = log2((double)x);
+        XLOG2X[x] = x * LOG2[x];
+    }
+}
+
+/* zlib's split: distances up to 256 by themselves, longer ones by 128s (their codes start on them) */
+static int dist_code(int64_t d) { return d <= 256 ? DIST_CODE[d - 1] : DIST_CODE[256 + ((d - 1) >> 7)]; }
+
+static double log2_of(int64_t x) { return x < SMALL ? LOG2[x] : log2((double)x); }
+
+static double xlog2x(int64_t x) { return x < SMALL ? XLOG2X[x] : (double)x * log2((double)x); }
+
+/* Bits to code the counted symbols at their entropy: sum(c) log2 sum(c) - sum(c log2 c). */
+static double entropy_bits(const int64_t *count, int n, int64_t *total) {
+    double bits = 0.0;
+    *total = 0;
+    for (int i = 0; i < n; i++) {
+        *total += count[i];
+        bits -= xlog2x(count[i]);
+    }
+    return bits + xlog2x(*total);
+}
+
+/* Code lengths of a dynamic block's symbols (their entropy rounded, 1 to 15; 0 for unused), run-length
+ * coded as DEFLATE does (code 17: 3-10 zeros, 18: 11-138 zeros), costed at the entropy of that
+ * sequence plus its extra bits and the code-length code's own 3-bit lengths. */
+static double header_bits(const int64_t *litlen, int n_litlen, const int64_t *dist, int n_dist, int64_t t_litlen,
+                          int64_t t_dist) {
+    int64_t cl_count[19] = {0};
+    double extra = 0.0;
+    int run = 0;
+    for (int i = 0; i < n_litlen + n_dist; i++) {
+        int64_t c = i < n_litlen ? litlen[i] : dist[i - n_litlen], t = i < n_litlen ? t_litlen : t_dist;
+        int len = 0;
+        if (c > 0) {
+            len = (int)(log2_of(t) - log2_of(c) + 0.5);
+            len = len < 1 ? 1 : len > 15 ? 15 : len;
+        }
+        if (len == 0 && i + 1 < n_litlen + n_dist) {
+            run++;
+            continue;
+        }
+        if (len == 0) run++;
+        while (run > 0) { /* the zeros before this length */
+            if (run < 3) {
+                cl_count[0] += run;
+                run = 0;
+            } else {
+                int take = run > 138 ? 138 : run;
+                cl_count[take <= 10 ? 17 : 18]++;
+                extra += take <= 10 ? 3 : 7;
+                run -= take;
+            }
+        }
+        if (len > 0) cl_count[len]++;
+    }
+    int64_t total;
+    double bits = entropy_bits(cl_count, 19, &total) + extra;
+    int hclen = 4;
+    for (int k = 0; k < 19; k++)
+        if (cl_count[CL_ORDER[k]] > 0 && k + 1 > hclen) hclen = k + 1;
+    return 3 + 14 + 3.0 * hclen + bits;
+}
+
+static int64_t deflate_size(const uint8_t *text, int64_t start, int64_t end, uint32_t *table) {
+    int64_t litlen[N_LITLEN] = {0}, dist[N_DIST] = {0}, n = end - start;
+    double extra = 0.0;
+    int64_t i = start;
+    while (i < end) {
+        int64_t len = 0, back = 0;
+        if (i + MIN_MATCH <= end) {
+            uint32_t word;
+            memcpy(&word, text + i, 4);
+            uint32_t h = (word * 2654435761u) >> (32 - HASH_BITS);
+            int64_t candidate = (int64_t)table[h] - 1; /* positions + 1; older transcripts' are before start */
+            table[h] = (uint32_t)(i + 1);
+            if (candidate >= start && i - candidate <= WINDOW && memcmp(text + candidate, text + i, 4) == 0) {
+                len = 4;
+                while (len < MAX_MATCH && i + len < end && text[candidate + len] == text[i + len]) len++;
+                back = i - candidate;
+            }
+        }
+        if (len) {
+            int lc = LEN_CODE[len], dc = dist_code(back);
+            litlen[257 + lc]++;
+            dist[dc]++;
+            extra += LEN_EXTRA[lc] + DIST_EXTRA[dc];
+            i += len;
+        } else {
+            litlen[text[i]]++;
+            i++;
+        }
+    }
+    litlen[256] = 1; /* end of block */
+    int n_litlen = N_LITLEN, n_dist = N_DIST;
+    while (n_litlen > 257 && litlen[n_litlen - 1] == 0) n_litlen--;
+    while (n_dist > 1 && dist[n_dist - 1] == 0) n_dist--;
+    int64_t t_litlen, t_dist;
+    double dynamic = entropy_bits(litlen, n_litlen, &t_litlen) + entropy_bits(dist, n_dist, &t_dist) + extra +
+                     header_bits(litlen, n_litlen, dist, n_dist, t_litlen, t_dist);
+    double fixed = 3 + extra + 5.0 * (double)t_dist;
+    for (int s = 0; s < n_litlen; s++) fixed += (double)litlen[s] * (s < 144 ? 8 : s < 256 ? 9 : s < 280 ? 7 : 8);
+    double stored = 8.0 * (double)(n + 5 * (n / 65535 + 1));
+    double bits = dynamic < fixed ? dynamic : fixed;
+    bits = bits < stored ? bits : stored;
+    return (int64_t)ceil(bits / 8.0);
+}
+
+static PyObject *deflate_sizes(PyObject *self, PyObject *args) {
+    Py_buffer text, ends, sizes;
+    if (!PyArg_ParseTuple(args, "y*y*w*", &text, &ends, &sizes)) return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = ends.len / 8;
+    const int64_t *e = ends.buf;
+    if (check(&sizes, n, 8, "sizes")) goto done;
+    if (text.len >= UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "deflate_sizes: text over 4 GB");
+        goto done;
+    }
+    for (Py_ssize_t t = 0; t < n; t++) {
+        if (e[t] < (t ? e[t - 1] : 0) || e[t] > text.len) {
+            PyErr_Format(PyExc_ValueError, "deflate_sizes: end %zd out of order or past the text", t);
+            goto done;
+        }
+    }
+    uint32_t *table = calloc((size_t)1 << HASH_BITS, sizeof(uint32_t));
+    if (table == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int64_t *out = sizes.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t t = 0; t < n; t++) out[t] = e[t] > (t ? e[t - 1] : 0) ? deflate_size(text.buf, t ? e[t - 1] : 0, e[t], table) : 0;
+    Py_END_ALLOW_THREADS
+    free(table);
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&text);
+    PyBuffer_Release(&ends);
+    PyBuffer_Release(&sizes);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"analyse", analyse, METH_VARARGS,
      "analyse(stream, starts, lengths, agent, side, turn_transcript, turn_keys, word_bytes, stop_table, stop_shift,\n"
      "        n_transcripts, turn_out, stats_out, side_trigrams_out, side_trigram_transcript_out) -> side trigram count\n\n"
      "Fills turn_out [R, 4] float32 and stats_out [T, 4] float64; see echogate.repetition.analyse."},
+    {"deflate_sizes", deflate_sizes, METH_VARARGS,
+     "deflate_sizes(text, ends, sizes_out): the estimated DEFLATE size in bytes of each text[ends[t - 1]:ends[t]]\n"
+     "(int64 ends and sizes_out; 0 for an empty one)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_repetition",
                                     "Repetition features in one pass per conversation (echogate.repetition).", -1,
                                     methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__repetition(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__repetition(void) {
+    fill_deflate_tables();
+    return PyModule_Create(&module);
+}

@@ -21,9 +21,10 @@ and its character fraction (a turn equal to an earlier one of its side as the co
 keys it: case folded, slot words such as names and numbers masked, so a template re-sent with
 other values counts), the word share of the most frequent trigram,
 distinct-3 (distinct trigrams over trigram occurrences; one minus it is the share of
-occurrences that repeat an earlier one), and the compression ratio (raw over DEFLATE size, by
-ISA-L at its default level 2: on SGD's agent sides in 9 us against zlib level 6's 21, the mean
-ratio 1.708 against 1.707, correlation 0.997).
+occurrences that repeat an earlier one), and the compression ratio (raw over DEFLATE size, as
+echogate/_repetition.c estimates it: a fast encoder's LZ77 parse and each symbol's entropy. On
+SGD's agent sides 2.6 us against 9 for ISA-L's level 2 encoder, sizes within 1% of its on
+average, ratios correlated 0.998; docs/repetition.md).
 
 Computed in C (echogate/_repetition.c), one pass per conversation with a hash table: words
 are hashed from the packed bytes the model reads (echogate.text.pack_turns) as
@@ -38,7 +39,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from isal import isal_zlib
 
 from echogate import _repetition
 from echogate.corpus import MAX_KEY_BYTES, turn_keys
@@ -48,8 +48,7 @@ from echogate.types import ROLE_CODES, RepetitionStats, Role
 AGENT = ROLE_CODES[Role.AGENT]
 TURN_FEATURES = ("trigram_self", "content_self", "trigram_other", "content_other")
 TRANSCRIPT_STATS = RepetitionStats._fields
-COMPRESSION_LEVEL = 2  # ISA-L: 0-3; 2 is its default and compresses like 1, 3 is 18% slower
-_KERNEL_STATS = 4  # the first four come from the C kernel; compression_ratio from ISA-L
+_KERNEL_STATS = 4  # the first four come from the conversation kernel; compression_ratio from deflate_sizes
 
 # Function words carry no content: a turn sharing only these with earlier ones repeats nothing.
 STOP_WORDS = tuple("""a about above after again against all am an and any are aren't as at be because been before
@@ -138,18 +137,14 @@ def analyse(packed: Packed, codes: np.ndarray, turn_transcript: np.ndarray, n_tr
 
 
 def _compression_ratios(packed: Packed, side: np.ndarray, turn_transcript: np.ndarray,
-                        n_transcripts: int) -> list[float]:
-    """Each transcript's side, its turns concatenated, over its DEFLATE size (0 for no text):
-    one ISA-L call per transcript, the bytes cut from the packed stream without a step per turn."""
-    side_bytes = packed.stream[np.repeat(side, packed.lengths)].tobytes()
+                        n_transcripts: int) -> np.ndarray:
+    """Each transcript's side, its turns concatenated, over its estimated DEFLATE size (0 for no
+    text): one C call for the batch, the bytes cut from the packed stream without a step per turn."""
+    side_bytes = packed.stream[np.repeat(side, packed.lengths)]
     sizes = np.bincount(turn_transcript, weights=packed.lengths * side, minlength=n_transcripts).astype(np.int64)
-    ends = np.cumsum(sizes).tolist()
-    ratios, start = [], 0
-    for end in ends:
-        text = side_bytes[start:end]
-        ratios.append(len(text) / len(isal_zlib.compress(text, COMPRESSION_LEVEL, -15)) if text else 0.0)
-        start = end
-    return ratios
+    deflated = np.empty(n_transcripts, np.int64)
+    _repetition.deflate_sizes(side_bytes, np.cumsum(sizes), deflated)
+    return np.divide(sizes, deflated, out=np.zeros(n_transcripts), where=deflated > 0)
 
 
 def analyse_texts(normalized: Sequence[str], roles: Sequence[str], turn_transcript: np.ndarray,
