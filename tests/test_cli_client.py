@@ -47,7 +47,8 @@ def test_records_convert_turns_and_plain_text():
 def test_role_names_of_message_formats_are_read():
     """Gemini's message lists call the answering side `model`; a name's case and spaces around it
     do not matter."""
-    gemini = transcript_from_record({"turns": [{"role": "user", "text": "hi"}, {"role": " Model ", "text": "Hello!"}]}, 1)
+    gemini = transcript_from_record({"turns": [{"role": "user", "text": "hi"},
+                                               {"role": " Model ", "text": "Hello!"}]}, 1)
     assert [t.role for t in gemini.turns] == [pb.ROLE_CUSTOMER, pb.ROLE_AGENT]
 
 

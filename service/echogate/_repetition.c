@@ -298,10 +298,13 @@ done:
 
 static const uint16_t LEN_BASE[29] = {3,  4,  5,  6,  7,  8,  9,  10, 11,  13,  15,  17,  19,  23, 27,
                                       31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
-static const uint8_t LEN_EXTRA[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
-static const uint16_t DIST_BASE[30] = {1,   2,   3,   4,   5,   7,    9,    13,   17,   25,   33,   49,   65,    97,    129,
-                                       193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
-static const uint8_t DIST_EXTRA[30] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
+static const uint8_t LEN_EXTRA[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2,
+                                      2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
+static const uint16_t DIST_BASE[30] = {1,    2,    3,    4,    5,    7,     9,     13,    17,    25,
+                                       33,   49,   65,   97,   129,  193,   257,   385,   513,   769,
+                                       1025, 1537, 2049, 3073, 4097, 6145,  8193,  12289, 16385, 24577};
+static const uint8_t DIST_EXTRA[30] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6,
+                                       6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
 /* the order in which a dynamic block lists the code-length code's lengths (RFC 1951, 3.2.7) */
 static const uint8_t CL_ORDER[19] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
 
@@ -453,7 +456,10 @@ static PyObject *deflate_sizes(PyObject *self, PyObject *args) {
     }
     int64_t *out = sizes.buf;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t t = 0; t < n; t++) out[t] = e[t] > (t ? e[t - 1] : 0) ? deflate_size(text.buf, t ? e[t - 1] : 0, e[t], table) : 0;
+    for (Py_ssize_t t = 0; t < n; t++) {
+        int64_t start = t ? e[t - 1] : 0;
+        out[t] = e[t] > start ? deflate_size(text.buf, start, e[t], table) : 0;
+    }
     Py_END_ALLOW_THREADS
     free(table);
     result = Py_None;

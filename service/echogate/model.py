@@ -113,7 +113,8 @@ def transcript_chunks(turn_length: np.ndarray, turn_transcript: np.ndarray, tran
     if transcript_count <= 1 or int(turn_length.sum()) <= chunk_bytes:
         return [transcript_count]
     # bytes up to each transcript's end
-    transcript_end = np.cumsum(np.bincount(turn_transcript, weights=turn_length, minlength=transcript_count)).astype(np.int64)
+    transcript_bytes = np.bincount(turn_transcript, weights=turn_length, minlength=transcript_count)
+    transcript_end = np.cumsum(transcript_bytes).astype(np.int64)
     ends, start_bytes = [], 0
     while True:
         t = int(np.searchsorted(transcript_end, start_bytes + chunk_bytes, side="right"))

@@ -4,8 +4,8 @@ Featurisation runs inside the graph (hashed byte n-grams, see `echogate.features
 client in any language that can pack bytes can run the same file. Inputs:
 
 - ``text_bytes``      uint8 [N]   normalised UTF-8 of all turns of the batch, concatenated
-- ``turn_transcript`` int64 [R]   index of the transcript each turn belongs to (non-decreasing)
 - ``turn_length``     int64 [R]   each turn's bytes in ``text_bytes``, in order (they add up to N)
+- ``turn_transcript`` int64 [R]   index of the transcript each turn belongs to (non-decreasing)
 - ``turn_weight``     float [R]   weight of each turn in its transcript's score (role-based)
 - ``turn_seen``       float [R]   log1p(how many earlier transcripts had this turn), see echogate.corpus
 - ``transcript_count`` int64 [1]  number of transcripts T in the batch
@@ -291,11 +291,12 @@ def build_graph(
     starts = node("CumSum", [length, axis0], "turn_start", exclusive=1)
     size_1 = node("Add", [size, "one_i"], "n_bytes_1")
     # per byte: does it continue the turn of the byte before it? (no at each turn's first byte;
-    # an empty turn marks the next turn's first byte, or the slot past the stream, dropped)
+    # an empty turn marks the next turn's first byte, or the slot past the stream, dropped: where
+    # starts repeat, every write is the same True)
     begins = node("ScatterElements", [
-        node("ConstantOfShape", [size_1], "no_bytes_begin",
-             value=helper.make_tensor("f", TensorProto.BOOL, [1], [False])),
-        starts, node("ConstantOfShape", [n_turns], "turns_begin", value=helper.make_tensor("t", TensorProto.BOOL, [1], [True]))],
+        node("ConstantOfShape", [size_1], "no_bytes_begin", value=helper.make_tensor("f", TensorProto.BOOL, [1], [False])),
+        starts,
+        node("ConstantOfShape", [n_turns], "turns_begin", value=helper.make_tensor("t", TensorProto.BOOL, [1], [True]))],
         "turn_begins_1", axis=0)
     same_turn = node("Not", [node("Slice", [begins, "zero_i", size], "turn_begins")], "same_turn")
 
