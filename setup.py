@@ -35,6 +35,7 @@ class BuildPyWithProtos(build_py):
 setup(
     cmdclass={"build_py": BuildPyWithProtos},
     ext_modules=[Extension(f"echogate._{name}", [f"service/echogate/_{name}.c"],
+                           libraries=["m"],  # _repetition.c calls log2 and ceil
                            extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"])
                  for name in ("repetition", "corpus", "text", "explain")],
 )
