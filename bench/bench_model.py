@@ -14,8 +14,9 @@ features alone (echogate.repetition.analyse: what repetitiveness adds to the sco
 the head's few graph nodes), the whole Scorer on transcripts new to its corpus memory
 (normalisation, packing, corpus memory, repetition, model), and the Scorer with the repetition
 features replaced by zeros: the difference of the last two is what repetitiveness adds to
-scoring time, cache effects included. Call latency p50/p99 for each. `--chunk-bytes` sets the bytes per ONNX session call
-(echogate.model.CHUNK_BYTES by default; a huge value makes each batch one call).
+scoring time, cache effects included. Call latency p50/p99 for each. `--chunk-bytes` sets the
+bytes per ONNX session call (echogate.model.CHUNK_BYTES by default; a huge value makes each batch
+one call).
 `--explain-above` is the score from which the scorer quotes machine-like phrases (echogate.explain;
 0.5, the default policy's tag threshold, by default; above 1 turns them off): on SGD almost no
 transcript reaches it, on cucom_ecommerce.jsonl nearly every one does.

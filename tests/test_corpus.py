@@ -5,8 +5,8 @@ import asyncio
 import sqlite3
 
 import grpc
-import pytest
 import numpy as np
+import pytest
 
 from echogate.corpus import MAX_KEY_BYTES, NO_KEY, CorpusMemory, turn_keys
 from echogate.grpc_api.server import EchogateServer

@@ -89,9 +89,8 @@ def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
     turn_raw, _, counts, packed = reference(spec, weights.astype(np.float64), 0.25, texts, np.zeros(n, np.int64),
                                             np.ones(n), 1)
     out = BotOriginModel(tmp_path / "m.onnx").run(packed.stream, packed.lengths, np.zeros(n, np.int64),
-                                                  np.ones(n, np.float32),
-                                                  np.zeros(n, np.float32), 1, np.zeros((n, 4), np.float32),
-                                                  np.ones(n, np.float32))
+                                                  np.ones(n, np.float32), np.zeros(n, np.float32), 1,
+                                                  np.zeros((n, 4), np.float32), np.ones(n, np.float32))
     np.testing.assert_array_equal(out.turn_ngrams, counts)
     np.testing.assert_allclose(out.turn_bot_origin, 1 / (1 + np.exp(-turn_raw)), rtol=1e-5)
 

@@ -102,8 +102,13 @@ done:
     return result;
 }
 
+typedef struct {
+    uint64_t key;
+    PyObject *object; /* the key as the dict holds it, made once per turn */
+} Key;
+
 static int compare_keys(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    uint64_t x = ((const Key *)a)->key, y = ((const Key *)b)->key;
     return (x > y) - (x < y);
 }
 
@@ -133,8 +138,8 @@ static PyObject *count_turns(PyObject *self, PyObject *args) {
         return NULL;
     Py_buffer *views[] = {&keys, &turns, &counted, &prior};
     PyObject *result = NULL;
-    uint64_t *distinct = NULL;
-    Py_ssize_t n_turns = keys.len / 8, n_transcripts = turns.len / 8, total = 0, most = 0;
+    Key *distinct = NULL;
+    Py_ssize_t n_turns = keys.len / 8, n_transcripts = turns.len / 8, total = 0, most = 0, n = 0;
     const int64_t *per = turns.buf;
     for (Py_ssize_t t = 0; t < n_transcripts && total >= 0; t++) total = per[t] < 0 ? -1 : total + per[t];
     if (total != n_turns || prior.len != keys.len || counted.len != n_transcripts ||
@@ -146,39 +151,37 @@ static PyObject *count_turns(PyObject *self, PyObject *args) {
     const uint64_t *k = keys.buf;
     const uint8_t *counts_it = counted.buf;
     int64_t *out = prior.buf;
-    distinct = PyMem_Malloc((n_turns > 0 ? n_turns : 1) * sizeof(uint64_t));
+    distinct = PyMem_Malloc((n_turns > 0 ? n_turns : 1) * sizeof(Key));
     if (distinct == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     for (Py_ssize_t t = 0, first = 0; t < n_transcripts; first += per[t], t++) {
-        Py_ssize_t n = 0;
+        for (; n > 0; n--) Py_DECREF(distinct[n - 1].object); /* the last transcript's keys */
         for (Py_ssize_t r = first; r < first + per[t]; r++) {
             out[r] = 0;
             if (k[r] == 0) continue; /* NO_KEY: never counted */
             PyObject *key = PyLong_FromUnsignedLongLong(k[r]);
             if (key == NULL) goto done;
+            distinct[n++] = (Key){k[r], key};
             PyObject *held = PyDict_GetItemWithError(counts, key);
-            Py_DECREF(key);
             if (held == NULL && PyErr_Occurred()) goto done;
             if (held != NULL && (out[r] = PyLong_AsLongLong(held)) == -1 && PyErr_Occurred()) goto done;
-            distinct[n++] = k[r];
         }
         if (!counts_it[t]) continue; /* a retry: looked up, not counted */
-        qsort(distinct, n, sizeof(uint64_t), compare_keys);
+        qsort(distinct, n, sizeof(Key), compare_keys);
         for (Py_ssize_t i = 0; i < n; i++) {
-            if (i > 0 && distinct[i] == distinct[i - 1]) continue;
-            PyObject *key = PyLong_FromUnsignedLongLong(distinct[i]);
-            if (key == NULL) goto done;
+            if (i > 0 && distinct[i].key == distinct[i - 1].key) continue;
+            PyObject *key = distinct[i].object;
             long long count = increment(counts, key, 1);
-            int failed = count < 0 || (deltas != Py_None && increment(deltas, key, 1) < 0) || PySet_Add(touched, key) < 0;
-            Py_DECREF(key);
-            if (failed) goto done;
+            if (count < 0 || (deltas != Py_None && increment(deltas, key, 1) < 0) || PySet_Add(touched, key) < 0)
+                goto done;
             if (count > most) most = (Py_ssize_t)count;
         }
     }
     result = PyLong_FromSsize_t(most);
 done:
+    for (; n > 0; n--) Py_DECREF(distinct[n - 1].object);
     PyMem_Free(distinct);
     for (size_t i = 0; i < sizeof(views) / sizeof(views[0]); i++) PyBuffer_Release(views[i]);
     return result;

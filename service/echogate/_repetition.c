@@ -347,40 +347,43 @@ static double entropy_bits(const int64_t *count, int n, int64_t *total) {
     return bits + xlog2x(*total);
 }
 
-/* Code lengths of a dynamic block's symbols (their entropy rounded, 1 to 15; 0 for unused), run-length
- * coded as DEFLATE does (code 17: 3-10 zeros, 18: 11-138 zeros), costed at the entropy of that
+/* A run of unused symbols' zero code lengths, as DEFLATE codes it: alone under 3, code 17 for 3-10
+ * (3 extra bits), code 18 for 11-138 (7 extra bits). */
+static void code_zeros(int run, int64_t *cl_count, double *extra) {
+    while (run >= 3) {
+        int take = run > 138 ? 138 : run;
+        cl_count[take <= 10 ? 17 : 18]++;
+        *extra += take <= 10 ? 3 : 7;
+        run -= take;
+    }
+    cl_count[0] += run;
+}
+
+/* The code-length symbols of one alphabet's symbols (their entropy rounded, 1 to 15; a zero run for
+ * the unused ones, which may go on into the next alphabet: `run`). */
+static void code_lengths(const int64_t *count, int n, int64_t total, int64_t *cl_count, double *extra, int *run) {
+    for (int i = 0; i < n; i++) {
+        if (count[i] == 0) {
+            (*run)++;
+            continue;
+        }
+        code_zeros(*run, cl_count, extra);
+        *run = 0;
+        int len = (int)(log2_of(total) - log2_of(count[i]) + 0.5);
+        cl_count[len < 1 ? 1 : len > 15 ? 15 : len]++;
+    }
+}
+
+/* A dynamic block's header: its code lengths, run-length coded, costed at the entropy of that
  * sequence plus its extra bits and the code-length code's own 3-bit lengths. */
 static double header_bits(const int64_t *litlen, int n_litlen, const int64_t *dist, int n_dist, int64_t t_litlen,
                           int64_t t_dist) {
-    int64_t cl_count[19] = {0};
+    int64_t cl_count[19] = {0}, total;
     double extra = 0.0;
     int run = 0;
-    for (int i = 0; i < n_litlen + n_dist; i++) {
-        int64_t c = i < n_litlen ? litlen[i] : dist[i - n_litlen], t = i < n_litlen ? t_litlen : t_dist;
-        int len = 0;
-        if (c > 0) {
-            len = (int)(log2_of(t) - log2_of(c) + 0.5);
-            len = len < 1 ? 1 : len > 15 ? 15 : len;
-        }
-        if (len == 0 && i + 1 < n_litlen + n_dist) {
-            run++;
-            continue;
-        }
-        if (len == 0) run++;
-        while (run > 0) { /* the zeros before this length */
-            if (run < 3) {
-                cl_count[0] += run;
-                run = 0;
-            } else {
-                int take = run > 138 ? 138 : run;
-                cl_count[take <= 10 ? 17 : 18]++;
-                extra += take <= 10 ? 3 : 7;
-                run -= take;
-            }
-        }
-        if (len > 0) cl_count[len]++;
-    }
-    int64_t total;
+    code_lengths(litlen, n_litlen, t_litlen, cl_count, &extra, &run);
+    code_lengths(dist, n_dist, t_dist, cl_count, &extra, &run);
+    code_zeros(run, cl_count, &extra);
     double bits = entropy_bits(cl_count, 19, &total) + extra;
     int hclen = 4;
     for (int k = 0; k < 19; k++)
