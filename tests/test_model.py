@@ -11,7 +11,7 @@ from echogate.features import HashSpec, function_word_stream, ngram_hashes
 from echogate.model import BotOriginModel, ModelLoadError, transcript_chunks
 from echogate.settings import default_model_path
 from echogate.text import NORMALIZATION_VERSION, normalize, pack_turns
-from echogate.training.graph import Calibration, build_graph, seen_scale
+from echogate.training.graph import Calibration, build_graph, fixed_point_weights, seen_scale
 from echogate.training.repetition import RepetitionHead
 from echogate.training.train import ROLE_WEIGHTS
 from tests.conftest import DATASETS, needs_datasets
@@ -32,6 +32,12 @@ def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, 
     return turn_raw, doc_s / np.sqrt(np.maximum(doc_c, 1)) + intercept, counts, packed
 
 
+def stored(weights: np.ndarray) -> np.ndarray:
+    """The weights as the graph's fixed-point table holds them."""
+    table, bits = fixed_point_weights(weights)
+    return table * 2.0**-bits
+
+
 @pytest.mark.parametrize("spec", [HashSpec((3, 4, 5), (), 1024), HashSpec((2,), (4, 6), 1 << 16),
                                   HashSpec((3,), (), 1 << 20, (3, 5, 7)), HashSpec((3,), (), 1 << 12, (), (1, 2)),
                                   HashSpec((3, 4, 5), (4, 6), 1 << 19, (6,), (1, 2)), HashSpec((), (), 256, (), (2,)),
@@ -49,8 +55,7 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
     model = BotOriginModel(tmp_path / "m.onnx")
     transcript_of_turn = np.array([0, 0, 0, 0, 0, 1, 1, 2, 3])  # transcript 3 is a single text
     turn_weight = np.array([1.0, 0.5, 1.0, 1.0, 0.5, 1.0, 0.0, 0.5, 1.0], np.float32)
-    turn_raw, doc_raw, counts, packed = reference(spec, weights.astype(np.float64), 0.25, TEXTS, transcript_of_turn,
-                                                  turn_weight, 4)
+    turn_raw, doc_raw, counts, packed = reference(spec, stored(weights), 0.25, TEXTS, transcript_of_turn, turn_weight, 4)
     seen = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 2.0, 0.5, 0.0, 3.0], np.float32)
     features = rng.uniform(size=(len(TEXTS), 4)).astype(np.float32)
     side = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1], np.float32)
@@ -86,8 +91,7 @@ def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
     onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, meta, 64),
               tmp_path / "m.onnx")
     n = len(texts)
-    turn_raw, _, counts, packed = reference(spec, weights.astype(np.float64), 0.25, texts, np.zeros(n, np.int64),
-                                            np.ones(n), 1)
+    turn_raw, _, counts, packed = reference(spec, stored(weights), 0.25, texts, np.zeros(n, np.int64), np.ones(n), 1)
     out = BotOriginModel(tmp_path / "m.onnx").run(packed.stream, packed.lengths, np.zeros(n, np.int64),
                                                   np.ones(n, np.float32), np.zeros(n, np.float32), 1,
                                                   np.zeros((n, 4), np.float32), np.ones(n, np.float32))
@@ -160,18 +164,23 @@ def test_function_word_stream_masks_content_words_within_turns():
     assert skeleton == b"I'a be Aaaaa to aaaa with aaaaa 000!THE aaathe"
 
 
-def test_graph_refuses_weights_its_fixed_point_table_cannot_hold():
-    """The table holds int32 multiples of 2**-24: a weight of 128 or more would wrap, so the
-    builder says so instead of shipping a model that scores wrongly."""
-    spec = HashSpec((3,), (), 128)
-    weights = np.zeros(spec.table_size, np.float32)
-    weights[7] = -128.0
-    with pytest.raises(ValueError, match="fixed-point"):
-        build_graph(spec, weights, 0.0, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, {}, 64)
-    weights[7] = -127.9
-    build_graph(spec, weights, 0.0, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD,
-                {"model_version": "t", "normalization": NORMALIZATION_VERSION, "role_weights": "{}",
-                 "max_turn_bytes": "1"}, 64)
+@pytest.mark.parametrize("top", [0.3, 15.4, 15.99999, 16.0, 200.0, 1e-3])
+def test_fixed_point_table_fits_the_largest_weight_at_the_finest_unit(top):
+    """The table holds int16 multiples of 2**-bits, bits as many as the largest weight allows: it
+    never wraps (a weight just under a power of two rounds up to it), and no weight moves by more
+    than half a unit, which one more bit would have halved."""
+    weights = np.random.default_rng(2).uniform(-top, top, 4096)
+    weights[7] = -top
+    table, bits = fixed_point_weights(weights)
+    assert table.dtype == np.int16
+    assert np.abs(table.astype(np.int64)).max() <= 32767
+    assert np.abs(table * 2.0**-bits - weights).max() <= 2.0 ** -(bits + 1)
+    assert np.rint(top * 2.0 ** (bits + 1)) > 32767  # the next unit down would not hold it
+
+
+def test_fixed_point_table_refuses_weights_that_are_not_finite():
+    with pytest.raises(ValueError, match="finite"):
+        fixed_point_weights(np.array([0.5, np.nan]))
 
 
 def test_hash_spec_refuses_what_the_graph_cannot_hash_exactly():

@@ -25,7 +25,9 @@ from echogate.features import BASE, FUNCTION_WORD_TABLE, MAX_ORDER, SHAPE_CLASSE
 from echogate.text import pack_turns
 
 WEIGHT_TABLE = "ngram_weights"  # the graph's initializer (echogate.training.graph)
-ONNX_INT32 = 6  # TensorProto.DataType.INT32
+# the table's element types (onnx TensorProto.DataType) as NumPy reads their raw data: int16 since
+# bot-origin-0.12.3, int32 before (a rolled-back model file still explains its scores)
+TABLE_TYPES = {5: np.dtype("<i2"), 6: np.dtype("<i4")}
 PHRASE_WORDS = 4  # words per phrase: long enough to read as wording, short enough to point at it
 MAX_PHRASE_CHARS = 80
 
@@ -145,12 +147,13 @@ _OnnxModel = _onnx_model_message()
 
 
 def weight_table(model_bytes: bytes) -> np.ndarray:
-    """The graph's int32 n-gram weight table (WEIGHT_TABLE), as numpy_helper.from_array stored it."""
+    """The graph's fixed-point n-gram weight table (WEIGHT_TABLE), as numpy_helper.from_array stored it."""
     model = _OnnxModel.FromString(model_bytes)
     table = next((t for t in model.graph.initializer if t.name == WEIGHT_TABLE), None)
-    if table is None or table.data_type != ONNX_INT32 or len(table.raw_data) != 4 * int(np.prod(table.dims)):
-        raise ValueError(f"the model has no int32 initializer {WEIGHT_TABLE!r} stored as raw data")
-    return np.frombuffer(table.raw_data, "<i4").reshape(tuple(table.dims))
+    dtype = TABLE_TYPES.get(table.data_type) if table is not None else None
+    if dtype is None or len(table.raw_data) != dtype.itemsize * int(np.prod(table.dims)):
+        raise ValueError(f"the model has no int16 or int32 initializer {WEIGHT_TABLE!r} stored as raw data")
+    return np.frombuffer(table.raw_data, dtype).reshape(tuple(table.dims))
 
 
 def _decode(raw: np.ndarray) -> str:

@@ -72,7 +72,7 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   {_orders(cfg.get('function_orders'))}: the text with scikit-learn's English stop words kept and
   every other letter replaced by its case, so n-grams see how common words are strung together
   with the topic masked) and word n-grams (orders {_orders(cfg['word_orders'])}: runs of ASCII
-  letters, case-insensitive), {cfg['table_size']:,} hashed weights, computed **inside the
+  letters, case-insensitive), {cfg['table_size']:,} hashed weights (int16 fixed point), computed **inside the
   ONNX graph** from raw UTF-8 bytes (see `service/echogate/training/graph.py`). Text is
   normalised first (NFKC, zero-width characters removed, Cyrillic, Greek and Armenian letters
   that look Latin read as Latin inside words, whitespace collapsed, text in capitals and words

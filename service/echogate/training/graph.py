@@ -24,7 +24,7 @@ of 1 - (1 - turn_repetitiveness) * (1 - c / (c + h)), c = exp(turn_seen) - 1 the
 earlier transcripts with the turn and h = RepetitionHead.corpus_half_count (a turn seen h times
 counts as half repetition, one seen a thousand times as nearly all).
 A document's raw score is  sum(weights of its n-grams) / sqrt(n-gram count) + intercept (the
-weights held in fixed point, see WEIGHT_FRACTION_BITS),
+weights held in fixed point, see WEIGHT_TABLE_TYPE),
 then Platt-calibrated (separately for turns and transcripts) with the corpus signal added: each
 turn's ``turn_seen`` scaled by min(1, its bytes / seen_full_bytes) (see `seen_scale`), a single
 text's own, a transcript's role-weighted mean. Working on one flat stream
@@ -32,6 +32,7 @@ means no padding: cost is linear in the bytes of the batch.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,11 +46,15 @@ from echogate.repetition import TURN_FEATURES
 from echogate.training.repetition import RepetitionHead
 
 OPSET = 18  # BitwiseAnd
-# The n-gram weight table is stored in fixed point, units of 2**-WEIGHT_FRACTION_BITS in int32:
-# per-turn sums are then differences of an int64 prefix sum, exact, and onnxruntime's CumSum
-# runs several times faster on int64 than on float or double. A unit of 6e-8 is far below
-# what moves a score; weights must stay under 2**(31 - WEIGHT_FRACTION_BITS) = 128.
-WEIGHT_FRACTION_BITS = 24
+# The n-gram weight table is stored in fixed point: int16 multiples of 2**-bits, bits as many as
+# the largest weight leaves room for (weight_fraction_bits; 11 for bot-origin-0.12.3, whose
+# weights stay under 16). Half the bytes of an int32 table: the lookups, random over the table,
+# miss the core's cache half as often. The orders' weights are then added up byte by byte in
+# int32 (which holds the sum of 65,536 int16 values), and the per-turn sums are differences of an
+# int64 prefix sum, exact: onnxruntime's CumSum runs several times faster on int64 than on float.
+# Rounding moves a weight by at most half a unit (2.4e-4 at 11 bits), a transcript's probability
+# by about 1e-4.
+WEIGHT_TABLE_TYPE = np.int16
 # Hashes are built in uint32, which wraps modulo 2**32: for a power-of-two table of at most 2**32
 # entries the remainder is the one exact arithmetic gives, and onnxruntime's Mul and Add ran 2.7
 # times faster on 32-bit than on 64-bit elements (262,144 of them, one thread). Table indices
@@ -83,13 +88,23 @@ def seen_scale(turn_bytes: np.ndarray, seen_full_bytes: int) -> np.ndarray:
     return np.minimum(np.asarray(turn_bytes, np.float64) / seen_full_bytes, 1.0)
 
 
-def fixed_point_weights(weights: np.ndarray) -> np.ndarray:
-    """The weight table as the graph stores it: int32 multiples of 2**-WEIGHT_FRACTION_BITS."""
-    scaled = np.rint(np.asarray(weights, np.float64) * 2.0**WEIGHT_FRACTION_BITS)
-    if np.abs(scaled).max(initial=0) >= 2**31:
-        raise ValueError(f"n-gram weights reach {np.abs(weights).max():.1f}: the fixed-point table holds "
-                         f"|w| < {2 ** (31 - WEIGHT_FRACTION_BITS)}")
-    return scaled.astype(np.int32)
+def weight_fraction_bits(weights: np.ndarray) -> int:
+    """The most fractional bits with which every weight fits WEIGHT_TABLE_TYPE once rounded."""
+    top = float(np.abs(np.asarray(weights, np.float64)).max(initial=0))
+    if not np.isfinite(top):
+        raise ValueError("n-gram weights must be finite")
+    limit = np.iinfo(WEIGHT_TABLE_TYPE).max
+    bits = 15 if top == 0 else 14 - math.floor(math.log2(top))  # top * 2**bits in [2**14, 2**15)
+    while np.rint(top * 2.0**bits) > limit:  # rounding may reach 2**15 itself
+        bits -= 1
+    return bits
+
+
+def fixed_point_weights(weights: np.ndarray) -> tuple[np.ndarray, int]:
+    """The weight table as the graph stores it, and its unit's bits: WEIGHT_TABLE_TYPE multiples
+    of 2**-bits."""
+    bits = weight_fraction_bits(weights)
+    return np.rint(np.asarray(weights, np.float64) * 2.0**bits).astype(WEIGHT_TABLE_TYPE), bits
 
 
 def lookup(node, table: str, index: str, name: str) -> str:
@@ -164,7 +179,7 @@ def function_word_stream(node, const, x: str, shape: str, w: WordNodes) -> str:
 def byte_ngram_sums(node, const, weights: list[tuple[int, str]], starts: str, length: str) -> str:
     """Per-turn fixed-point weight sums of the byte streams' n-grams of every order, from one
     prefix sum over the stream. `weights` are (order, its n-grams' weights by starting byte,
-    int64, zero-padded to N + 1 entries).
+    int32, zero-padded to N + 1 entries).
 
     The orders' weights add up byte by byte, and a turn's bytes [start, start + len) sum every
     n-gram starting in it; those starting in its last n - 1 bytes run past its end (or past the
@@ -174,6 +189,8 @@ def byte_ngram_sums(node, const, weights: list[tuple[int, str]], starts: str, le
     total = weights[0][1]
     for i, (_, w) in enumerate(weights[1:]):
         total = node("Add", [total, w], f"b_total{i}")
+    # int32 holds any byte's total (one int16 weight per order); int64 holds their running sum
+    total = node("Cast", [total], "b_total64", to=TensorProto.INT64)
     prefix = node("Concat", ["zero_i", node("CumSum", [total, "axis0"], "b_cs")], "b_prefix", axis=0)
     end = node("Add", [starts, length], "b_end")
     turn_sum = node("Sub", [lookup(node, prefix, end, "b_p_hi"), lookup(node, prefix, starts, "b_p_lo")], "b_whole")
@@ -186,7 +203,7 @@ def byte_ngram_sums(node, const, weights: list[tuple[int, str]], starts: str, le
     tail_byte = node("Max", [node("Sub", [node("Unsqueeze", [end, axis1], "b_end_col"), ks], "b_tail_raw"), "zero_i"],
                      "b_tail_byte")
     inside = node("Cast", [node("GreaterOrEqual", [node("Unsqueeze", [length, axis1], "b_len_col"), ks], "b_inside_b")],
-                  "b_inside", to=TensorProto.INT64)
+                  "b_inside", to=TensorProto.INT32)
     # the tail bytes flattened, for GatherElements (a 1-D lookup; see `lookup`), then back to [R, back]
     tail_flat = node("Reshape", [tail_byte, const("b_flat", np.array([-1], np.int64))], "b_tail_flat")
     tail_shape = node("Shape", [tail_byte], "b_tail_shape")
@@ -196,12 +213,14 @@ def byte_ngram_sums(node, const, weights: list[tuple[int, str]], starts: str, le
         if n == 1:
             continue
         if n not in leaving:
-            leaving[n] = node("Mul", [inside, const(f"b_k_lt_{n}", (np.arange(1, back + 1) < n).astype(np.int64))],
+            leaving[n] = node("Mul", [inside, const(f"b_k_lt_{n}", (np.arange(1, back + 1) < n).astype(np.int32))],
                               f"b_leaving{n}")
         tail = node("Reshape", [lookup(node, w, tail_flat, f"{w}_tail_flat"), tail_shape], f"{w}_tail")
         part = node("Mul", [tail, leaving[n]], f"{w}_tail_leaving")
         past_end = part if past_end is None else node("Add", [past_end, part], f"{w}_past_end")
-    return node("Sub", [turn_sum, node("ReduceSum", [past_end, axis1], "b_past_end", keepdims=0)], "b_sum")
+    per_turn = node("Cast", [node("ReduceSum", [past_end, axis1], "b_past_end32", keepdims=0)], "b_past_end",
+                    to=TensorProto.INT64)
+    return node("Sub", [turn_sum, per_turn], "b_sum")
 
 
 def word_ngram_sums(node, const, spec: HashSpec, w: WordNodes, starts: str, length: str) -> tuple[list[str], list[str]]:
@@ -253,8 +272,9 @@ def build_graph(
     seen_full_bytes: int,
 ) -> onnx.ModelProto:
     nodes: list[onnx.NodeProto] = []
+    table, fraction_bits = fixed_point_weights(weights)
     inits = [
-        numpy_helper.from_array(fixed_point_weights(weights), "ngram_weights"),
+        numpy_helper.from_array(table, "ngram_weights"),
         numpy_helper.from_array(np.array([0], np.int64), "zero_i"),
         numpy_helper.from_array(np.array([1], np.int64), "one_i"),
         numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), "end_i"),
@@ -347,8 +367,8 @@ def build_graph(
                 order_nodes[n] = (node("Concat", ["zero_i", pad_end], f"n{n}_pads", axis=0),
                                   node("Cast", [count], f"n{n}_count_f", to=TensorProto.FLOAT))
             pads, count = order_nodes[n]
-            byte_weights.append((n, node("Pad", [node("Cast", [lookup(node, "ngram_weights", h, p + "w")], p + "w64",
-                                                      to=TensorProto.INT64), pads], p + "w_pad")))
+            byte_weights.append((n, node("Pad", [node("Cast", [lookup(node, "ngram_weights", h, p + "w")], p + "w32",
+                                                      to=TensorProto.INT32), pads], p + "w_pad")))
             counts.append(count)
     if byte_weights:
         sums.append(byte_ngram_sums(node, const, byte_weights, starts, length))
@@ -360,7 +380,7 @@ def build_graph(
     for i, part in enumerate(sums[1:]):  # ONNX's Sum takes no integers
         total = node("Add", [total, part], f"turn_sum_fixed{i}")
     turn_sum = node("Mul", [node("Cast", [total], "turn_sum_f", to=TensorProto.FLOAT),
-                            const("weight_unit", np.array(2.0 ** -WEIGHT_FRACTION_BITS, np.float32))], "turn_sum")
+                            const("weight_unit", np.array(2.0 ** -fraction_bits, np.float32))], "turn_sum")
     turn_cnt = node("Sum", counts, "turn_ngrams")
 
     def calibrated(total: str, count: str, seen: str, cal: Calibration, out: str) -> str:
