@@ -74,6 +74,25 @@ def test_the_explainer_reads_the_weights_and_hashing_of_a_model_file(tmp_path):
     np.testing.assert_array_equal(explainer.weights, fixed_point_weights(weights)[0])
 
 
+def test_the_explainer_reads_a_model_file_with_the_older_int32_table(tmp_path):
+    """Files before bot-origin-0.12.3 stored the table in int32 (units of 2**-24): a rolled-back
+    model still quotes the same phrases, the unit being irrelevant to which phrases win."""
+    rng = np.random.default_rng(4)
+    spec = HashSpec((3, 4), (), 1 << 10)
+    weights = rng.normal(scale=0.3, size=spec.table_size)
+    meta = {"model_version": "t", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
+            "max_turn_bytes": "4096", **spec.to_metadata()}
+    model = build_graph(spec, weights, 0.0, Calibration(1, 0), Calibration(1, 0), RepetitionHead((0.0,) * 4, 0.0),
+                        meta, 64)
+    new = PhraseExplainer.from_model(model.SerializeToString(), meta)
+    table = next(t for t in model.graph.initializer if t.name == "ngram_weights")
+    table.CopyFrom(onnx.numpy_helper.from_array(np.rint(weights * 2.0**24).astype(np.int32), "ngram_weights"))
+    old = PhraseExplainer.from_model(model.SerializeToString(), meta)
+    assert old.weights.dtype == new.weights.dtype == np.float32 and old.weights.max() > 2**20
+    texts = ["I would be more than happy to help you with that order today.", "ok thanks, bye now"]
+    assert old.phrases(texts) == new.phrases(texts) != [(), ()]
+
+
 @pytest.mark.parametrize("texts", [["I sincerely apologize for the inconvenience. I would be more than happy to "
                                     "assist you with resolving this issue as quickly as possible."]])
 async def test_a_flagged_verdict_quotes_machine_like_wording_of_its_top_turn(stub, texts):
