@@ -52,8 +52,8 @@ OPSET = 18  # BitwiseAnd
 # miss the core's cache half as often. The orders' weights are then added up byte by byte in
 # int32 (which holds the sum of 65,536 int16 values), and the per-turn sums are differences of an
 # int64 prefix sum, exact: onnxruntime's CumSum runs several times faster on int64 than on float.
-# Rounding moves a weight by at most half a unit (2.4e-4 at 11 bits), a transcript's probability
-# by about 1e-4.
+# Rounding moves a weight by at most half a unit (2.4e-4 at 11 bits); against 0.12.2's int32 table
+# it moved no probability on the shared files by more than 2.4e-4 (docs/benchmarks.md).
 WEIGHT_TABLE_TYPE = np.int16
 # Hashes are built in uint32, which wraps modulo 2**32: for a power-of-two table of at most 2**32
 # entries the remainder is the one exact arithmetic gives, and onnxruntime's Mul and Add ran 2.7
