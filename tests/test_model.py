@@ -79,6 +79,27 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
 
 
 
+def test_graph_sums_the_largest_weights_of_every_order_exactly(tmp_path):
+    """Every n-gram weighs the table's largest value (32,604 units of 2**-14): each byte's total
+    over the orders is as large as it gets in int32, and the running sum over a 40 KB stream far
+    larger, which stays int64; the sums come out exact."""
+    spec = HashSpec((3, 4, 5), (4, 6), 1 << 12, (6,), (1, 2))
+    weights = np.full(spec.table_size, 1.99)
+    meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
+            "max_turn_bytes": "65536"}
+    small = Calibration(1e-4, 0.0)  # keeps the logits of sums this large out of the sigmoid's flat ends
+    onnx.save(build_graph(spec, weights, 0.0, small, small, HEAD, meta, 64), tmp_path / "m.onnx")
+    texts = ["x" * 40_000, "Hello there, how can I help?", "ok"]
+    n = len(texts)
+    turn_raw, _, counts, packed = reference(spec, stored(weights), 0.0, texts, np.arange(n), np.ones(n), n)
+    out = BotOriginModel(tmp_path / "m.onnx", chunk_bytes=1 << 20).run(
+        packed.stream, packed.lengths, np.arange(n), np.ones(n, np.float32), np.zeros(n, np.float32), n,
+        np.zeros((n, 4), np.float32), np.ones(n, np.float32))
+    np.testing.assert_array_equal(out.turn_ngrams, counts)
+    logit = np.log(out.turn_bot_origin.astype(np.float64) / (1 - out.turn_bot_origin))
+    np.testing.assert_allclose(logit, 1e-4 * turn_raw, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("texts", [[""], ["", ""], ["", "hi there", ""], ["Ok", ""]])
 def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
     """Turns without bytes before, between and after the others (or a batch with no bytes at all)
