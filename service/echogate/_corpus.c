@@ -105,6 +105,7 @@ done:
 typedef struct {
     uint64_t key;
     PyObject *object; /* the key as the dict holds it, made once per turn */
+    long long prior;  /* its count before the transcript: the new count is one more, no second lookup */
 } Key;
 
 static int compare_keys(const void *a, const void *b) {
@@ -112,17 +113,22 @@ static int compare_keys(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* counts[key] += by (a key not held counts from 0); the new count, or -1 with an exception set. */
-static long long increment(PyObject *counts, PyObject *key, long long by) {
+/* counts[key] = count; 0, or -1 with an exception set. */
+static int set_count(PyObject *counts, PyObject *key, long long count) {
+    PyObject *value = PyLong_FromLongLong(count);
+    if (value == NULL) return -1;
+    int status = PyDict_SetItem(counts, key, value);
+    Py_DECREF(value);
+    return status;
+}
+
+/* counts[key] += 1 (a key not held counts from 0); 0, or -1 with an exception set. */
+static int increment(PyObject *counts, PyObject *key) {
     PyObject *held = PyDict_GetItemWithError(counts, key);
     if (held == NULL && PyErr_Occurred()) return -1;
     long long count = held == NULL ? 0 : PyLong_AsLongLong(held);
     if (count == -1 && PyErr_Occurred()) return -1;
-    PyObject *value = PyLong_FromLongLong(count + by);
-    if (value == NULL) return -1;
-    int status = PyDict_SetItem(counts, key, value);
-    Py_DECREF(value);
-    return status < 0 ? -1 : count + by;
+    return set_count(counts, key, count + 1);
 }
 
 /* The loop behind echogate.corpus.CorpusMemory.observe: per transcript in order, every turn's
@@ -163,18 +169,20 @@ static PyObject *count_turns(PyObject *self, PyObject *args) {
             if (k[r] == 0) continue; /* NO_KEY: never counted */
             PyObject *key = PyLong_FromUnsignedLongLong(k[r]);
             if (key == NULL) goto done;
-            distinct[n++] = (Key){k[r], key};
+            distinct[n++] = (Key){k[r], key, 0};
             PyObject *held = PyDict_GetItemWithError(counts, key);
             if (held == NULL && PyErr_Occurred()) goto done;
             if (held != NULL && (out[r] = PyLong_AsLongLong(held)) == -1 && PyErr_Occurred()) goto done;
+            distinct[n - 1].prior = out[r];
         }
         if (!counts_it[t]) continue; /* a retry: looked up, not counted */
         qsort(distinct, n, sizeof(Key), compare_keys);
         for (Py_ssize_t i = 0; i < n; i++) {
             if (i > 0 && distinct[i].key == distinct[i - 1].key) continue;
             PyObject *key = distinct[i].object;
-            long long count = increment(counts, key, 1);
-            if (count < 0 || (deltas != Py_None && increment(deltas, key, 1) < 0) || PySet_Add(touched, key) < 0)
+            long long count = distinct[i].prior + 1; /* counts do not change before this loop */
+            if (set_count(counts, key, count) < 0 || (deltas != Py_None && increment(deltas, key) < 0) ||
+                PySet_Add(touched, key) < 0)
                 goto done;
             if (count > most) most = (Py_ssize_t)count;
         }

@@ -80,7 +80,7 @@ class BotOriginModel:
         """Score a packed batch (`turn_length`: each turn's bytes in `stream`, int64), in session
         calls of whole transcripts up to `chunk_bytes` each.
 
-        The graph's intermediates are int64 per byte and n-gram order; past a few tens of KB a
+        The graph's intermediates are 4 to 8 bytes per byte and n-gram order; past a few tens of KB a
         batch falls out of the core's cache, and one call over 256 SGD transcripts (200 KB)
         scored fewer transcripts a second than calls over 32 of them (bench/bench_model.py).
         Every transcript's score depends on its own turns only, so the parts give the whole."""
