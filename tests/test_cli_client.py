@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -30,9 +31,9 @@ def _write(path, records):
     return path
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "echogate_client.cli", *args], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, input=stdin)
 
 
 def test_records_convert_turns_and_plain_text():
@@ -92,6 +93,66 @@ def test_score_command_counts_turns_seen_earlier_in_the_file(tmp_path):
     out = [json.loads(line)["echogate"] for line in result.stdout.splitlines()]
     assert [e["turns"][1]["seen_before"] for e in out] == [0, 1, 2, 3]
     assert [e["corpus_duplicate"] for e in out] == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_score_command_keeps_each_record_byte_for_byte_and_reads_stdin(tmp_path):
+    """The output line is the input line with the echogate object added: number spelling, key order,
+    escapes and spacing are the user's own. `-` reads standard input."""
+    lines = ['{"z": 1.50e2, "text": "Caf\\u00e9 opens at 9. How can I help you today?", "id": "a"}',
+             '{ "turns" : [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "Hello!"}] }']
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    from_file, from_stdin = _cli("score", str(path)), _cli("score", "-", stdin=path.read_text())
+    assert from_file.returncode == 0 and from_stdin.returncode == 0, from_file.stderr + from_stdin.stderr
+    assert from_file.stdout == from_stdin.stdout
+    for line, scored in zip(lines, from_file.stdout.splitlines()):
+        assert scored.startswith(line[:-1] + ", \"echogate\": {")
+        assert json.loads(scored)["echogate"]["model_version"].startswith("bot-origin-")
+    rescored = _cli("score", "-", stdin=from_file.stdout)  # a scored file scored again: one echogate key
+    assert rescored.returncode == 0, rescored.stderr
+    for before, after in zip(from_file.stdout.splitlines(), rescored.stdout.splitlines()):
+        assert after.count('"echogate"') == 1 and json.loads(after).keys() == json.loads(before).keys()
+
+
+def test_score_command_writes_the_batches_before_a_bad_record(tmp_path):
+    """Records are read a batch at a time: a bad record stops the run after the batches before its
+    own were written, and the exit status says the output is incomplete."""
+    records = [{"id": f"r{i}", "text": f"Message number {i} about my order."} for i in range(7)]
+    records[4] = {"id": "bad", "turns": [{"role": "narrator", "text": "Once"}]}
+    result = _cli("score", str(_write(tmp_path / "in.jsonl", records)), "--batch-size", "2")
+    assert result.returncode == 2 and "line 5: turns[0].role 'narrator'" in result.stderr
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["r0", "r1", "r2", "r3"]
+
+
+def test_score_command_stops_quietly_when_its_reader_goes_away(tmp_path):
+    """`echogate score big.jsonl | head` ends without a traceback once head has read its lines."""
+    path = _write(tmp_path / "in.jsonl", [{"id": f"r{i}", "text": "Thanks for waiting! " * 20} for i in range(3000)])
+    proc = subprocess.Popen([sys.executable, "-m", "echogate_client.cli", "score", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert json.loads(proc.stdout.readline())["id"] == "r0"
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("record, why", [
+    ([1, 2], "a record must be a JSON object, not list"),
+    ({"turns": "hello"}, "turns must be a list"),
+    ({"turns": ["hello"]}, "turns[0] must be an object with role and text"),
+    ({"turns": [{"role": ["agent"], "text": "x"}]}, "turns[0].role ['agent'] is not one of"),
+    ({"text": "hello", "metadata": ["a"]}, "metadata must be an object"),
+])
+def test_records_of_the_wrong_shape_are_named(record, why):
+    with pytest.raises(RecordError, match=f"^line 9: {re.escape(why)}"):
+        transcript_from_record(record, 9)
+
+
+def test_half_a_surrogate_pair_is_read_as_the_replacement_character():
+    """A logger that cut a string inside an emoji leaves half a UTF-16 pair, which JSON can escape
+    but no protobuf string can carry."""
+    record = json.loads('{"id": "x\\ud83d", "turns": [{"role": "agent", "text": "Sorry \\ud83d, and \\ud83d\\ude00"}]}')
+    t = transcript_from_record(record, 1)
+    assert t.id == "x\ufffd" and t.turns[0].text == "Sorry \ufffd, and \U0001f600"
 
 
 @pytest.mark.parametrize("command", ["score", "eval"])

@@ -19,9 +19,11 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import IO
 
 from tqdm import tqdm
 
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file", type=Path)
     p.add_argument("--target", default="127.0.0.1:50051")
     p.add_argument("--source", default="", help="source for records that name none")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--out", type=Path, help="write one verdict per line here")
 
     p = sub.add_parser("get", help="read a stored record back")
@@ -93,14 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scopes", required=True, help="comma-separated: ingest, read, review, admin")
     p.add_argument("--sources", default="", help="comma-separated sources it may use (default: all)")
 
-    p = sub.add_parser("score", help="score a JSONL file offline (no server, nothing stored)")
-    p.add_argument("file", type=Path)
+    p = sub.add_parser("score", help="score a JSONL file offline (no server, nothing stored)",
+                       description="Writes each record of FILE to stdout, unchanged but for an added `echogate` "
+                                   "object, in file order. Records are read and scored a batch at a time: a "
+                                   "record the schema cannot read stops the run (exit status 2, its line named) "
+                                   "after the batches before it were written.")
+    p.add_argument("file", type=_input_file, help="JSONL file, or - for standard input")
     p.add_argument("--model")
     p.add_argument("--config")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
 
     p = sub.add_parser("eval", help="AUROC, TPR at 1%% FPR and calibration on a labelled JSONL file")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=_input_file, help="JSONL file with `label` (human or machine), or - for standard input")
     p.add_argument("--model")
     p.add_argument("--json", action="store_true")
 
@@ -115,10 +121,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except RecordError as exc:  # a file's record the schema cannot read: say which line, exit as a usage error
-        print(f"echogate {args.command}: {args.file}: {exc}", file=sys.stderr)
+        print(f"echogate {args.command}: {'<stdin>' if args.file is sys.stdin else args.file}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (`echogate score f | head`): stop without a traceback,
+        # and point stdout at /dev/null so that flushing it at exit does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
+def _input_file(name: str) -> Path | IO[str]:
+    """A file argument: - for standard input, otherwise a file that must exist (argparse says so)."""
+    if name == "-":
+        return sys.stdin
+    if not Path(name).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {name}")
+    return Path(name)
 
 
 def _serve(args) -> int:
