@@ -69,13 +69,19 @@ def main() -> None:
             auroc, tpr = evaluation.auroc(labels, scores[sel]), evaluation.tpr_at_fpr(labels, scores[sel])
             ours = shipped.get((name, f"{kind}s"), {})
             print(f"| {name} | {kind}s | {sel.sum()} | {labels.sum()} | {auroc:.3f} | {tpr:.3f} | "
-                  f"{ours.get('auroc', float('nan')):.3f} | {ours.get('tpr_at_1pct_fpr', float('nan')):.3f} |",
+                  f"{_metric(ours, 'auroc'):.3f} | {_metric(ours, 'tpr_at_1pct_fpr'):.3f} |",
                   flush=True)
             if name in held_out and f"{kind}s" == headline_slice(name):
                 headline["reference"].append(auroc)
-                headline["shipped"].append(ours.get("auroc", float("nan")))
+                headline["shipped"].append(_metric(ours, "auroc"))
     print(f"macro AUROC over the headline rows: reference {np.mean(headline['reference']):.3f}, "
           f"{version} {np.mean(headline['shipped']):.3f}")
+
+
+def _metric(row: dict, name: str) -> float:
+    """A report metric; NaN where the report has none (written as null since one label leaves it undefined)."""
+    value = row.get(name)
+    return float("nan") if value is None else value
 
 
 if __name__ == "__main__":

@@ -176,6 +176,24 @@ def test_eval_command_reports_metrics(tmp_path):
     assert 0 <= report["groups"]["all"]["auroc"] <= 1
 
 
+def test_eval_command_json_is_strict_where_one_label_leaves_a_metric_undefined(tmp_path):
+    """A group with one label has no AUROC: `--json` says null, which every JSON reader takes (a
+    bare NaN is refused by jq and JavaScript), and the table says n/a."""
+    labelled = [{**RECORDS[0], "label": "human", "dataset": "people"}, {**RECORDS[1], "label": "machine", "dataset": "bots"},
+                {**RECORDS[2], "label": "human", "dataset": "people"}]
+    path = _write(tmp_path / "l.jsonl", labelled)
+    result = _cli("eval", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+    groups = json.loads(result.stdout, parse_constant=refuse)["groups"]
+    assert groups["dataset=people"]["auroc"] is None and groups["dataset=people"]["mean_prob_machine"] is None
+    assert 0 <= groups["all"]["auroc"] <= 1
+    table = _cli("eval", str(path)).stdout
+    assert re.search(r"dataset=people\s+2\s+0\s+n/a\s+n/a\s+\d\.\d{3}", table), table
+
+
 async def test_gate_command_gates_a_file_and_get_reads_back(tmp_path, server):
     path = _write(tmp_path / "in.jsonl", RECORDS)
     result = await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address, "--source", "cli",

@@ -2,9 +2,13 @@
 are built, and that they teach style."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import scipy.sparse as sp
 
+from echogate import evaluation
 from echogate.features import HashSpec, ngram_hashes
 from echogate.text import normalize_all, pack_turns
 from echogate.training.data import Doc, content_key
@@ -126,3 +130,15 @@ def test_the_in_collection_check_holds_out_whole_conversations_of_the_support_co
     assert not any(held for d, held in zip(docs, test) if d.dataset in ("synthetic_persona_chat", "l2r"))
     held_sgd = sum(held for d, held in zip(docs, test) if d.dataset == "sgd" and d.kind == "transcript")
     assert 150 < held_sgd < 250
+
+
+def test_the_shipped_training_report_is_strict_json():
+    """Folds with one label (BANKING77, short slices) have no AUROC: the report writes null there,
+    as the trainer's writer (allow_nan=False after evaluation.without_nan) must, not a bare NaN."""
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+    path = Path(__file__).resolve().parents[1] / "service/echogate/models/training_report.json"
+    report = json.loads(path.read_text(), parse_constant=refuse)
+    banking = next(r for r in report["validation"] if r["fold"] == "banking77" and r["slice"] == "turns")
+    assert banking["auroc"] is None and banking["mean_prob_human"] > 0
+    assert evaluation.without_nan({"a": [float("nan"), 0.5], "b": (1, float("nan"))}) == {"a": [None, 0.5], "b": [1, None]}

@@ -374,16 +374,21 @@ def _score(args) -> int:
 
 
 def _eval(args) -> int:
+    from echogate.evaluation import without_nan
     from echogate.offline import evaluate_file
 
-    report = evaluate_file(args.file, model_path=args.model)
+    report = without_nan(evaluate_file(args.file, model_path=args.model))  # None where one label leaves it undefined
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2, allow_nan=False))
         return 0
+
+    def metric(x: float | None) -> str:
+        return f"{x:6.3f}" if x is not None else f"{'n/a':>6s}"
+
     print(f"{'group':40s} {'n':>7s} {'machine':>7s} {'AUROC':>6s} {'TPR@1%':>6s} {'ECE':>6s}")
     for name, row in report["groups"].items():
-        print(f"{name:40s} {row['n']:7d} {row['machine']:7d} {row['auroc']:6.3f} {row['tpr_at_1pct_fpr']:6.3f} "
-              f"{row['ece']:6.3f}")
+        print(f"{name:40s} {row['n']:7d} {row['machine']:7d} {metric(row['auroc'])} "
+              f"{metric(row['tpr_at_1pct_fpr'])} {metric(row['ece'])}")
     print("\nreliability (all records): bin, count, mean predicted, observed machine share")
     for row in report["reliability"]:
         print(f"  {row['bin_low']:.1f}-{row['bin_high']:.1f} {row['count']:7d} {row['mean_prob']:.3f} "

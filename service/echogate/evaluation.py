@@ -60,3 +60,15 @@ def summary(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
             "tpr_at_1pct_fpr": tpr_at_fpr(labels, probs), "ece": ece(labels, probs),
             "mean_prob_human": float(probs[~labels].mean()) if (~labels).any() else float("nan"),
             "mean_prob_machine": float(probs[labels].mean()) if labels.any() else float("nan")}
+
+
+def without_nan(report):
+    """The report with every NaN (a metric one label cannot define) as None: JSON has no NaN, and
+    strict readers (jq, JavaScript, most other languages) refuse Python's bare `NaN`."""
+    if isinstance(report, float):
+        return None if report != report else report
+    if isinstance(report, dict):
+        return {k: without_nan(v) for k, v in report.items()}
+    if isinstance(report, list | tuple):
+        return [without_nan(v) for v in report]
+    return report

@@ -574,7 +574,8 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
               "validation": rows,
               "repetition": {"head": asdict(head), "validation": repetition_rows},
               "documents": len(docs), "train_seconds": round(time.time() - t0, 1)}
-    (out_dir / "training_report.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "training_report.json").write_text(json.dumps(evaluation.without_nan(report), indent=2,
+                                                                     allow_nan=False))
     (out_dir / "MODEL_CARD.md").write_text(render_card(report))
     log.info("wrote %s in %.0fs", out_dir / "bot_origin.onnx", time.time() - t0)
     return report
