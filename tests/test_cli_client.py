@@ -192,6 +192,8 @@ def test_eval_command_json_is_strict_where_one_label_leaves_a_metric_undefined(t
     assert 0 <= groups["all"]["auroc"] <= 1
     table = _cli("eval", str(path)).stdout
     assert re.search(r"dataset=people\s+2\s+0\s+n/a\s+n/a\s+\d\.\d{3}", table), table
+    unlabelled = _cli("eval", "-", stdin=json.dumps(RECORDS[0]) + "\n")
+    assert unlabelled.returncode == 2 and "<stdin>: no record has a `label`" in unlabelled.stderr
 
 
 async def test_gate_command_gates_a_file_and_get_reads_back(tmp_path, server):

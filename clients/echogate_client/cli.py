@@ -378,6 +378,10 @@ def _eval(args) -> int:
     from echogate.offline import evaluate_file
 
     report = without_nan(evaluate_file(args.file, model_path=args.model))  # None where one label leaves it undefined
+    if report["groups"]["all"]["n"] == 0:
+        print(f"echogate eval: {'<stdin>' if args.file is sys.stdin else args.file}: no record has a `label` of "
+              "human or machine, so there is nothing to measure", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(report, indent=2, allow_nan=False))
         return 0
