@@ -204,8 +204,9 @@ async def test_gate_command_gates_a_file_and_get_reads_back(tmp_path, server):
     assert "gated 3 transcripts (0 already recorded)" in result.stdout
     verdicts = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
     assert [(v["source"], v["id"]) for v in verdicts] == [("cli", "r1"), ("cli", "r2"), ("other", "r3")]
-    again = await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address, "--source", "cli")
-    assert "gated 3 transcripts (3 already recorded)" in again.stdout
+    again = await asyncio.to_thread(_cli, "gate", "-", "--target", server.address, "--source", "cli",
+                                    stdin=path.read_text())  # the same file again, from standard input
+    assert "gated 3 transcripts (3 already recorded)" in again.stdout, again.stderr
     got = await asyncio.to_thread(_cli, "get", "--target", server.address, "--source", "cli", "--id", "r1")
     assert json.loads(got.stdout)["transcript"]["id"] == "r1"
 

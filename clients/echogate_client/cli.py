@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="YAML settings file")
 
     p = sub.add_parser("gate", help="gate a JSONL file through a running server")
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=_input_file, help="JSONL file, or - for standard input")
     p.add_argument("--target", default="127.0.0.1:50051")
     p.add_argument("--source", default="", help="source for records that name none")
     p.add_argument("--batch-size", type=_positive_int, default=256)
@@ -168,7 +168,7 @@ def _gate(args) -> int:
     decisions: Counter[str] = Counter()
     duplicates = 0
     out = args.out.open("w") if args.out else None
-    lines = sum(1 for line in args.file.open(encoding="utf-8") if line.strip())
+    lines = None if args.file is sys.stdin else sum(1 for line in args.file.open(encoding="utf-8") if line.strip())
     transcripts = (transcript_from_record(rec, n, args.source) for n, rec in read_jsonl(args.file))
     try:
         with connect(args.target) as client, tqdm(total=lines, unit="transcript", file=sys.stderr) as bar:
