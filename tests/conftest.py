@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import uuid
@@ -96,3 +97,10 @@ def transcript(tid: str, *texts: str, source: str = "test", roles=None, **kw) ->
     """A transcript alternating customer/agent turns unless roles are given."""
     roles = roles or [pb.ROLE_CUSTOMER if i % 2 == 0 else pb.ROLE_AGENT for i in range(len(texts))]
     return pb.Transcript(id=tid, source=source, turns=[pb.Turn(role=r, text=t) for r, t in zip(roles, texts)], **kw)
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as jq, JavaScript and most other readers do."""
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)

@@ -15,7 +15,7 @@ from echogate.grpc_api.server import EchogateServer
 from echogate.v1 import gate_pb2 as pb
 from echogate_client.client import AsyncClient, Client, RetryPolicy
 from echogate_client.records import RecordError, transcript_from_record
-from tests.conftest import make_settings, server_in_thread, transcript
+from tests.conftest import make_settings, server_in_thread, strict_json, transcript
 
 RECORDS = [
     {"id": "r1", "turns": [{"role": "customer", "text": "where is my parcel"},
@@ -184,10 +184,7 @@ def test_eval_command_json_is_strict_where_one_label_leaves_a_metric_undefined(t
     path = _write(tmp_path / "l.jsonl", labelled)
     result = _cli("eval", str(path), "--json")
     assert result.returncode == 0, result.stderr
-
-    def refuse(constant):
-        raise AssertionError(f"{constant} is not JSON")
-    groups = json.loads(result.stdout, parse_constant=refuse)["groups"]
+    groups = strict_json(result.stdout)["groups"]
     assert groups["dataset=people"]["auroc"] is None and groups["dataset=people"]["mean_prob_machine"] is None
     assert 0 <= groups["all"]["auroc"] <= 1
     table = _cli("eval", str(path)).stdout

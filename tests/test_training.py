@@ -2,7 +2,6 @@
 are built, and that they teach style."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from echogate.training.data import Doc, content_key
 from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, featurize, fit, in_collection_fold, lowercased,
                                      matched_pairs, pair_rows, split_training_features, training_pairs,
                                      training_set)
+from tests.conftest import strict_json
 
 
 def doc(label: int, content: str | None, dataset: str = "l2r") -> Doc:
@@ -135,10 +135,8 @@ def test_the_in_collection_check_holds_out_whole_conversations_of_the_support_co
 def test_the_shipped_training_report_is_strict_json():
     """Folds with one label (BANKING77, short slices) have no AUROC: the report writes null there,
     as the trainer's writer (allow_nan=False after evaluation.without_nan) must, not a bare NaN."""
-    def refuse(constant):
-        raise AssertionError(f"{constant} is not JSON")
     path = Path(__file__).resolve().parents[1] / "service/echogate/models/training_report.json"
-    report = json.loads(path.read_text(), parse_constant=refuse)
+    report = strict_json(path.read_text())
     banking = next(r for r in report["validation"] if r["fold"] == "banking77" and r["slice"] == "turns")
     assert banking["auroc"] is None and banking["mean_prob_human"] > 0
     assert evaluation.without_nan({"a": [float("nan"), 0.5], "b": (1, float("nan"))}) == {"a": [None, 0.5], "b": [1, None]}

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except RecordError as exc:  # a file's record the schema cannot read: say which line, exit as a usage error
-        print(f"echogate {args.command}: {'<stdin>' if args.file is sys.stdin else args.file}: {exc}", file=sys.stderr)
+        print(f"echogate {args.command}: {_shown(args.file)}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -147,6 +147,10 @@ def _input_file(name: str) -> Path | IO[str]:
     return Path(name)
 
 
+def _shown(file: Path | IO[str]) -> str:
+    return "<stdin>" if file is sys.stdin else str(file)
+
+
 def _serve(args) -> int:
     from echogate.grpc_api.server import serve
     from echogate.settings import Settings
@@ -163,22 +167,23 @@ def _gate(args) -> int:
     import grpc
 
     from echogate_client.client import connect, field_violations
-    from echogate_client.records import read_jsonl, transcript_from_record, verdict_to_dict
+    from echogate_client.records import DECISION_NAMES, count_lines, read_jsonl, transcript_from_record, verdict_to_dict
 
     decisions: Counter[str] = Counter()
     duplicates = 0
     out = args.out.open("w") if args.out else None
-    lines = None if args.file is sys.stdin else sum(1 for line in args.file.open(encoding="utf-8") if line.strip())
+    lines = count_lines(args.file)
     transcripts = (transcript_from_record(rec, n, args.source) for n, rec in read_jsonl(args.file))
     try:
         with connect(args.target) as client, tqdm(total=lines, unit="transcript", file=sys.stderr) as bar:
             for verdict in client.gate_all(transcripts, args.batch_size):
-                decisions[verdict_to_dict(verdict)["decision"]] += 1
+                decisions[DECISION_NAMES[verdict.decision]] += 1
                 duplicates += verdict.duplicate
                 if out:
                     out.write(json.dumps({"id": verdict.transcript_id, "source": verdict.source,
                                           **verdict_to_dict(verdict)}) + "\n")
                 bar.update()
+            bar.total = bar.n  # the count held blank lines too
     except grpc.RpcError as err:
         print(f"echogate gate: {err.code().name}: {err.details()}", file=sys.stderr)
         for field, why in field_violations(err):
@@ -379,7 +384,7 @@ def _eval(args) -> int:
 
     report = without_nan(evaluate_file(args.file, model_path=args.model))  # None where one label leaves it undefined
     if report["groups"]["all"]["n"] == 0:
-        print(f"echogate eval: {'<stdin>' if args.file is sys.stdin else args.file}: no record has a `label` of "
+        print(f"echogate eval: {_shown(args.file)}: no record has a `label` of "
               "human or machine, so there is nothing to measure", file=sys.stderr)
         return 2
     if args.json:

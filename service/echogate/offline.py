@@ -26,7 +26,8 @@ from echogate.grpc_api import convert
 from echogate.metrics import Metrics
 from echogate.settings import Limits, Settings
 from echogate.types import Transcript
-from echogate_client.records import RecordError, read_jsonl_lines, transcript_from_record, verdict_to_dict
+from echogate_client.records import (RecordError, count_lines, read_jsonl_lines, transcript_from_record,
+                                     verdict_to_dict)
 
 # Offline files are the user's own: accept what the model can read (it cuts turns itself).
 OFFLINE_LIMITS = Limits(max_batch=100_000, max_turns=100_000, max_turn_bytes=10_000_000, max_id_bytes=100_000,
@@ -37,20 +38,6 @@ def _core(model_path: str | None, config: str | None) -> GateCore:
     settings = Settings.load(config, model_path=model_path, metrics_port=None)
     settings.limits = OFFLINE_LIMITS
     return GateCore(settings, Metrics(), store=None)
-
-
-def _count_lines(source: Path | IO[str]) -> int | None:
-    """Lines of a file, the progress bar's total (None for a pipe). Counted in 1 MB blocks, which
-    costs little beside scoring them; blank lines count here but hold no record, so the bar's total
-    is set to what was scored when it closes."""
-    if not isinstance(source, Path):
-        return None
-    count, last = 0, b"\n"
-    with source.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            count += block.count(b"\n")
-            last = block[-1:]
-    return count + (last != b"\n")
 
 
 def _read_batches(source: Path | IO[str], batch_size: int) -> Iterator[tuple[list, list[Transcript]]]:
@@ -64,12 +51,13 @@ def _read_batches(source: Path | IO[str], batch_size: int) -> Iterator[tuple[lis
 
 def _scored(source: Path | IO[str], core: GateCore, batch_size: int) -> Iterator[tuple[str, dict, dict]]:
     """(line, record, echogate object) in file order, with at most three batches of records in memory.
+    The progress bar's total counts blank lines too, so it is set to what was scored at the end.
 
     Batches are scored one after another, in file order (the corpus memory sees the file as a stream
     would show it), on a thread of their own: while one is scored, the next is read and converted
     and the last one's results are written. A record the schema cannot read raises RecordError
     after the batches before its own have been yielded."""
-    bar = tqdm(total=_count_lines(source), unit="record", file=sys.stderr)
+    bar = tqdm(total=count_lines(source), unit="record", file=sys.stderr)
     loop = asyncio.new_event_loop()  # runs on the scoring thread only
 
     def results(chunk: list, verdicts: Future) -> Iterator[tuple[str, dict, dict]]:
@@ -79,25 +67,21 @@ def _scored(source: Path | IO[str], core: GateCore, batch_size: int) -> Iterator
 
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="echogate-score") as scoring:
-            batches = _read_batches(source, batch_size)
-            scoring_now = None  # (chunk, future verdicts) of the batch on the scoring thread
-            while True:
-                try:
-                    chunk, transcripts = next(batches)
-                except StopIteration:
-                    break
-                except RecordError:
-                    if scoring_now is not None:
-                        yield from results(*scoring_now)
-                    raise
-                if scoring_now is not None:
-                    scoring_now[1].result()  # the corpus memory sees the previous batch before this one
-                previous = scoring_now
-                scoring_now = chunk, scoring.submit(loop.run_until_complete, core.score(transcripts))
-                if previous is not None:
-                    yield from results(*previous)
-            if scoring_now is not None:
-                yield from results(*scoring_now)
+            in_flight, unreadable = None, None  # (chunk, future verdicts) of the batch on the scoring thread
+            try:
+                for chunk, transcripts in _read_batches(source, batch_size):
+                    done = in_flight
+                    if done is not None:
+                        done[1].result()  # the corpus memory sees the previous batch before this one
+                    in_flight = chunk, scoring.submit(loop.run_until_complete, core.score(transcripts))
+                    if done is not None:
+                        yield from results(*done)
+            except RecordError as exc:
+                unreadable = exc
+            if in_flight is not None:
+                yield from results(*in_flight)
+            if unreadable is not None:
+                raise unreadable
         bar.total = bar.n
     finally:
         bar.close()
@@ -113,8 +97,8 @@ def with_echogate(line: str, record: dict, result: dict) -> str:
     `echogate` key (a scored file scored again) is encoded anew with that key's value replaced."""
     if "echogate" in record:
         return json.dumps({**record, "echogate": result}, ensure_ascii=False)
-    body = line.rstrip()  # a JSON object's text ends in its closing brace
-    return f"{body[:-1]}{', ' if record else ''}\"echogate\": {orjson.dumps(result).decode()}}}"
+    body = line.rstrip()  # a JSON object's text ends in its closing brace; a record is never empty
+    return f"{body[:-1]}, \"echogate\": {orjson.dumps(result).decode()}}}"
 
 
 def score_file(source: Path | IO[str], out: IO[str], model_path: str | None = None, config: str | None = None,
