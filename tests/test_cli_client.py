@@ -193,6 +193,42 @@ def test_eval_command_json_is_strict_where_one_label_leaves_a_metric_undefined(t
     assert unlabelled.returncode == 2 and "<stdin>: no record has a `label`" in unlabelled.stderr
 
 
+def test_eval_command_grades_turns_by_their_origin_and_short_texts_apart(tmp_path):
+    """A turn's own `origin` grades the per-turn score `score` writes for it, in groups named `turns`,
+    even in a file with no record `label`; texts under 20 words get groups of their own."""
+    apology = ("I sincerely apologize for the inconvenience this delay has caused. I completely understand how "
+               "frustrating it must be, and I will look into your order right away.")
+    records = [{"id": "a", "dataset": "shop", "turns": [
+                   {"role": "customer", "text": "my parcel is late again"},
+                   {"role": "agent", "text": "ugh sorry, checking now", "origin": "human"},
+                   {"role": "agent", "text": apology, "origin": "machine"}]},
+               {"id": "b", "dataset": "shop", "turns": [
+                   {"role": "customer", "text": "hi"}, {"role": "agent", "text": "hey, one sec", "origin": "human"},
+                   {"role": "agent", "text": "Thank you for your patience! " + apology, "origin": "machine"}]},
+               {"id": "c", "text": "no origin here, and no label either"}]
+    path = _write(tmp_path / "turns.jsonl", records)
+    result = _cli("eval", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    report = strict_json(result.stdout)
+    assert "all" not in report["groups"] and "reliability" not in report
+    scored = [json.loads(line)["echogate"] for line in _cli("score", str(path)).stdout.splitlines()]
+    machine = [scored[0]["turns"][2]["bot_origin"], scored[1]["turns"][2]["bot_origin"]]
+    human = [scored[0]["turns"][1]["bot_origin"], scored[1]["turns"][1]["bot_origin"]]
+    turns = report["groups"]["turns"]
+    assert (turns["n"], turns["machine"]) == (4, 2) and report["groups"]["turns dataset=shop"] == turns
+    assert turns["mean_prob_machine"] == pytest.approx(sum(machine) / 2)
+    assert turns["mean_prob_human"] == pytest.approx(sum(human) / 2)
+    pairs = [(m > h) + 0.5 * (m == h) for m in machine for h in human]
+    assert turns["auroc"] == pytest.approx(sum(pairs) / 4)
+    short = report["groups"]["turns<20w"]
+    assert (short["n"], short["machine"]) == (2, 0) and short["mean_prob_human"] == pytest.approx(sum(human) / 2)
+    assert sum(row["count"] for row in report["turn_reliability"]) == 4
+
+    labelled = _write(tmp_path / "labelled.jsonl", [{**r, "label": "human"} for r in records])
+    groups = strict_json(_cli("eval", str(labelled), "--json").stdout)["groups"]
+    assert groups["all"]["n"] == 3 and groups["all<20w"]["n"] == 1  # record c is the short one
+
+
 async def test_gate_command_gates_a_file_and_get_reads_back(tmp_path, server):
     path = _write(tmp_path / "in.jsonl", RECORDS)
     result = await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address, "--source", "cli",

@@ -105,8 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config")
     p.add_argument("--batch-size", type=_positive_int, default=256)
 
-    p = sub.add_parser("eval", help="AUROC, TPR at 1%% FPR and calibration on a labelled JSONL file")
-    p.add_argument("file", type=_input_file, help="JSONL file with `label` (human or machine), or - for standard input")
+    p = sub.add_parser("eval", help="AUROC, TPR at 1%% FPR and calibration on a labelled JSONL file",
+                       description="Grades each record's score by its `label` (human or machine) and each turn's by "
+                                   "its own `origin` where it has one (groups named `turns`), overall, per `dataset` "
+                                   "and `generator`, and texts under 20 words apart (groups ending `<20w`).")
+    p.add_argument("file", type=_input_file,
+                   help="JSONL file with `label` (human or machine) on records or `origin` on turns, or - for "
+                        "standard input")
     p.add_argument("--model")
     p.add_argument("--json", action="store_true")
 
@@ -383,9 +388,9 @@ def _eval(args) -> int:
     from echogate.offline import evaluate_file
 
     report = without_nan(evaluate_file(args.file, model_path=args.model))  # None where one label leaves it undefined
-    if report["groups"]["all"]["n"] == 0:
-        print(f"echogate eval: {_shown(args.file)}: no record has a `label` of "
-              "human or machine, so there is nothing to measure", file=sys.stderr)
+    if not report["groups"]:
+        print(f"echogate eval: {_shown(args.file)}: no record has a `label` of human or machine, nor any turn "
+              "an `origin`, so there is nothing to measure", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(report, indent=2, allow_nan=False))
@@ -398,10 +403,12 @@ def _eval(args) -> int:
     for name, row in report["groups"].items():
         print(f"{name:40s} {row['n']:7d} {row['machine']:7d} {metric(row['auroc'])} "
               f"{metric(row['tpr_at_1pct_fpr'])} {metric(row['ece'])}")
-    print("\nreliability (all records): bin, count, mean predicted, observed machine share")
-    for row in report["reliability"]:
-        print(f"  {row['bin_low']:.1f}-{row['bin_high']:.1f} {row['count']:7d} {row['mean_prob']:.3f} "
-              f"{row['machine_share']:.3f}")
+    for key, what in (("reliability", "records"), ("turn_reliability", "turns with an origin")):
+        if key in report:
+            print(f"\nreliability ({what}): bin, count, mean predicted, observed machine share")
+            for row in report[key]:
+                print(f"  {row['bin_low']:.1f}-{row['bin_high']:.1f} {row['count']:7d} {row['mean_prob']:.3f} "
+                      f"{row['machine_share']:.3f}")
     return 0
 
 

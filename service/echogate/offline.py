@@ -112,27 +112,81 @@ def score_file(source: Path | IO[str], out: IO[str], model_path: str | None = No
         core.close()
 
 
+SHORT_WORDS = 20  # texts under this many words are reported apart, as in the model card
+
+
+def _words(texts: list[str]) -> int:
+    return sum(len(t.split()) for t in texts)
+
+
+def _record_texts(record: dict) -> list[str]:
+    return [t.get("text") or "" for t in record["turns"]] if record.get("turns") else [record.get("text") or ""]
+
+
+class _Labelled:
+    """Labelled scores of one kind (records, or turns with an `origin`) and what groups them."""
+
+    def __init__(self) -> None:
+        self.labels: list[bool] = []
+        self.probs: list[float] = []
+        self.short: list[bool] = []
+        self.datasets: list[str | None] = []
+        self.generators: list[str | None] = []
+
+    def add(self, label: str, prob: float, texts: list[str], dataset: str | None, generator: str | None) -> None:
+        self.labels.append(label == "machine")
+        self.probs.append(prob)
+        self.short.append(_words(texts) < SHORT_WORDS)
+        self.datasets.append(dataset)
+        self.generators.append(generator)
+
+    def groups(self, prefix: str, per_generator: bool) -> dict[str, dict]:
+        """Summaries for everything (named `prefix`, or `all`), each dataset and (for records) each
+        generator against every human, each followed by its texts under SHORT_WORDS words where
+        some, not all, are; nothing when no score of this kind was labelled."""
+        if not self.labels:
+            return {}
+        y, p, short = np.array(self.labels, bool), np.array(self.probs, float), np.array(self.short, bool)
+        selections = {"": np.ones(len(y), bool)}
+        for name in sorted({d for d in self.datasets if d}):
+            selections[f"dataset={name}"] = np.array([d == name for d in self.datasets], bool)
+        if per_generator:
+            for name in sorted({g for g in self.generators if g}):
+                # a generator against every human record: can it be told apart from people?
+                selections[f"generator={name}"] = np.array([g == name for g in self.generators], bool) | ~y
+        out = {}
+        for name, sel in selections.items():
+            label = " ".join(part for part in (prefix, name) if part) or "all"
+            out[label] = evaluation.summary(y[sel], p[sel])
+            if 0 < (sel & short).sum() < sel.sum():
+                out[f"{label}<{SHORT_WORDS}w"] = evaluation.summary(y[sel & short], p[sel & short])
+        return out
+
+    def reliability(self) -> list[dict[str, float]]:
+        return evaluation.reliability(np.array(self.labels, bool), np.array(self.probs, float))
+
+
 def evaluate_file(source: Path | IO[str], model_path: str | None = None) -> dict:
-    """Metrics on a labelled file (`label`: human or machine), overall and per dataset/generator."""
+    """Metrics on a labelled file, overall, per dataset and generator, and for short texts apart.
+
+    A record's `label` (human or machine) grades its transcript score. A turn's own `origin`
+    (human or machine, as in STAR, where a wizard either picked a template or typed) grades that
+    turn's score, in groups prefixed `turns`: a file can measure the per-turn output as well."""
     core = _core(model_path, None)
-    labels, probs, datasets, generators = [], [], [], []
+    records, turns = _Labelled(), _Labelled()
     try:
         for _, rec, result in _scored(source, core, 256):
-            if rec.get("label") not in ("human", "machine"):
-                continue
-            labels.append(rec["label"] == "machine")
-            probs.append(result["bot_origin"])
-            datasets.append(rec.get("dataset"))
-            generators.append(rec.get("generator"))
+            dataset, generator = rec.get("dataset"), rec.get("generator")
+            if rec.get("label") in ("human", "machine"):
+                records.add(rec["label"], result["bot_origin"], _record_texts(rec), dataset, generator)
+            for turn, scored in zip(rec.get("turns") or [], result["turns"]):
+                if turn.get("origin") in ("human", "machine"):
+                    turns.add(turn["origin"], scored["bot_origin"], [turn.get("text") or ""], dataset, None)
     finally:
         core.close()
-    y, p = np.array(labels, bool), np.array(probs, float)
-    groups = {"all": evaluation.summary(y, p)}
-    for name in sorted({d for d in datasets if d}):
-        sel = np.array([d == name for d in datasets])
-        groups[f"dataset={name}"] = evaluation.summary(y[sel], p[sel])
-    for name in sorted({g for g in generators if g}):
-        # a generator against every human record: can it be told apart from people?
-        sel = np.array([g == name or not lab for g, lab in zip(generators, labels)])
-        groups[f"generator={name}"] = evaluation.summary(y[sel], p[sel])
-    return {"groups": groups, "reliability": evaluation.reliability(y, p)}
+    report = {"groups": {**records.groups("", per_generator=True), **turns.groups("turns", per_generator=False)}}
+    if records.labels:
+        report["reliability"] = records.reliability()
+    if turns.labels:
+        report["turn_reliability"] = turns.reliability()
+    return report
