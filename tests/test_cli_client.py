@@ -67,6 +67,16 @@ def test_system_turns_answer_where_a_record_has_no_agent():
     assert [t.role for t in platform.turns] == [pb.ROLE_SYSTEM, pb.ROLE_AGENT]
 
 
+@pytest.mark.parametrize("customer, agent", [("apprentice", "Wizard"), ("seeker", "recommender"),
+                                             ("customer", "company"), ("Caller", "representative")])
+def test_role_names_of_dialogue_corpora_are_read(customer, agent):
+    """Exports of Wizard of Wikipedia, ReDial and the Twitter customer-support corpus score as they
+    are instead of stopping the run on an unknown role; ABCD's tool `action` turns are platform text."""
+    t = transcript_from_record({"turns": [{"role": customer, "text": "hi"}, {"role": agent, "text": "Hello!"},
+                                          {"role": "action", "text": "Account has been pulled up for Ana."}]}, 1)
+    assert [x.role for x in t.turns] == [pb.ROLE_CUSTOMER, pb.ROLE_AGENT, pb.ROLE_SYSTEM]
+
+
 def test_score_command_appends_echogate_object_in_order(tmp_path):
     path = _write(tmp_path / "in.jsonl", RECORDS)
     result = _cli("score", str(path))

@@ -21,14 +21,18 @@ from echogate.v1 import gate_pb2 as pb
 
 # Role names as logging tools and dialogue corpora write them (case and surrounding spaces ignored):
 # OpenAI and Anthropic message lists (user, assistant), Gemini's (user, model), MultiWOZ's short
-# forms (usr, sys), chat exports (customer, client, agent, operator, support, bot, chatbot, ai).
+# forms (usr, sys), chat exports (customer, client, agent, operator, support, bot, chatbot, ai),
+# Wizard of Wikipedia (apprentice, wizard), ReDial (seeker, recommender), the Twitter customer
+# support corpus (customer, company), ABCD (customer, agent, action: what the agent's tools did).
 ROLE_NAMES = {
     "customer": pb.ROLE_CUSTOMER, "user": pb.ROLE_CUSTOMER, "human": pb.ROLE_CUSTOMER, "client": pb.ROLE_CUSTOMER,
-    "usr": pb.ROLE_CUSTOMER,
+    "usr": pb.ROLE_CUSTOMER, "apprentice": pb.ROLE_CUSTOMER, "seeker": pb.ROLE_CUSTOMER, "caller": pb.ROLE_CUSTOMER,
+    "guest": pb.ROLE_CUSTOMER, "visitor": pb.ROLE_CUSTOMER,
     "agent": pb.ROLE_AGENT, "assistant": pb.ROLE_AGENT, "bot": pb.ROLE_AGENT, "wizard": pb.ROLE_AGENT,
     "operator": pb.ROLE_AGENT, "support": pb.ROLE_AGENT, "model": pb.ROLE_AGENT, "chatbot": pb.ROLE_AGENT,
-    "ai": pb.ROLE_AGENT,
-    "system": pb.ROLE_SYSTEM, "sys": pb.ROLE_SYSTEM,
+    "ai": pb.ROLE_AGENT, "recommender": pb.ROLE_AGENT, "company": pb.ROLE_AGENT, "representative": pb.ROLE_AGENT,
+    "rep": pb.ROLE_AGENT, "staff": pb.ROLE_AGENT,
+    "system": pb.ROLE_SYSTEM, "sys": pb.ROLE_SYSTEM, "action": pb.ROLE_SYSTEM,
 }
 ORIGIN_NAMES = {"": pb.DECLARED_ORIGIN_UNSPECIFIED, "unknown": pb.DECLARED_ORIGIN_UNSPECIFIED,
                 "human": pb.DECLARED_ORIGIN_HUMAN, "bot": pb.DECLARED_ORIGIN_BOT,
