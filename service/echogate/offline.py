@@ -115,12 +115,9 @@ def score_file(source: Path | IO[str], out: IO[str], model_path: str | None = No
 SHORT_WORDS = 20  # texts under this many words are reported apart, as in the model card
 
 
-def _words(texts: list[str]) -> int:
-    return sum(len(t.split()) for t in texts)
-
-
-def _record_texts(record: dict) -> list[str]:
-    return [t.get("text") or "" for t in record["turns"]] if record.get("turns") else [record.get("text") or ""]
+def _words(record: dict) -> int:
+    texts = [t.get("text") for t in record["turns"]] if record.get("turns") else [record.get("text")]
+    return sum(len(str(t or "").split()) for t in texts)  # a text the record wrote as a number is read as one
 
 
 class _Labelled:
@@ -133,16 +130,16 @@ class _Labelled:
         self.datasets: list[str | None] = []
         self.generators: list[str | None] = []
 
-    def add(self, label: str, prob: float, texts: list[str], dataset: str | None, generator: str | None) -> None:
+    def add(self, label: str, prob: float, words: int, dataset: str | None, generator: str | None) -> None:
         self.labels.append(label == "machine")
         self.probs.append(prob)
-        self.short.append(_words(texts) < SHORT_WORDS)
+        self.short.append(words < SHORT_WORDS)
         self.datasets.append(dataset)
         self.generators.append(generator)
 
-    def groups(self, prefix: str, per_generator: bool) -> dict[str, dict]:
-        """Summaries for everything (named `prefix`, or `all`), each dataset and (for records) each
-        generator against every human, each followed by its texts under SHORT_WORDS words where
+    def groups(self, prefix: str) -> dict[str, dict]:
+        """Summaries for everything (named `prefix`, or `all`), each dataset and each generator
+        against every human, each followed by its texts under SHORT_WORDS words where
         some, not all, are; nothing when no score of this kind was labelled."""
         if not self.labels:
             return {}
@@ -150,10 +147,9 @@ class _Labelled:
         selections = {"": np.ones(len(y), bool)}
         for name in sorted({d for d in self.datasets if d}):
             selections[f"dataset={name}"] = np.array([d == name for d in self.datasets], bool)
-        if per_generator:
-            for name in sorted({g for g in self.generators if g}):
-                # a generator against every human record: can it be told apart from people?
-                selections[f"generator={name}"] = np.array([g == name for g in self.generators], bool) | ~y
+        for name in sorted({g for g in self.generators if g}):
+            # a generator against every human text: can it be told apart from people?
+            selections[f"generator={name}"] = np.array([g == name for g in self.generators], bool) | ~y
         out = {}
         for name, sel in selections.items():
             label = " ".join(part for part in (prefix, name) if part) or "all"
@@ -178,13 +174,14 @@ def evaluate_file(source: Path | IO[str], model_path: str | None = None) -> dict
         for _, rec, result in _scored(source, core, 256):
             dataset, generator = rec.get("dataset"), rec.get("generator")
             if rec.get("label") in ("human", "machine"):
-                records.add(rec["label"], result["bot_origin"], _record_texts(rec), dataset, generator)
+                records.add(rec["label"], result["bot_origin"], _words(rec), dataset, generator)
             for turn, scored in zip(rec.get("turns") or [], result["turns"]):
-                if turn.get("origin") in ("human", "machine"):
-                    turns.add(turn["origin"], scored["bot_origin"], [turn.get("text") or ""], dataset, None)
+                if turn.get("origin") in ("human", "machine"):  # a record's generator need not have written it
+                    turns.add(turn["origin"], scored["bot_origin"], _words({"text": turn.get("text")}), dataset,
+                              None)
     finally:
         core.close()
-    report = {"groups": {**records.groups("", per_generator=True), **turns.groups("turns", per_generator=False)}}
+    report = {"groups": {**records.groups(""), **turns.groups("turns")}}
     if records.labels:
         report["reliability"] = records.reliability()
     if turns.labels:
