@@ -11,8 +11,8 @@ from echogate import evaluation
 from echogate.features import HashSpec, ngram_hashes
 from echogate.text import normalize_all, pack_turns
 from echogate.training.data import Doc, content_key
-from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, featurize, fit, in_collection_fold, lowercased,
-                                     matched_pairs, pair_rows, split_training_features, training_pairs,
+from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, featurize, fit, fit_calibration, in_collection_fold,
+                                     lowercased, matched_pairs, pair_rows, split_training_features, training_pairs,
                                      training_set)
 from tests.conftest import strict_json
 
@@ -140,3 +140,19 @@ def test_the_shipped_training_report_is_strict_json():
     banking = next(r for r in report["validation"] if r["fold"] == "banking77" and r["slice"] == "turns")
     assert banking["auroc"] is None and banking["mean_prob_human"] > 0
     assert evaluation.without_nan({"a": [float("nan"), 0.5], "b": (1, float("nan"))}) == {"a": [None, 0.5], "b": [1, None]}
+
+
+def test_calibration_learns_the_corpus_weight_or_keeps_the_one_it_is_given():
+    """Where repeated turns mark machines, a free fit gives the corpus signal weight; a fixed weight
+    (the dialogue calibration's, TrainConfig.transcript_seen_weight) stays as given while scale
+    and offset are still fitted to the scores."""
+    rng = np.random.default_rng(0)
+    y = rng.random(4000) < 0.5
+    raw = rng.normal(np.where(y, 1.0, -1.0), 1.0)
+    seen = np.where(y & (rng.random(4000) < 0.5), 3.0, 0.0)
+    fold = np.array(["a", "b"])[rng.integers(0, 2, 4000)]
+    free = fit_calibration(raw, seen, y, fold)
+    assert free.seen_weight > 1 and free.scale > 1
+    for given in (0.0, 0.4):
+        fixed = fit_calibration(raw, seen, y, fold, seen_weight=given)
+        assert fixed.seen_weight == given and fixed.scale > 1
