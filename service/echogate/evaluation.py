@@ -8,6 +8,15 @@ from __future__ import annotations
 import numpy as np
 
 
+SHORT_WORDS = 20  # texts under this many words are reported apart: they carry little evidence
+
+
+def word_count(texts) -> int:
+    """Words of a text's parts (a transcript's turns), the measure of SHORT_WORDS; a part written
+    as a number (a JSON record's) counts as one word."""
+    return sum(len(str(t or "").split()) for t in texts)
+
+
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve via the rank statistic (ties get average ranks)."""
     labels = np.asarray(labels, bool)

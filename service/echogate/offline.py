@@ -112,14 +112,6 @@ def score_file(source: Path | IO[str], out: IO[str], model_path: str | None = No
         core.close()
 
 
-SHORT_WORDS = 20  # texts under this many words are reported apart, as in the model card
-
-
-def _words(record: dict) -> int:
-    texts = [t.get("text") for t in record["turns"]] if record.get("turns") else [record.get("text")]
-    return sum(len(str(t or "").split()) for t in texts)  # a text the record wrote as a number is read as one
-
-
 class _Labelled:
     """Labelled scores of one kind (records, or turns with an `origin`) and what groups them."""
 
@@ -133,13 +125,13 @@ class _Labelled:
     def add(self, label: str, prob: float, words: int, dataset: str | None, generator: str | None) -> None:
         self.labels.append(label == "machine")
         self.probs.append(prob)
-        self.short.append(words < SHORT_WORDS)
+        self.short.append(words < evaluation.SHORT_WORDS)
         self.datasets.append(dataset)
         self.generators.append(generator)
 
     def groups(self, prefix: str) -> dict[str, dict]:
         """Summaries for everything (named `prefix`, or `all`), each dataset and each generator
-        against every human, each followed by its texts under SHORT_WORDS words where
+        against every human, each followed by its texts under evaluation.SHORT_WORDS words where
         some, not all, are; nothing when no score of this kind was labelled."""
         if not self.labels:
             return {}
@@ -155,7 +147,7 @@ class _Labelled:
             label = " ".join(part for part in (prefix, name) if part) or "all"
             out[label] = evaluation.summary(y[sel], p[sel])
             if 0 < (sel & short).sum() < sel.sum():
-                out[f"{label}<{SHORT_WORDS}w"] = evaluation.summary(y[sel & short], p[sel & short])
+                out[f"{label}<{evaluation.SHORT_WORDS}w"] = evaluation.summary(y[sel & short], p[sel & short])
         return out
 
     def reliability(self) -> list[dict[str, float]]:
@@ -173,11 +165,13 @@ def evaluate_file(source: Path | IO[str], model_path: str | None = None) -> dict
     try:
         for _, rec, result in _scored(source, core, 256):
             dataset, generator = rec.get("dataset"), rec.get("generator")
+            record_turns = rec.get("turns") or []
             if rec.get("label") in ("human", "machine"):
-                records.add(rec["label"], result["bot_origin"], _words(rec), dataset, generator)
-            for turn, scored in zip(rec.get("turns") or [], result["turns"]):
+                texts = [t.get("text") for t in record_turns] if record_turns else [rec.get("text")]
+                records.add(rec["label"], result["bot_origin"], evaluation.word_count(texts), dataset, generator)
+            for turn, scored in zip(record_turns, result["turns"]):
                 if turn.get("origin") in ("human", "machine"):  # a record's generator need not have written it
-                    turns.add(turn["origin"], scored["bot_origin"], _words({"text": turn.get("text")}), dataset,
+                    turns.add(turn["origin"], scored["bot_origin"], evaluation.word_count([turn.get("text")]), dataset,
                               None)
     finally:
         core.close()

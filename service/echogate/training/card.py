@@ -54,10 +54,10 @@ def render(report: dict) -> str:
                 f" corpora) is read with weights learnt for it." if share else "")
     cal = report["calibration"]
     fixed = cfg.get("transcript_seen_weight")
+    dialogue_seen = (f"{fixed:g}, fixed by TrainConfig.transcript_seen_weight" if fixed is not None
+                     else f"{cal['transcript']['seen_weight']:.2f}, learnt")
     seen = (f"single texts {cal['turn']['seen_weight']:.2f} per unit of log1p(count), learnt; dialogues "
-            + (f"{fixed:g}, fixed by TrainConfig.transcript_seen_weight: see Known weaknesses" if fixed is not None
-               else f"{cal['transcript']['seen_weight']:.2f}, learnt"))
-    dialogue_seen = f"{fixed:g}" if fixed is not None else f"{cal['transcript']['seen_weight']:.2f} (learnt)"
+            f"{dialogue_seen}: see Known weaknesses")
     rep = report["repetition"]
     rep_rows = "\n".join(
         f"| {r['held_out']} | {r['kind']} | {r['n']} | {r['machine']} | {_f(r['auroc'])} | {_f(r['tpr_at_1pct_fpr'])} "
@@ -175,11 +175,13 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
   cucom_vs_taskmaster4 dialogues ranked at 0.502 AUROC (TPR at 1% FPR 0.000) against 0.708 (0.108)
   on the model's score alone, while template dialogues of unseen STAR domains gained at most
   0.006 AUROC and 0.056 TPR at 1% FPR (0.774 against 0.718 on one fold): their wording already
-  gives them away. A dialogue's own score therefore takes it at weight {dialogue_seen}. It still raises the
-  scores of a dialogue's repeated turns (the single-text calibration, where it is what catches
-  template turns of unseen domains) and the transcript's repetitiveness, which the policy reads.
-  Without it the dialogue calibration's offset is higher: very short human dialogues score a
-  little higher (in_collection_support transcripts under 20 words, mean p 0.367 against 0.343).
+  gives them away. A dialogue's own score therefore takes it at weight
+  {dialogue_seen}.
+  It still raises the scores of a dialogue's repeated turns (the single-text calibration, where it
+  is what catches template turns of unseen domains) and the transcript's repetitiveness, which the
+  policy reads. Without it the dialogue calibration's
+  offset is higher: very short human dialogues score a little higher (in_collection_support
+  transcripts under 20 words, mean p 0.367 against 0.343).
 - **The corpus signal needs a stream.** A template bot's turn is recognised by repetition only
   after it has been seen; the first occurrences score on style alone. Human agents who paste
   the same macro many times look scripted too (that is often the right call for training data,

@@ -469,9 +469,10 @@ def report_rows(docs: list[Doc], probs: np.ndarray, fold: str) -> list[dict]:
         sel = np.array([d.kind == kind for d in docs])
         if sel.any():
             rows.append({"fold": fold, "slice": f"{kind}s", **evaluation.summary(y[sel], probs[sel])})
-            short = sel & np.array([len(" ".join(d.texts).split()) < 20 for d in docs])
+            short = sel & np.array([evaluation.word_count(d.texts) < evaluation.SHORT_WORDS for d in docs])
             if short.any():
-                rows.append({"fold": fold, "slice": f"{kind}s<20w", **evaluation.summary(y[short], probs[short])})
+                rows.append({"fold": fold, "slice": f"{kind}s<{evaluation.SHORT_WORDS}w",
+                             **evaluation.summary(y[short], probs[short])})
     gens = sorted({d.generator for d in docs if d.label == 1 and d.generator and not d.generator.startswith("template:")})
     if len(gens) > 1:
         for g in gens:
