@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
+import onnx
 import scipy.sparse as sp
 
 from echogate import evaluation
 from echogate.features import HashSpec, ngram_hashes
-from echogate.text import normalize_all, pack_turns
+from echogate.model import BotOriginModel
+from echogate.text import NORMALIZATION_VERSION, model_texts, normalize_all, pack_turns
 from echogate.training.data import Doc, content_key
+from echogate.training.graph import Calibration, build_graph
+from echogate.training.repetition import RepetitionHead
 from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, featurize, fit, fit_calibration, in_collection_fold,
-                                     lowercased, matched_pairs, pair_rows, split_training_features, training_pairs,
-                                     training_set)
+                                     lowercased, matched_pairs, pair_rows, read_scores, split_training_features,
+                                     training_pairs, training_set)
 from tests.conftest import strict_json
 
 
@@ -156,3 +162,38 @@ def test_calibration_learns_the_corpus_weight_or_keeps_the_one_it_is_given():
     for given in (0.0, 0.4):
         fixed = fit_calibration(raw, seen, y, fold, seen_weight=given)
         assert fixed.seen_weight == given and fixed.scale > 1
+
+
+def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path):
+    """The trainer calibrates on read_scores: a transcript's n-gram sum over its count ** 0.75, a
+    single text's over sqrt. The graph built from the same model, with that power in its dialogue
+    calibration, gives the same raw scores (identity calibration: the logit is the raw score)."""
+    spec = HashSpec((3, 4), (4,), 1 << 12, (6,), (1, 2))
+    docs = [Doc("sgd", 0, None, "d", "transcript", ("customer", "agent", "agent"),
+                ("I need a table for two tonight", "Which city, please?", "Booked: 7 pm at Luigi's.")),
+            Doc("cucom_ecommerce", 1, None, "d", "transcript", ("customer", "agent"),
+                ("my parcel never came", "I sincerely apologize for the inconvenience this has caused you.")),
+            Doc("l2r", 1, "g", "d", "turn", ("agent",), ("A rewritten paragraph of text, with care.",), "d/1")]
+    x_train, x = split_training_features(*featurize(docs, spec, ROLE_WEIGHTS), docs, ("l2r",), 1.0)
+    clf = fit(x_train, np.array([d.label for d in docs]), np.ones(len(docs)),
+              TrainConfig(orders=spec.orders, shape_orders=spec.shape_orders, table_size=spec.table_size,
+                          function_orders=spec.function_orders, word_orders=spec.word_orders))
+    transcript = np.array([d.kind == "transcript" for d in docs])
+    raw = read_scores(clf, x, transcript, 0.75)
+    meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
+            "max_turn_bytes": "4096"}
+    onnx.save(build_graph(spec, clf.coef_[0], float(clf.intercept_[0]), Calibration(1.0, 0.0),
+                          Calibration(1.0, 0.0, 0.0, 0.75), RepetitionHead((0.0,) * 4, 0.0), meta, 64),
+              tmp_path / "m.onnx")
+    texts = model_texts(normalize_all([t for d in docs for t in d.texts]))
+    packed = pack_turns(texts, 4096)
+    turn_doc = np.repeat(np.arange(len(docs)), [len(d.texts) for d in docs])
+    n = len(texts)
+    out = BotOriginModel(tmp_path / "m.onnx").run(
+        packed.stream, packed.lengths, turn_doc, np.array([ROLE_WEIGHTS[r] for d in docs for r in d.roles], np.float32),
+        np.zeros(n, np.float32), len(docs), np.zeros((n, 4), np.float32), np.ones(n, np.float32))
+    p = out.transcript_bot_origin.astype(np.float64)
+    np.testing.assert_allclose(np.log(p / (1 - p)), raw, atol=2e-3)
+    # at 0.5 a transcript reads as the model scores it; 0.75 moves it
+    np.testing.assert_allclose(read_scores(clf, x, transcript, 0.5), clf.decision_function(x))
+    assert not np.allclose(raw[:2], clf.decision_function(x)[:2], atol=1e-2)

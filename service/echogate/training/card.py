@@ -88,6 +88,10 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   write both sides: with both sides tokenised, unseen-domain STAR turns had lost up to 0.16
   AUROC.
 - Transcript score: the role-weighted pool of its turns' n-grams (weights {cfg['role_weights']}).
+- Raw score: the sum of a text's n-gram weights over (its n-gram count) ** power, plus the
+  intercept. Single texts read it at {cal['turn'].get('count_power', 0.5):g}, as the model trains; dialogues at
+  {cal['transcript'].get('count_power', 0.5):g} (TrainConfig.transcript_count_power), nearer a mean, so that
+  a long dialogue's score does not grow with its length whichever way its n-grams lean.
 - Calibration maps (logit = scale x raw + offset + seen_weight x corpus signal): single texts
   {cal['turn']['scale']:.3f} / {cal['turn']['offset']:.3f} / {cal['turn']['seen_weight']:.3f}, dialogues
   {cal['transcript']['scale']:.3f} / {cal['transcript']['offset']:.3f} / {cal['transcript']['seen_weight']:.3f}.
@@ -179,9 +183,15 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
   {dialogue_seen}.
   It still raises the scores of a dialogue's repeated turns (the single-text calibration, where it
   is what catches template turns of unseen domains) and the transcript's repetitiveness, which the
-  policy reads. Without it the dialogue calibration's
-  offset is higher: very short human dialogues score a little higher (in_collection_support
-  transcripts under 20 words, mean p 0.367 against 0.343).
+  policy reads.
+- **A dialogue's probability is least calibrated on a collection unlike the training files.**
+  Its score reads the n-gram evidence nearer a mean than a sum (power
+  {cal['transcript'].get('count_power', 0.5):g} above): held-out dialogues rank higher that way (bot-origin-0.13.0, at 0.5:
+  cucom_vs_taskmaster4 0.708, spc_vs_sgd 0.502, STAR unseen domains 0.856 / 0.967), but the
+  calibration's slope is steeper, and on cucom_vs_taskmaster4 the held-out LLM dialogues average
+  a probability well under 0.5 while still ranking above the human ones (ECE in the table
+  above; TPR at 1% FPR there fell from 0.108). On a new source, set thresholds from a labelled
+  sample (`echogate eval`) rather than reading 0.5 as even odds.
 - **The corpus signal needs a stream.** A template bot's turn is recognised by repetition only
   after it has been seen; the first occurrences score on style alone. Human agents who paste
   the same macro many times look scripted too (that is often the right call for training data,

@@ -24,8 +24,8 @@ of 1 - (1 - turn_repetitiveness) * (1 - c / (c + h)), c = exp(turn_seen) - 1 the
 earlier transcripts with the turn and h = RepetitionHead.corpus_half_count (a turn seen h times
 counts as half repetition, one seen a thousand times as nearly all).
 A document's raw score is  sum(weights of its n-grams) / sqrt(n-gram count) + intercept (the
-weights held in fixed point, see WEIGHT_TABLE_TYPE),
-then Platt-calibrated (separately for turns and transcripts) with the corpus signal added: each
+weights held in fixed point, see WEIGHT_TABLE_TYPE; a transcript's count to its calibration's
+count_power), then Platt-calibrated (separately for turns and transcripts) with the corpus signal added: each
 turn's ``turn_seen`` scaled by min(1, its bytes / seen_full_bytes) (see `seen_scale`), a single
 text's own, a transcript's role-weighted mean. Working on one flat stream
 means no padding: cost is linear in the bytes of the batch.
@@ -69,11 +69,17 @@ def hash_const(value: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Calibration:
-    """logit = scale * raw + offset + seen_weight * seen: Platt scaling plus the corpus signal."""
+    """logit = scale * raw + offset + seen_weight * seen: Platt scaling plus the corpus signal.
+
+    raw = sum(n-gram weights) / count ** count_power + intercept. The model trains at 0.5 (a
+    sum of n-gram evidence over its standard deviation); a dialogue's score may read its
+    evidence closer to a mean (TrainConfig.transcript_count_power), so that a long dialogue's
+    score does not grow with its length: see docs/benchmarks.md."""
 
     scale: float
     offset: float
     seen_weight: float = 0.0
+    count_power: float = 0.5
 
 
 def seen_scale(turn_bytes: np.ndarray, seen_full_bytes: int) -> np.ndarray:
@@ -384,7 +390,9 @@ def build_graph(
     turn_cnt = node("Sum", counts, "turn_ngrams")
 
     def calibrated(total: str, count: str, seen: str, cal: Calibration, out: str) -> str:
-        norm = node("Sqrt", [node("Max", [count, "one_f"], out + "_cnt1")], out + "_norm")
+        count1 = node("Max", [count, "one_f"], out + "_cnt1")
+        norm = (node("Sqrt", [count1], out + "_norm") if cal.count_power == 0.5 else
+                node("Pow", [count1, const(out + "_power", np.array(cal.count_power, np.float32))], out + "_norm"))
         raw = node("Add", [node("Div", [total, norm], out + "_mean"), "intercept"], out + "_raw")
         a = const(out + "_a", np.array(cal.scale, np.float32))
         b = const(out + "_b", np.array(cal.offset, np.float32))
