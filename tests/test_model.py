@@ -22,7 +22,7 @@ TEXTS = ["Hello, how can I help?", "", "ok", "THE end", "the", "Ünïcödé 😀
 
 def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, n_transcripts, doc_power=0.5):
     """Raw (pre-calibration) turn and transcript scores computed in NumPy (a transcript's n-gram
-    sum over its count ** doc_power)."""
+    sum over its count ** doc_power, with the intercept only at 0.5)."""
     packed = pack_turns([normalize(t) for t in texts], 4096)
     hashes, turns = ngram_hashes(packed.stream, packed.byte_turn, spec)
     sums = np.bincount(turns, weights=weights[hashes], minlength=len(texts))
@@ -30,7 +30,7 @@ def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, 
     turn_raw = sums / np.sqrt(np.maximum(counts, 1)) + intercept
     doc_s = np.bincount(transcript_of_turn, weights=sums * turn_weight, minlength=n_transcripts)
     doc_c = np.bincount(transcript_of_turn, weights=counts * turn_weight, minlength=n_transcripts)
-    return turn_raw, doc_s / np.maximum(doc_c, 1) ** doc_power + intercept, counts, packed
+    return turn_raw, doc_s / np.maximum(doc_c, 1) ** doc_power + intercept * (doc_power == 0.5), counts, packed
 
 
 def stored(weights: np.ndarray) -> np.ndarray:
@@ -47,7 +47,8 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
     """The graph hashes in uint32 modulo 2**32 (the largest orders and table wrap there many times
     over) and sums every byte order from one prefix sum, taking off the n-grams that run past a
     turn's end; the reference does neither, so the two agree only where both are right. A transcript
-    divides its n-gram sum by its count to its calibration's count_power (0.75 here), a turn by sqrt."""
+    divides its n-gram sum by its count to its calibration's count_power (0.75 here, where the
+    offset stands in for the intercept), a turn by sqrt."""
     rng = np.random.default_rng(0)
     weights = rng.normal(scale=0.3, size=spec.table_size).astype(np.float32)  # no logit saturates float32
     meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),

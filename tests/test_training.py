@@ -2,9 +2,8 @@
 are built, and that they teach style."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -165,8 +164,9 @@ def test_calibration_learns_the_corpus_weight_or_keeps_the_one_it_is_given():
 
 
 def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path):
-    """The trainer calibrates on read_scores: a transcript's n-gram sum over its count ** 0.75, a
-    single text's over sqrt. The graph built from the same model, with that power in its dialogue
+    """The trainer calibrates on read_scores: a transcript's n-gram sum over its count ** 0.75 (the
+    calibration's offset in place of the intercept), a single text's over sqrt plus the intercept.
+    The graph built from the same model, with that power in its dialogue
     calibration, gives the same raw scores (identity calibration: the logit is the raw score)."""
     spec = HashSpec((3, 4), (4,), 1 << 12, (6,), (1, 2))
     docs = [Doc("sgd", 0, None, "d", "transcript", ("customer", "agent", "agent"),

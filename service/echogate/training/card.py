@@ -88,10 +88,11 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   write both sides: with both sides tokenised, unseen-domain STAR turns had lost up to 0.16
   AUROC.
 - Transcript score: the role-weighted pool of its turns' n-grams (weights {cfg['role_weights']}).
-- Raw score: the sum of a text's n-gram weights over (its n-gram count) ** power, plus the
-  intercept. Single texts read it at {cal['turn'].get('count_power', 0.5):g}, as the model trains; dialogues at
+- Raw score: the sum of a text's n-gram weights over (its n-gram count) ** power. Single texts
+  read it at {cal['turn'].get('count_power', 0.5):g}, as the model trains, plus the model's intercept; dialogues at
   {cal['transcript'].get('count_power', 0.5):g} (TrainConfig.transcript_count_power), nearer a mean, so that
-  a long dialogue's score does not grow with its length whichever way its n-grams lean.
+  a long dialogue's score does not grow with its length whichever way its n-grams lean (the
+  calibration's offset stands in for the intercept there: see graph.Calibration).
 - Calibration maps (logit = scale x raw + offset + seen_weight x corpus signal): single texts
   {cal['turn']['scale']:.3f} / {cal['turn']['offset']:.3f} / {cal['turn']['seen_weight']:.3f}, dialogues
   {cal['transcript']['scale']:.3f} / {cal['transcript']['offset']:.3f} / {cal['transcript']['seen_weight']:.3f}.
@@ -184,14 +185,12 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
   It still raises the scores of a dialogue's repeated turns (the single-text calibration, where it
   is what catches template turns of unseen domains) and the transcript's repetitiveness, which the
   policy reads.
-- **A dialogue's probability is least calibrated on a collection unlike the training files.**
-  Its score reads the n-gram evidence nearer a mean than a sum (power
-  {cal['transcript'].get('count_power', 0.5):g} above): held-out dialogues rank higher that way (bot-origin-0.13.0, at 0.5:
-  cucom_vs_taskmaster4 0.708, spc_vs_sgd 0.502, STAR unseen domains 0.856 / 0.967), but the
-  calibration's slope is steeper, and on cucom_vs_taskmaster4 the held-out LLM dialogues average
-  a probability well under 0.5 while still ranking above the human ones (ECE in the table
-  above; TPR at 1% FPR there fell from 0.108). On a new source, set thresholds from a labelled
-  sample (`echogate eval`) rather than reading 0.5 as even odds.
+- **A dialogue's score reads its evidence nearer a mean than a sum** (power
+  {cal['transcript'].get('count_power', 0.5):g} above), so a long dialogue is not read with more confidence than its wording
+  carries. Held-out dialogues rank higher that way (at 0.5, bot-origin-0.13.0:
+  cucom_vs_taskmaster4 0.708, spc_vs_sgd 0.502, STAR unseen domains 0.856 / 0.967), but short
+  dialogues, whose means are noisier, move towards the extremes: on cucom_vs_taskmaster4 the TPR
+  at 1% FPR fell from 0.108, as the most machine-like human dialogues there are the shorter ones.
 - **The corpus signal needs a stream.** A template bot's turn is recognised by repetition only
   after it has been seen; the first occurrences score on style alone. Human agents who paste
   the same macro many times look scripted too (that is often the right call for training data,

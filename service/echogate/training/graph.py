@@ -25,7 +25,8 @@ earlier transcripts with the turn and h = RepetitionHead.corpus_half_count (a tu
 counts as half repetition, one seen a thousand times as nearly all).
 A document's raw score is  sum(weights of its n-grams) / sqrt(n-gram count) + intercept (the
 weights held in fixed point, see WEIGHT_TABLE_TYPE; a transcript's count to its calibration's
-count_power), then Platt-calibrated (separately for turns and transcripts) with the corpus signal added: each
+count_power, without the intercept where that is not 0.5: see Calibration), then
+Platt-calibrated (separately for turns and transcripts) with the corpus signal added: each
 turn's ``turn_seen`` scaled by min(1, its bytes / seen_full_bytes) (see `seen_scale`), a single
 text's own, a transcript's role-weighted mean. Working on one flat stream
 means no padding: cost is linear in the bytes of the batch.
@@ -71,10 +72,12 @@ def hash_const(value: int) -> np.ndarray:
 class Calibration:
     """logit = scale * raw + offset + seen_weight * seen: Platt scaling plus the corpus signal.
 
-    raw = sum(n-gram weights) / count ** count_power + intercept. The model trains at 0.5 (a
-    sum of n-gram evidence over its standard deviation); a dialogue's score may read its
-    evidence closer to a mean (TrainConfig.transcript_count_power), so that a long dialogue's
-    score does not grow with its length: see docs/benchmarks.md."""
+    raw = sum(n-gram weights) / count ** count_power, plus the model's intercept at 0.5. The model
+    trains at 0.5 (a sum of n-gram evidence over its standard deviation); a dialogue's score may
+    read its evidence closer to a mean (TrainConfig.transcript_count_power), so that a long
+    dialogue's score does not grow with its length: see docs/benchmarks.md. The intercept belongs
+    to the reading the model trained at; at any other power the offset takes its place, so the
+    calibration does not inherit each held-out fold model's own intercept, scaled by its slope."""
 
     scale: float
     offset: float
@@ -393,7 +396,9 @@ def build_graph(
         count1 = node("Max", [count, "one_f"], out + "_cnt1")
         norm = (node("Sqrt", [count1], out + "_norm") if cal.count_power == 0.5 else
                 node("Pow", [count1, const(out + "_power", np.array(cal.count_power, np.float32))], out + "_norm"))
-        raw = node("Add", [node("Div", [total, norm], out + "_mean"), "intercept"], out + "_raw")
+        raw = node("Div", [total, norm], out + "_mean")
+        if cal.count_power == 0.5:
+            raw = node("Add", [raw, "intercept"], out + "_raw")
         a = const(out + "_a", np.array(cal.scale, np.float32))
         b = const(out + "_b", np.array(cal.offset, np.float32))
         beta = const(out + "_seen_w", np.array(cal.seen_weight, np.float32))
