@@ -53,6 +53,7 @@ def render(report: dict) -> str:
                 f" the original the rest, so text written in lower case throughout (some chat logs, older dialogue"
                 f" corpora) is read with weights learnt for it." if share else "")
     cal = report["calibration"]
+    power = cal["transcript"]["count_power"]
     fixed = cfg.get("transcript_seen_weight")
     dialogue_seen = (f"{fixed:g}, fixed by TrainConfig.transcript_seen_weight" if fixed is not None
                      else f"{cal['transcript']['seen_weight']:.2f}, learnt")
@@ -89,8 +90,8 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   AUROC.
 - Transcript score: the role-weighted pool of its turns' n-grams (weights {cfg['role_weights']}).
 - Raw score: the sum of a text's n-gram weights over (its n-gram count) ** power. Single texts
-  read it at {cal['turn'].get('count_power', 0.5):g}, as the model trains, plus the model's intercept; dialogues at
-  {cal['transcript'].get('count_power', 0.5):g} (TrainConfig.transcript_count_power), nearer a mean, so that
+  read it at {cal['turn']['count_power']:g}, as the model trains, plus the model's intercept; dialogues
+  at {power:g} (TrainConfig.transcript_count_power), nearer a mean, so that
   a long dialogue's score does not grow with its length whichever way its n-grams lean (the
   calibration's offset stands in for the intercept there: see graph.Calibration).
 - Calibration maps (logit = scale x raw + offset + seen_weight x corpus signal): single texts
@@ -185,12 +186,13 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
   It still raises the scores of a dialogue's repeated turns (the single-text calibration, where it
   is what catches template turns of unseen domains) and the transcript's repetitiveness, which the
   policy reads.
-- **A dialogue's score reads its evidence nearer a mean than a sum** (power
-  {cal['transcript'].get('count_power', 0.5):g} above), so a long dialogue is not read with more confidence than its wording
-  carries. Held-out dialogues rank higher that way (at 0.5, bot-origin-0.13.0:
-  cucom_vs_taskmaster4 0.708, spc_vs_sgd 0.502, STAR unseen domains 0.856 / 0.967), but short
+- **A dialogue's score reads its evidence nearer a mean than a sum** (power {power:g}
+  above), so a long dialogue is not read with more confidence than its wording carries.
+  Held-out dialogues rank higher that way (at 0.5, bot-origin-0.13.0: cucom_vs_taskmaster4
+  0.708, spc_vs_sgd 0.502, STAR unseen domains 0.856 / 0.967), but short
   dialogues, whose means are noisier, move towards the extremes: on cucom_vs_taskmaster4 the TPR
-  at 1% FPR fell from 0.108, as the most machine-like human dialogues there are the shorter ones.
+  at 1% FPR fell from 0.108, and its most machine-like human dialogues are shorter than most
+  (docs/benchmarks.md).
 - **The corpus signal needs a stream.** A template bot's turn is recognised by repetition only
   after it has been seen; the first occurrences score on style alone. Human agents who paste
   the same macro many times look scripted too (that is often the right call for training data,
