@@ -66,7 +66,7 @@ def test_the_explainer_reads_the_weights_and_hashing_of_a_model_file(tmp_path):
     weights = rng.normal(scale=0.3, size=spec.table_size).astype(np.float32)
     meta = {"model_version": "t", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
-    onnx.save(build_graph(spec, weights, 0.0, Calibration(1, 0), Calibration(1, 0),
+    onnx.save(build_graph(spec, weights, Calibration(1, 0), Calibration(1, 0),
                           RepetitionHead((0.0,) * 4, 0.0), meta, 64), tmp_path / "m.onnx")
     explainer = PhraseExplainer.from_model((tmp_path / "m.onnx").read_bytes(), ort.InferenceSession(
         str(tmp_path / "m.onnx")).get_modelmeta().custom_metadata_map)
@@ -82,7 +82,7 @@ def test_the_explainer_reads_a_model_file_with_the_older_int32_table(tmp_path):
     weights = rng.normal(scale=0.3, size=spec.table_size)
     meta = {"model_version": "t", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096", **spec.to_metadata()}
-    model = build_graph(spec, weights, 0.0, Calibration(1, 0), Calibration(1, 0), RepetitionHead((0.0,) * 4, 0.0),
+    model = build_graph(spec, weights, Calibration(1, 0), Calibration(1, 0), RepetitionHead((0.0,) * 4, 0.0),
                         meta, 64)
     new = PhraseExplainer.from_model(model.SerializeToString(), meta)
     table = next(t for t in model.graph.initializer if t.name == "ngram_weights")

@@ -20,17 +20,17 @@ HEAD = RepetitionHead((2.0, 1.0, -0.5, 0.25), -1.5)
 TEXTS = ["Hello, how can I help?", "", "ok", "THE end", "the", "Ünïcödé 😀 text with\u200b zero width", "A" * 300, "de", "x y z"]
 
 
-def reference(spec, weights, intercept, texts, transcript_of_turn, turn_weight, n_transcripts, doc_power=0.5):
-    """Raw (pre-calibration) turn and transcript scores computed in NumPy (a transcript's n-gram
-    sum over its count ** doc_power, with the intercept only at 0.5)."""
+def reference(spec, weights, texts, transcript_of_turn, turn_weight, n_transcripts, doc_power=0.5):
+    """Raw (pre-calibration) turn and transcript scores computed in NumPy: n-gram sums over sqrt
+    of the count for a turn, over count ** doc_power for a transcript."""
     packed = pack_turns([normalize(t) for t in texts], 4096)
     hashes, turns = ngram_hashes(packed.stream, packed.byte_turn, spec)
     sums = np.bincount(turns, weights=weights[hashes], minlength=len(texts))
     counts = np.bincount(turns, minlength=len(texts)).astype(float)
-    turn_raw = sums / np.sqrt(np.maximum(counts, 1)) + intercept
+    turn_raw = sums / np.sqrt(np.maximum(counts, 1))
     doc_s = np.bincount(transcript_of_turn, weights=sums * turn_weight, minlength=n_transcripts)
     doc_c = np.bincount(transcript_of_turn, weights=counts * turn_weight, minlength=n_transcripts)
-    return turn_raw, doc_s / np.maximum(doc_c, 1) ** doc_power + intercept * (doc_power == 0.5), counts, packed
+    return turn_raw, doc_s / np.maximum(doc_c, 1) ** doc_power, counts, packed
 
 
 def stored(weights: np.ndarray) -> np.ndarray:
@@ -47,18 +47,17 @@ def test_graph_matches_numpy_reference(tmp_path, spec):
     """The graph hashes in uint32 modulo 2**32 (the largest orders and table wrap there many times
     over) and sums every byte order from one prefix sum, taking off the n-grams that run past a
     turn's end; the reference does neither, so the two agree only where both are right. A transcript
-    divides its n-gram sum by its count to its calibration's count_power (0.75 here, where the
-    offset stands in for the intercept), a turn by sqrt."""
+    divides its n-gram sum by its count to its calibration's count_power (0.75 here), a turn by sqrt."""
     rng = np.random.default_rng(0)
     weights = rng.normal(scale=0.3, size=spec.table_size).astype(np.float32)  # no logit saturates float32
     meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
-    onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0, 0.5), Calibration(1.0, 0.0, 2.0, 0.75), HEAD,
+    onnx.save(build_graph(spec, weights, Calibration(1.0, 0.0, 0.5), Calibration(1.0, 0.0, 2.0, 0.75), HEAD,
                           meta, seen_full_bytes=16), tmp_path / "m.onnx")
     model = BotOriginModel(tmp_path / "m.onnx")
     transcript_of_turn = np.array([0, 0, 0, 0, 0, 1, 1, 2, 3])  # transcript 3 is a single text
     turn_weight = np.array([1.0, 0.5, 1.0, 1.0, 0.5, 1.0, 0.0, 0.5, 1.0], np.float32)
-    turn_raw, doc_raw, counts, packed = reference(spec, stored(weights), 0.25, TEXTS, transcript_of_turn, turn_weight,
+    turn_raw, doc_raw, counts, packed = reference(spec, stored(weights), TEXTS, transcript_of_turn, turn_weight,
                                                   4, doc_power=0.75)
     seen = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 2.0, 0.5, 0.0, 3.0], np.float32)
     features = rng.uniform(size=(len(TEXTS), 4)).astype(np.float32)
@@ -92,10 +91,10 @@ def test_graph_sums_the_largest_weights_of_every_order_exactly(tmp_path):
     meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "65536"}
     small = Calibration(1e-4, 0.0)  # keeps the logits of sums this large out of the sigmoid's flat ends
-    onnx.save(build_graph(spec, weights, 0.0, small, small, HEAD, meta, 64), tmp_path / "m.onnx")
+    onnx.save(build_graph(spec, weights, small, small, HEAD, meta, 64), tmp_path / "m.onnx")
     texts = ["x" * 40_000, "Hello there, how can I help?", "ok"]
     n = len(texts)
-    turn_raw, _, counts, packed = reference(spec, stored(weights), 0.0, texts, np.arange(n), np.ones(n), n)
+    turn_raw, _, counts, packed = reference(spec, stored(weights), texts, np.arange(n), np.ones(n), n)
     out = BotOriginModel(tmp_path / "m.onnx", chunk_bytes=1 << 20).run(
         packed.stream, packed.lengths, np.arange(n), np.ones(n, np.float32), np.zeros(n, np.float32), n,
         np.zeros((n, 4), np.float32), np.ones(n, np.float32))
@@ -113,10 +112,10 @@ def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
     weights = np.random.default_rng(1).normal(size=spec.table_size).astype(np.float32)
     meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
-    onnx.save(build_graph(spec, weights, 0.25, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, meta, 64),
+    onnx.save(build_graph(spec, weights, Calibration(1.0, 0.0), Calibration(1.0, 0.0), HEAD, meta, 64),
               tmp_path / "m.onnx")
     n = len(texts)
-    turn_raw, _, counts, packed = reference(spec, stored(weights), 0.25, texts, np.zeros(n, np.int64), np.ones(n), 1)
+    turn_raw, _, counts, packed = reference(spec, stored(weights), texts, np.zeros(n, np.int64), np.ones(n), 1)
     out = BotOriginModel(tmp_path / "m.onnx").run(packed.stream, packed.lengths, np.zeros(n, np.int64),
                                                   np.ones(n, np.float32), np.zeros(n, np.float32), 1,
                                                   np.zeros((n, 4), np.float32), np.ones(n, np.float32))
@@ -125,7 +124,7 @@ def test_graph_handles_turns_without_bytes_at_any_place(tmp_path, texts):
 
 def test_model_refuses_other_normalisation(tmp_path):
     meta = {"model_version": "x", "normalization": "something-else", "role_weights": "{}", "max_turn_bytes": "10"}
-    onnx.save(build_graph(HashSpec((3,), (), 128), np.zeros(128), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta, 64),
+    onnx.save(build_graph(HashSpec((3,), (), 128), np.zeros(128), Calibration(1, 0), Calibration(1, 0), HEAD, meta, 64),
               tmp_path / "m.onnx")
     with pytest.raises(ModelLoadError, match="normalisation"):
         BotOriginModel(tmp_path / "m.onnx")
@@ -134,7 +133,7 @@ def test_model_refuses_other_normalisation(tmp_path):
 def test_model_refuses_other_repetition_features(tmp_path):
     """A model built for other repetition features would weigh the wrong columns: refused at load."""
     meta = {"model_version": "x", "normalization": NORMALIZATION_VERSION, "role_weights": "{}", "max_turn_bytes": "10"}
-    model = build_graph(HashSpec((3,), (), 128), np.zeros(128), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta, 64)
+    model = build_graph(HashSpec((3,), (), 128), np.zeros(128), Calibration(1, 0), Calibration(1, 0), HEAD, meta, 64)
     onnx.helper.set_model_props(model, {**meta, "repetition_features": "trigram_self"})
     onnx.save(model, tmp_path / "m.onnx")
     with pytest.raises(ModelLoadError, match="repetition features"):
@@ -145,7 +144,7 @@ def test_model_refuses_a_graph_with_other_inputs(tmp_path):
     """A graph from a release that fed the model other arrays (0.12.1 and before took each byte's
     turn, not each turn's length) is refused at load, not at the first batch."""
     meta = {"model_version": "x", "normalization": NORMALIZATION_VERSION, "role_weights": "{}", "max_turn_bytes": "10"}
-    model = build_graph(HashSpec((3,), (), 128), np.zeros(128), 0, Calibration(1, 0), Calibration(1, 0), HEAD, meta, 64)
+    model = build_graph(HashSpec((3,), (), 128), np.zeros(128), Calibration(1, 0), Calibration(1, 0), HEAD, meta, 64)
     model.graph.input[1].name = "byte_turn"
     for node in model.graph.node:
         node.input[:] = ["byte_turn" if name == "turn_length" else name for name in node.input]

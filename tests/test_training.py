@@ -164,10 +164,10 @@ def test_calibration_learns_the_corpus_weight_or_keeps_the_one_it_is_given():
 
 
 def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path):
-    """The trainer calibrates on read_scores: a transcript's n-gram sum over its count ** 0.75 (the
-    calibration's offset in place of the intercept), a single text's over sqrt plus the intercept.
-    The graph built from the same model, with that power in its dialogue
-    calibration, gives the same raw scores (identity calibration: the logit is the raw score)."""
+    """The trainer calibrates on read_scores: a transcript's n-gram sum over its count ** 0.75, a
+    single text's over sqrt, neither with the model's intercept (the calibration's offset takes its
+    place). The graph built from the same model, with that power in its dialogue calibration, gives
+    the same raw scores (identity calibration: the logit is the raw score)."""
     spec = HashSpec((3, 4), (4,), 1 << 12, (6,), (1, 2))
     docs = [Doc("sgd", 0, None, "d", "transcript", ("customer", "agent", "agent"),
                 ("I need a table for two tonight", "Which city, please?", "Booked: 7 pm at Luigi's.")),
@@ -182,7 +182,7 @@ def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path):
     raw = read_scores(clf, x, transcript, 0.75)
     meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
-    onnx.save(build_graph(spec, clf.coef_[0], float(clf.intercept_[0]), Calibration(1.0, 0.0),
+    onnx.save(build_graph(spec, clf.coef_[0], Calibration(1.0, 0.0),
                           Calibration(1.0, 0.0, 0.0, 0.75), RepetitionHead((0.0,) * 4, 0.0), meta, 64),
               tmp_path / "m.onnx")
     texts = model_texts(normalize_all([t for d in docs for t in d.texts]))
@@ -194,6 +194,7 @@ def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path):
         np.zeros(n, np.float32), len(docs), np.zeros((n, 4), np.float32), np.ones(n, np.float32))
     p = out.transcript_bot_origin.astype(np.float64)
     np.testing.assert_allclose(np.log(p / (1 - p)), raw, atol=2e-3)
-    # at 0.5 a transcript reads as the model scores it; 0.75 moves it
-    np.testing.assert_allclose(read_scores(clf, x, transcript, 0.5), clf.decision_function(x))
-    assert not np.allclose(raw[:2], clf.decision_function(x)[:2], atol=1e-2)
+    # at 0.5 every text reads as the model scores it, less the intercept; 0.75 moves transcripts only
+    evidence = clf.decision_function(x) - clf.intercept_[0]
+    np.testing.assert_allclose(read_scores(clf, x, transcript, 0.5), evidence)
+    assert raw[2] == evidence[2] and not np.allclose(raw[:2], evidence[:2], atol=1e-2)

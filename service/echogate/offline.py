@@ -136,12 +136,13 @@ class _Labelled:
         if not self.labels:
             return {}
         y, p, short = np.array(self.labels, bool), np.array(self.probs, float), np.array(self.short, bool)
+        datasets, generators = np.array(self.datasets, object), np.array(self.generators, object)
         selections = {"": np.ones(len(y), bool)}
         for name in sorted({d for d in self.datasets if d}):
-            selections[f"dataset={name}"] = np.array([d == name for d in self.datasets], bool)
+            selections[f"dataset={name}"] = datasets == name
         for name in sorted({g for g in self.generators if g}):
             # a generator against every human text: can it be told apart from people?
-            selections[f"generator={name}"] = np.array([g == name for g in self.generators], bool) | ~y
+            selections[f"generator={name}"] = (generators == name) | ~y
         out = {}
         for name, sel in selections.items():
             label = " ".join(part for part in (prefix, name) if part) or "all"

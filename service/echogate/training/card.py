@@ -54,7 +54,7 @@ def render(report: dict) -> str:
                 f" corpora) is read with weights learnt for it." if share else "")
     cal = report["calibration"]
     power = cal["transcript"]["count_power"]
-    fixed = cfg.get("transcript_seen_weight")
+    fixed = cfg["transcript_seen_weight"]
     dialogue_seen = (f"{fixed:g}, fixed by TrainConfig.transcript_seen_weight" if fixed is not None
                      else f"{cal['transcript']['seen_weight']:.2f}, learnt")
     seen = (f"single texts {cal['turn']['seen_weight']:.2f} per unit of log1p(count), learnt; dialogues "
@@ -90,10 +90,10 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   AUROC.
 - Transcript score: the role-weighted pool of its turns' n-grams (weights {cfg['role_weights']}).
 - Raw score: the sum of a text's n-gram weights over (its n-gram count) ** power. Single texts
-  read it at {cal['turn']['count_power']:g}, as the model trains, plus the model's intercept; dialogues
-  at {power:g} (TrainConfig.transcript_count_power), nearer a mean, so that
-  a long dialogue's score does not grow with its length whichever way its n-grams lean (the
-  calibration's offset stands in for the intercept there: see graph.Calibration).
+  read it at {cal['turn']['count_power']:g}, as the model trains; dialogues at {power:g}
+  (TrainConfig.transcript_count_power), nearer a mean, so that a long dialogue's score does not
+  grow with its length whichever way its n-grams lean. The model's intercept is left to the
+  calibration's offset, fitted on held-out scores (see graph.Calibration).
 - Calibration maps (logit = scale x raw + offset + seen_weight x corpus signal): single texts
   {cal['turn']['scale']:.3f} / {cal['turn']['offset']:.3f} / {cal['turn']['seen_weight']:.3f}, dialogues
   {cal['transcript']['scale']:.3f} / {cal['transcript']['offset']:.3f} / {cal['transcript']['seen_weight']:.3f}.

@@ -23,10 +23,9 @@ turns that is repetition, within the conversation or of the corpus: the mean ove
 of 1 - (1 - turn_repetitiveness) * (1 - c / (c + h)), c = exp(turn_seen) - 1 the number of
 earlier transcripts with the turn and h = RepetitionHead.corpus_half_count (a turn seen h times
 counts as half repetition, one seen a thousand times as nearly all).
-A document's raw score is  sum(weights of its n-grams) / sqrt(n-gram count) + intercept (the
-weights held in fixed point, see WEIGHT_TABLE_TYPE; a transcript's count to its calibration's
-count_power, without the intercept where that is not 0.5: see Calibration), then
-Platt-calibrated (separately for turns and transcripts) with the corpus signal added: each
+A document's raw score is  sum(weights of its n-grams) / (n-gram count) ** power (the weights
+held in fixed point, see WEIGHT_TABLE_TYPE; the power and the model's intercept are the
+calibration's: see Calibration), then Platt-calibrated (separately for turns and transcripts) with the corpus signal added: each
 turn's ``turn_seen`` scaled by min(1, its bytes / seen_full_bytes) (see `seen_scale`), a single
 text's own, a transcript's role-weighted mean. Working on one flat stream
 means no padding: cost is linear in the bytes of the batch.
@@ -72,12 +71,12 @@ def hash_const(value: int) -> np.ndarray:
 class Calibration:
     """logit = scale * raw + offset + seen_weight * seen: Platt scaling plus the corpus signal.
 
-    raw = sum(n-gram weights) / count ** count_power, plus the model's intercept at 0.5. The model
-    trains at 0.5 (a sum of n-gram evidence over its standard deviation); a dialogue's score may
-    read its evidence closer to a mean (TrainConfig.transcript_count_power), so that a long
-    dialogue's score does not grow with its length: see docs/benchmarks.md. The intercept belongs
-    to the reading the model trained at; at any other power the offset takes its place, so the
-    calibration does not inherit each held-out fold model's own intercept, scaled by its slope."""
+    raw = sum(n-gram weights) / count ** count_power. The model trains at 0.5 (a sum of n-gram
+    evidence over its standard deviation); a dialogue's score may read its evidence closer to a
+    mean (TrainConfig.transcript_count_power), so that a long dialogue's score does not grow with
+    its length: see docs/benchmarks.md. The model's intercept is not in `raw`: the offset takes
+    its place, fitted on held-out scores, so the calibration does not inherit each held-out fold
+    model's own intercept (a constant of what that fold left out of training) times its slope."""
 
     scale: float
     offset: float
@@ -273,7 +272,6 @@ def word_ngram_sums(node, const, spec: HashSpec, w: WordNodes, starts: str, leng
 def build_graph(
     spec: HashSpec,
     weights: np.ndarray,
-    intercept: float,
     turn_calibration: Calibration,
     transcript_calibration: Calibration,
     repetition_head: RepetitionHead,
@@ -288,7 +286,6 @@ def build_graph(
         numpy_helper.from_array(np.array([1], np.int64), "one_i"),
         numpy_helper.from_array(np.array([np.iinfo(np.int64).max], np.int64), "end_i"),
         numpy_helper.from_array(np.array(1.0, np.float32), "one_f"),
-        numpy_helper.from_array(np.array(intercept, np.float32), "intercept"),
         numpy_helper.from_array(hash_const(spec.table_size - 1), "table_mask"),
     ]
 
@@ -396,9 +393,7 @@ def build_graph(
         count1 = node("Max", [count, "one_f"], out + "_cnt1")
         norm = (node("Sqrt", [count1], out + "_norm") if cal.count_power == 0.5 else
                 node("Pow", [count1, const(out + "_power", np.array(cal.count_power, np.float32))], out + "_norm"))
-        raw = node("Div", [total, norm], out + "_mean")
-        if cal.count_power == 0.5:
-            raw = node("Add", [raw, "intercept"], out + "_raw")
+        raw = node("Div", [total, norm], out + "_raw")
         a = const(out + "_a", np.array(cal.scale, np.float32))
         b = const(out + "_b", np.array(cal.offset, np.float32))
         beta = const(out + "_seen_w", np.array(cal.seen_weight, np.float32))

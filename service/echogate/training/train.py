@@ -120,7 +120,7 @@ def in_collection_fold(docs: list[Doc]) -> tuple[np.ndarray, np.ndarray]:
 class TrainConfig:
     """Everything that determines the model; saved next to it for reproducibility."""
 
-    version: str = "bot-origin-0.14.1"
+    version: str = "bot-origin-0.14.2"
     seed: int = 20261124
     # byte orders: (3, 5) without 4 would save the graph one order's time but lost 0.005-0.007 on
     # every l2r fold (held-out macro 0.775 against 0.788 for 0.5.1)
@@ -502,15 +502,12 @@ def report_rows(docs: list[Doc], probs: np.ndarray, fold: str) -> list[dict]:
 
 
 def read_scores(clf: LogisticRegression, x: sp.csr_matrix, transcript: np.ndarray, count_power: float) -> np.ndarray:
-    """Raw scores of rows of `x` as the graph computes them (see graph.Calibration): a single
-    text's n-gram sum over sqrt(its n-gram count) plus the intercept, as the model trained; a
-    transcript's sum over count ** count_power, without the intercept unless that is 0.5.
-    A row of `x` holds its n-gram counts over sqrt(their total), so the row sums to sqrt(total)."""
-    raw = clf.decision_function(x)
-    if count_power == 0.5:
-        return raw
+    """Raw scores of rows of `x` as the graph computes them (see graph.Calibration): a text's
+    n-gram sum, without the model's intercept, over sqrt(its n-gram count) for a single text, as
+    the model trained, and over count ** count_power for a transcript. A row of `x` holds its
+    n-gram counts over sqrt(their total), so the row sums to sqrt(total)."""
     count = np.maximum(np.square(np.asarray(x.sum(axis=1)).ravel()), 1.0)
-    return np.where(transcript, (raw - clf.intercept_[0]) * count ** (0.5 - count_power), raw)
+    return (clf.decision_function(x) - clf.intercept_[0]) * np.where(transcript, count ** (0.5 - count_power), 1.0)
 
 
 def cross_validate(x_train: sp.csr_matrix, x_lower: sp.csr_matrix | None, x: sp.csr_matrix, y: np.ndarray,
@@ -621,7 +618,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
 
     final = fit(*training_set(x_train, x_lower, y, w, usable, cfg), cfg, training_pairs(x_train, w, pairs, usable, cfg))
     model = build_graph(
-        cfg.hash_spec, final.coef_[0], float(final.intercept_[0]), calib["turn"], calib["transcript"], head,
+        cfg.hash_spec, final.coef_[0], calib["turn"], calib["transcript"], head,
         metadata={"model_version": cfg.version, "normalization": NORMALIZATION_VERSION,
                   "role_weights": json.dumps(cfg.role_weights), "max_turn_bytes": str(MAX_TURN_BYTES)},
         seen_full_bytes=cfg.seen_full_bytes,
