@@ -13,12 +13,12 @@ from echogate import evaluation
 from echogate.features import HashSpec, ngram_hashes
 from echogate.model import BotOriginModel
 from echogate.text import NORMALIZATION_VERSION, model_texts, normalize_all, pack_turns
-from echogate.training.data import Doc, content_key
+from echogate.training.data import Doc, chunk_docs, content_key, sentence_chunks
 from echogate.training.graph import Calibration, build_graph
 from echogate.training.repetition import RepetitionHead
 from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, featurize, fit, fit_calibration, in_collection_fold,
-                                     lowercased, matched_pairs, pair_rows, read_scores, split_training_features,
-                                     training_pairs, training_set)
+                                     lowercased, make_folds, matched_pairs, pair_rows, read_scores, report_rows,
+                                     split_training_features, training_pairs, training_set)
 from tests.conftest import strict_json
 
 
@@ -113,6 +113,37 @@ def test_features_read_as_the_graph_reads_and_only_matched_content_trains_byte_n
     # sgd: its byte n-grams at the given scale
     np.testing.assert_allclose(x_train[0].toarray(), (0.25 * byte_x[0] + masked_x[0]).toarray(), rtol=1e-6)
     np.testing.assert_allclose(x_train[1].toarray(), x[1].toarray())  # l2r: everything
+
+
+def test_paragraphs_are_cut_after_sentence_ends_into_runs_of_at_least_the_given_words():
+    text = "One two three four five six. Seven eight nine ten!  Eleven twelve? Thirteen fourteen fifteen. Tail."
+    assert sentence_chunks(text, 6) == ["One two three four five six.", "Seven eight nine ten! Eleven twelve?"]
+    # a tail of five words or more is a chunk of its own; a shorter one is dropped
+    assert sentence_chunks(text + " Six words in this tail here.", 6)[-1] == "Thirteen fourteen fifteen. Tail. Six words in this tail here."
+    assert sentence_chunks("No sentence end here at all, just words running on and on", 6) == [
+        "No sentence end here at all, just words running on and on"]
+
+
+def test_chunks_keep_their_paragraphs_label_and_fold_and_are_reported_apart():
+    """A chunk of a held-out l2r paragraph is held out with it (same domain and generator), and the
+    report gives chunks a slice of their own, so the paragraphs' headline row stays as it was."""
+    sentences = " ".join(f"Sentence number {i} has six words." for i in range(4))
+    docs = [Doc("l2r", label, gen, dom, "turn", ("agent",), (sentences,), f"{dom}/1")
+            for dom in ("a", "b", "c", "d", "e", "f") for label, gen in ((0, None), (1, "GPT-3-Turbo"), (1, "Llama-3-70B"))]
+    chunks = chunk_docs(docs + [Doc("sgd", 0, None, "x", "turn", ("agent",), (sentences,))], ("l2r",), 6)
+    assert len(chunks) == 4 * len(docs) and {c.dataset for c in chunks} == {"l2r_chunks"}
+    assert all(c.content is None and c.texts[0] == "Sentence number 0 has six words." for c in chunks[::4])
+    every = docs + chunks
+    for name, (test, excluded) in make_folds(every).items():
+        if name.startswith("l2r"):
+            for d, c in zip(docs, chunks[::4]):
+                i, j = every.index(d), len(docs) + chunks.index(c)
+                assert test[i] == test[j] and excluded[i] == excluded[j]
+    test = make_folds(every)["l2r_unseen_domains+GPT-3-Turbo"][0]
+    held = [d for d, t in zip(every, test) if t]
+    rows = report_rows(held, np.linspace(0, 1, len(held)), "f")
+    assert {r["slice"] for r in rows} >= {"turns", "chunks"}
+    assert next(r for r in rows if r["slice"] == "turns")["n"] == sum(d.dataset == "l2r" for d in held)
 
 
 def test_the_in_collection_check_holds_out_whole_conversations_of_the_support_collections():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,42 @@ class Doc:
     @property
     def words(self) -> int:
         return sum(len(t.split()) for t, r in zip(self.texts, self.roles) if r == "agent")
+
+
+# A chunk of a paragraph is a document of its own, of the dataset named with this suffix
+# ("l2r_chunks"), so weights, folds and report slices can tell it from its paragraph.
+CHUNK_SUFFIX = "_chunks"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# A trailing run of sentences shorter than this many words is dropped rather than kept as a chunk.
+MIN_TAIL_WORDS = 5
+
+
+def sentence_chunks(text: str, min_words: int) -> list[str]:
+    """The text cut after sentence ends into runs of consecutive sentences, each closed as soon
+    as it holds `min_words` words (a tail under MIN_TAIL_WORDS words is dropped)."""
+    chunks, run, words = [], [], 0
+    for sentence in _SENTENCE_END.split(" ".join(text.split())):
+        run.append(sentence)
+        words += len(sentence.split())
+        if words >= min_words:
+            chunks.append(" ".join(run))
+            run, words = [], 0
+    if words >= MIN_TAIL_WORDS:
+        chunks.append(" ".join(run))
+    return chunks
+
+
+def chunk_docs(docs: list[Doc], datasets: tuple[str, ...], min_words: int) -> list[Doc]:
+    """Short single texts cut from the single texts of `datasets` (see sentence_chunks), each
+    keeping its paragraph's label, generator and domain under the dataset name + CHUNK_SUFFIX.
+
+    A hidden group holds LLM paraphrases and summaries against human ones, texts of a sentence
+    or two, and short texts are where a detector misfires; l2r's paragraphs are long (a median
+    of about 100 words). Their chunks give the same matched content at the length of a message.
+    Chunks pair with nothing: a rewrite's sentences do not align with its original's."""
+    return [Doc(d.dataset + CHUNK_SUFFIX, d.label, d.generator, d.domain, "turn", ("agent",), (chunk,))
+            for d in docs if d.dataset in datasets and d.kind == "turn"
+            for chunk in sentence_chunks(d.texts[0], min_words)]
 
 
 def _role(raw: str) -> str:
