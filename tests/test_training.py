@@ -133,6 +133,7 @@ def test_chunks_keep_their_paragraphs_label_and_fold_and_are_reported_apart():
     chunks = chunk_docs(docs + [Doc("sgd", 0, None, "x", "turn", ("agent",), (sentences,))], ("l2r",), 6)
     assert len(chunks) == 4 * len(docs) and {c.dataset for c in chunks} == {"l2r_chunks"}
     assert all(c.content is None and c.texts[0] == "Sentence number 0 has six words." for c in chunks[::4])
+    assert all((c.label, c.generator, c.domain) == (d.label, d.generator, d.domain) for d, c in zip(docs, chunks[::4]))
     every = docs + chunks
     for name, (test, excluded) in make_folds(every).items():
         if name.startswith("l2r"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from echogate.repetition import TURN_FEATURES
+from echogate.training.data import CHUNK_SUFFIX
 
 DATASETS = """\
 | file | label | license | source repository |
@@ -51,7 +52,7 @@ def render(report: dict) -> str:
     chunk_files = cfg.get("chunk_datasets") or ()
     chunking = (f" The single texts of {', '.join(f'`{d}`' for d in chunk_files)} also train cut into chunks:"
                 f" runs of consecutive sentences of at least {cfg['chunk_min_words']} words, each keeping its"
-                f" paragraph's label, a dataset of their own (`{chunk_files[0]}_chunks`), weighed and trained as"
+                f" paragraph's label, a dataset of their own ({', '.join(f'`{d}{CHUNK_SUFFIX}`' for d in chunk_files)}), weighed and trained as"
                 f" their file is; they give matched content at the length of a message or a paraphrased sentence."
                 if chunk_files else "")
     share = cfg.get("lowercase_share", 0)
