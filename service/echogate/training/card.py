@@ -49,7 +49,7 @@ def render(report: dict) -> str:
                  f" n-grams (which learn topic along with origin) train at {cfg['other_byte_ngram_scale']:g} x, beside"
                  f" its writing-style and skeleton n-grams. Scoring reads every stream of every text in full."
                  if byte_files else "")
-    chunk_files = cfg.get("chunk_datasets") or ()
+    chunk_files = cfg["chunk_datasets"]
     chunking = (f" The single texts of {', '.join(f'`{d}`' for d in chunk_files)} also train cut into chunks:"
                 f" runs of consecutive sentences of at least {cfg['chunk_min_words']} words, each keeping its"
                 f" paragraph's label, a dataset of their own ({', '.join(f'`{d}{CHUNK_SUFFIX}`' for d in chunk_files)}), weighed and trained as"
@@ -156,7 +156,7 @@ is fitted on the *other* folds, so every number here is for data the model never
   collection only, so these folds measure how far origin survives a change of collection.
 - `l2r_unseen_domains+G`: a third of the l2r text domains *and* generator G held out at once
   (G's rewrites of those domains against their human originals); slice `chunks`: the same
-  paragraphs cut into runs of sentences of at least {cfg.get('chunk_min_words')} words, a proxy for short paraphrases.
+  paragraphs cut into runs of sentences of at least {cfg['chunk_min_words']} words, a proxy for short paraphrases.
 - `star_unseen_domains_i`: half of STAR's task domains held out; single agent turns whose
   template appears in no training domain, against the typed turns of those domains, and
   those domains' whole dialogues.

@@ -49,6 +49,11 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 MIN_TAIL_WORDS = 5
 
 
+def source_dataset(dataset: str) -> str:
+    """The file a document comes from: a chunk's is the file its paragraph was cut from."""
+    return dataset.removesuffix(CHUNK_SUFFIX)
+
+
 def sentence_chunks(text: str, min_words: int) -> list[str]:
     """The text cut after sentence ends into runs of consecutive sentences, each closed as soon
     as it holds `min_words` words (a tail under MIN_TAIL_WORDS words is dropped)."""

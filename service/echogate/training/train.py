@@ -39,7 +39,7 @@ from echogate.features import HashSpec, ngram_hashes
 from echogate.corpus import CorpusMemory, turn_keys
 from echogate.text import NORMALIZATION_VERSION, model_texts, normalize_all, pack_turns
 from echogate.training.card import render as render_card
-from echogate.training.data import CHUNK_SUFFIX, Doc, chunk_docs, load_docs
+from echogate.training.data import CHUNK_SUFFIX, Doc, chunk_docs, load_docs, source_dataset
 from echogate.training.graph import Calibration, build_graph, seen_scale
 from echogate.training.repetition import train_head
 
@@ -68,14 +68,15 @@ def make_folds(docs: list[Doc]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     - whole dialogue datasets, machine paired with human: the label follows the dataset in
       these files, so only a model that learnt origin rather than the collection scores well;
     - l2r: unseen domains *and* an unseen generator at once (three folds, each a third of
-      the domains with one generator's rewrites against those domains' human originals, their
-      chunks along: TrainConfig.chunk_datasets);
+      the domains with one generator's rewrites against those domains' human originals);
     - STAR: unseen task domains, scored on agent turns whose template appears in no
       training domain (typed human turns of those domains are the negatives), and on
       those domains' whole dialogues;
     - banking77: short human messages only, read as a false-positive check.
+
+    A chunk (data.chunk_docs) goes wherever the text it was cut from goes.
     """
-    dataset = np.array([d.dataset for d in docs])
+    dataset = np.array([source_dataset(d.dataset) for d in docs])
     domain = np.array([d.domain for d in docs])
     gen = np.array([d.generator or "" for d in docs])
     label = np.array([d.label for d in docs])
@@ -84,7 +85,7 @@ def make_folds(docs: list[Doc]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                        "spc_vs_sgd": ("synthetic_persona_chat", "sgd"), "banking77": ("banking77",)}.items():
         test = np.isin(dataset, held)
         folds[name] = (test, test)
-    l2r = np.isin(dataset, ("l2r", "l2r" + CHUNK_SUFFIX))  # paragraphs and their chunks go together
+    l2r = dataset == "l2r"
     l2r_domains = sorted(set(domain[l2r]))
     for i, g in enumerate(L2R_GENERATORS):
         held_domains = l2r_domains[i :: len(L2R_GENERATORS)]
