@@ -206,6 +206,8 @@ class TrainConfig:
     # turns (0.856 -> 0.839) and STAR turns (0.963 0.992 -> 0.962 0.991): macro 0.848 -> 0.866.
     # x40 (full run): macro 0.865, dialogues 0.839 / 0.745, in-collection turns 0.804, l2r
     # paragraphs 0.794 0.931 0.797: the dialogue folds peak between x10 and x40, not kept.
+    # 10 words at x20 (full run): macro 0.859, dialogues 0.816 / 0.743, l2r paragraphs 0.791 0.922
+    # 0.786: not kept.
     chunk_datasets: tuple[str, ...] = ("l2r",)
     chunk_min_words: int = 15
     # Matched pairs (an l2r original and one of its rewrites) also train as difference rows,
