@@ -27,7 +27,7 @@ import numpy as np
 from joblib import delayed
 
 from echogate import evaluation
-from echogate.training.data import CHUNK_SUFFIX
+from echogate.training.data import is_chunk
 from echogate.training.train import (TrainConfig, document_features, fit, fold_pool, group_weights,
                                      lowercased_features, make_folds, matched_pairs, training_docs, training_pairs,
                                      training_set)
@@ -64,7 +64,7 @@ def main() -> None:
     w = group_weights(docs) * np.array([cfg.dataset_weights.get(d.dataset, 1.0) for d in docs])
     pairs = matched_pairs(docs)
     # the model trains on l2r's paragraph chunks as the trainer's does; the rewrites are judged on whole texts
-    whole = ~np.char.endswith(np.array([d.dataset for d in docs]), CHUNK_SUFFIX)
+    whole = np.array([not is_chunk(d.dataset) for d in docs])
     folds = {name: (test & whole, excluded) for name, (test, excluded) in make_folds(docs).items()
              if name.startswith(tuple(args.folds.split(",")))}
 

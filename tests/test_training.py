@@ -97,10 +97,12 @@ def test_pairs_teach_the_style_feature_that_topic_hides():
 def test_features_read_as_the_graph_reads_and_only_matched_content_trains_byte_ngrams_in_full():
     """The two parts add up to one row per document as the graph scores it (role-weighted hashed
     counts over all streams, divided by sqrt of the weighted count); a document of a file whose
-    label follows the collection trains with its byte n-grams scaled down, and scores with them."""
+    label follows the collection trains with its byte n-grams scaled down, and scores with them; a
+    chunk trains as the file it was cut from."""
     spec = HashSpec((3, 4), (4,), 1 << 12, (6,), (1, 2))
     docs = [Doc("sgd", 0, None, "d", "transcript", ("customer", "agent"), ("book a table", "Which city, please?")),
-            Doc("l2r", 1, "g", "d", "turn", ("agent",), ("A rewritten paragraph of text.",), "d/1")]
+            Doc("l2r", 1, "g", "d", "turn", ("agent",), ("A rewritten paragraph of text.",), "d/1"),
+            Doc("l2r_chunks", 1, "g", "d", "turn", ("agent",), ("A rewritten sentence.",))]
     byte_x, masked_x = featurize(docs, spec, ROLE_WEIGHTS)
     x_train, x = split_training_features(byte_x, masked_x, docs, ("l2r",), 0.25)
     for i, d in enumerate(docs):
@@ -113,6 +115,7 @@ def test_features_read_as_the_graph_reads_and_only_matched_content_trains_byte_n
     # sgd: its byte n-grams at the given scale
     np.testing.assert_allclose(x_train[0].toarray(), (0.25 * byte_x[0] + masked_x[0]).toarray(), rtol=1e-6)
     np.testing.assert_allclose(x_train[1].toarray(), x[1].toarray())  # l2r: everything
+    np.testing.assert_allclose(x_train[2].toarray(), x[2].toarray())  # a chunk of l2r: as its file
 
 
 def test_paragraphs_are_cut_after_sentence_ends_into_runs_of_at_least_the_given_words():

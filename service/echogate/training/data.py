@@ -54,6 +54,11 @@ def source_dataset(dataset: str) -> str:
     return dataset.removesuffix(CHUNK_SUFFIX)
 
 
+def is_chunk(dataset: str) -> bool:
+    """Whether a document of this dataset is a chunk cut from a longer text (chunk_docs)."""
+    return dataset.endswith(CHUNK_SUFFIX)
+
+
 def sentence_chunks(text: str, min_words: int) -> list[str]:
     """The text cut after sentence ends into runs of consecutive sentences, each closed as soon
     as it holds `min_words` words (a tail under MIN_TAIL_WORDS words is dropped)."""

@@ -39,7 +39,7 @@ from echogate.features import HashSpec, ngram_hashes
 from echogate.corpus import CorpusMemory, turn_keys
 from echogate.text import NORMALIZATION_VERSION, model_texts, normalize_all, pack_turns
 from echogate.training.card import render as render_card
-from echogate.training.data import CHUNK_SUFFIX, Doc, chunk_docs, load_docs, source_dataset
+from echogate.training.data import Doc, chunk_docs, is_chunk, load_docs, source_dataset
 from echogate.training.graph import Calibration, build_graph, seen_scale
 from echogate.training.repetition import train_head
 
@@ -176,7 +176,7 @@ class TrainConfig:
     # moves little (with 0.6.0's keys, 1 -> 0 had raised STAR unseen-domain turns 0.888 -> 0.928, a
     # gain the slot keys now mostly bring themselves); within them, dropping these n-grams costs LLM
     # support text the issue wants caught at 0.90 TPR. 0.7 keeps nearly all of that.
-    byte_ngram_datasets: tuple[str, ...] = ("l2r", "l2r_chunks", "star_agent_turns", "star_dialogues")
+    byte_ngram_datasets: tuple[str, ...] = ("l2r", "star_agent_turns", "star_dialogues")
     other_byte_ngram_scale: float = 0.7
     # Extra weight per dataset (file stem), on top of the group balancing. Datasets with both
     # labels on matched content (l2r, STAR) teach origin rather than topic: weighted x10, every
@@ -190,9 +190,9 @@ class TrainConfig:
         default_factory=lambda: {"l2r": 10.0, "l2r_chunks": 20.0, "star_agent_turns": 10.0, "star_dialogues": 10.0})
     # The single texts of these files also train (and are judged, in their folds) cut into chunks of
     # consecutive sentences of at least chunk_min_words words (data.chunk_docs), a dataset of their
-    # own ("l2r_chunks", weighed in dataset_weights) trained as its file is. A hidden group is LLM
-    # paraphrases and summaries, a sentence or two, and l2r's paragraphs run to a median of about
-    # 100 words. Throwaway
+    # own ("l2r_chunks", weighed in dataset_weights) whose byte n-grams and train_datasets follow
+    # its file's (data.source_dataset). A hidden group is LLM paraphrases and summaries, a sentence
+    # or two, and l2r's paragraphs run to a median of about 100 words. Throwaway
     # harness on the trainer's l2r, STAR and BANKING77 folds (chunks held out with their paragraphs),
     # without chunks in training -> with them at 15 words (-> at 8), AUROC (TPR at 1% FPR):
     #   l2r paragraphs 0.792 (0.123) 0.891 (0.350) 0.755 (0.233) -> 0.794 (0.160) 0.920 (0.441)
@@ -312,8 +312,9 @@ def split_training_features(byte_x: sp.csr_matrix, masked_x: sp.csr_matrix, docs
                             ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """(what each document trains on, what the model reads when it scores it).
 
-    A document of `byte_ngram_datasets` trains on all its n-grams; any other trains on its
-    topic-masked n-grams and its byte n-grams scaled by `other_scale`. Where the label follows
+    A document of `byte_ngram_datasets`, or a chunk cut from one (data.source_dataset), trains on
+    all its n-grams; any other trains on its topic-masked n-grams and its byte n-grams scaled by
+    `other_scale`. Where the label follows
     the collection (SGD and Taskmaster human, CuCom and Synthetic-Persona-Chat machine), a
     byte n-gram's weight learns what the collection talks about ("latte", "reservation"), which
     no unseen collection shares, along with how its writer writes ("I sincerely apologize");
@@ -328,7 +329,8 @@ def split_training_features(byte_x: sp.csr_matrix, masked_x: sp.csr_matrix, docs
 def trained_features(byte_x: sp.csr_matrix, masked_x: sp.csr_matrix, docs: list[Doc],
                      byte_ngram_datasets: tuple[str, ...], other_scale: float) -> sp.csr_matrix:
     """The first half of split_training_features: what each document trains on."""
-    scale = np.where(np.isin([d.dataset for d in docs], byte_ngram_datasets), 1.0, other_scale).astype(np.float32)
+    files = [source_dataset(d.dataset) for d in docs]
+    scale = np.where(np.isin(files, byte_ngram_datasets), 1.0, other_scale).astype(np.float32)
     return (sp.diags(scale) @ byte_x + masked_x).tocsr()
 
 
@@ -510,7 +512,7 @@ def report_rows(docs: list[Doc], probs: np.ndarray, fold: str) -> list[dict]:
     texts they were cut from), short texts, and per generator."""
     rows = []
     y = np.array([d.label for d in docs])
-    kinds = np.array(["chunk" if d.dataset.endswith(CHUNK_SUFFIX) else d.kind for d in docs])
+    kinds = np.array(["chunk" if is_chunk(d.dataset) else d.kind for d in docs])
     for kind in ("transcript", "turn", "chunk"):
         sel = kinds == kind
         if sel.any():
@@ -629,10 +631,10 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     x_lower = lowercased_features(docs, cfg)
     y = np.array([d.label for d in docs])
     w = group_weights(docs) * np.array([cfg.dataset_weights.get(d.dataset, 1.0) for d in docs])
-    datasets = np.array([d.dataset for d in docs])
+    files = np.array([source_dataset(d.dataset) for d in docs])  # a chunk trains where its file does
 
     folds = {name: masks for name, masks in make_folds(docs).items() if masks[0].any()}
-    usable = np.isin(datasets, cfg.train_datasets) if cfg.train_datasets else np.ones(len(docs), bool)
+    usable = np.isin(files, cfg.train_datasets) if cfg.train_datasets else np.ones(len(docs), bool)
     pairs = matched_pairs(docs)
     report_only = {"in_collection_support": in_collection_fold(docs)}
     transcript = np.array([d.kind == "transcript" for d in docs])
