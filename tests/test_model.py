@@ -20,16 +20,17 @@ HEAD = RepetitionHead((2.0, 1.0, -0.5, 0.25), -1.5)
 TEXTS = ["Hello, how can I help?", "", "ok", "THE end", "the", "Ünïcödé 😀 text with\u200b zero width", "A" * 300, "de", "x y z"]
 
 
-def reference(spec, weights, texts, transcript_of_turn, turn_weight, n_transcripts, doc_power=0.5):
+def reference(spec, weights, texts, transcript_of_turn, turn_weight, n_transcripts, doc_power=0.5, turn_power=1.0):
     """Raw (pre-calibration) turn and transcript scores computed in NumPy: n-gram sums over sqrt
-    of the count for a turn, over count ** doc_power for a transcript."""
+    of the count for a turn; for a transcript over pooled ** doc_power, pooled the role-weighted
+    sum of its turns' counts ** turn_power."""
     packed = pack_turns([normalize(t) for t in texts], 4096)
     hashes, turns = ngram_hashes(packed.stream, packed.byte_turn, spec)
     sums = np.bincount(turns, weights=weights[hashes], minlength=len(texts))
     counts = np.bincount(turns, minlength=len(texts)).astype(float)
     turn_raw = sums / np.sqrt(np.maximum(counts, 1))
     doc_s = np.bincount(transcript_of_turn, weights=sums * turn_weight, minlength=n_transcripts)
-    doc_c = np.bincount(transcript_of_turn, weights=counts * turn_weight, minlength=n_transcripts)
+    doc_c = np.bincount(transcript_of_turn, weights=counts**turn_power * turn_weight, minlength=n_transcripts)
     return turn_raw, doc_s / np.maximum(doc_c, 1) ** doc_power, counts, packed
 
 
@@ -43,22 +44,27 @@ def stored(weights: np.ndarray) -> np.ndarray:
                                   HashSpec((3,), (), 1 << 20, (3, 5, 7)), HashSpec((3,), (), 1 << 12, (), (1, 2)),
                                   HashSpec((3, 4, 5), (4, 6), 1 << 19, (6,), (1, 2)), HashSpec((), (), 256, (), (2,)),
                                   HashSpec((1, 7), (7,), 1 << 24, (7,), (1, 2))])
-def test_graph_matches_numpy_reference(tmp_path, spec):
+@pytest.mark.parametrize("powers", [(0.75, 1.0), (1.0, 0.5), (1.0, 0.75)])
+def test_graph_matches_numpy_reference(tmp_path, spec, powers):
     """The graph hashes in uint32 modulo 2**32 (the largest orders and table wrap there many times
     over) and sums every byte order from one prefix sum, taking off the n-grams that run past a
     turn's end; the reference does neither, so the two agree only where both are right. A transcript
-    divides its n-gram sum by its count to its calibration's count_power (0.75 here), a turn by sqrt."""
+    divides its n-gram sum by its turns' pooled counts to its calibration's powers (`powers`:
+    count_power, turn_count_power; each turn's count as it is, its square root, another power),
+    a turn by sqrt."""
+    count_power, turn_count_power = powers
     rng = np.random.default_rng(0)
     weights = rng.normal(scale=0.3, size=spec.table_size).astype(np.float32)  # no logit saturates float32
     meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
-    onnx.save(build_graph(spec, weights, Calibration(1.0, 0.0, 0.5), Calibration(1.0, 0.0, 2.0, 0.75), HEAD,
-                          meta, seen_full_bytes=16), tmp_path / "m.onnx")
+    dialogue = Calibration(1.0, 0.0, 2.0, count_power, turn_count_power)
+    onnx.save(build_graph(spec, weights, Calibration(1.0, 0.0, 0.5), dialogue, HEAD, meta, seen_full_bytes=16),
+              tmp_path / "m.onnx")
     model = BotOriginModel(tmp_path / "m.onnx")
     transcript_of_turn = np.array([0, 0, 0, 0, 0, 1, 1, 2, 3])  # transcript 3 is a single text
     turn_weight = np.array([1.0, 0.5, 1.0, 1.0, 0.5, 1.0, 0.0, 0.5, 1.0], np.float32)
     turn_raw, doc_raw, counts, packed = reference(spec, stored(weights), TEXTS, transcript_of_turn, turn_weight,
-                                                  4, doc_power=0.75)
+                                                  4, doc_power=count_power, turn_power=turn_count_power)
     seen = np.array([0.0, 1.0, 0.0, 0.0, 1.0, 2.0, 0.5, 0.0, 3.0], np.float32)
     features = rng.uniform(size=(len(TEXTS), 4)).astype(np.float32)
     side = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1], np.float32)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import scipy.sparse as sp
 
 from echogate import evaluation
@@ -17,8 +18,8 @@ from echogate.training.data import Doc, chunk_docs, content_key, sentence_chunks
 from echogate.training.graph import Calibration, build_graph
 from echogate.training.repetition import RepetitionHead
 from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, featurize, fit, fit_calibration, in_collection_fold,
-                                     lowercased, make_folds, matched_pairs, pair_rows, read_scores, report_rows,
-                                     split_training_features, training_pairs, training_set)
+                                     lowercased, make_folds, matched_pairs, pair_rows, pooled_counts, read_scores,
+                                     report_rows, split_training_features, training_pairs, training_set)
 from tests.conftest import strict_json
 
 
@@ -198,11 +199,14 @@ def test_calibration_learns_the_corpus_weight_or_keeps_the_one_it_is_given():
         assert fixed.seen_weight == given and fixed.scale > 1
 
 
-def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path):
-    """The trainer calibrates on read_scores: a transcript's n-gram sum over its count ** 0.75, a
-    single text's over sqrt, neither with the model's intercept (the calibration's offset takes its
-    place). The graph built from the same model, with that power in its dialogue calibration, gives
-    the same raw scores (identity calibration: the logit is the raw score)."""
+@pytest.mark.parametrize("powers", [(0.75, 1.0), (1.0, 0.5)])
+def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path, powers):
+    """The trainer calibrates on read_scores: a transcript's n-gram sum over its turns' pooled
+    counts (pooled_counts) ** count_power, a single text's over sqrt, neither with the model's
+    intercept (the calibration's offset takes its place). The graph built from the same model, with
+    those powers in its dialogue calibration, gives the same raw scores (identity calibration: the
+    logit is the raw score)."""
+    count_power, turn_count_power = powers
     spec = HashSpec((3, 4), (4,), 1 << 12, (6,), (1, 2))
     docs = [Doc("sgd", 0, None, "d", "transcript", ("customer", "agent", "agent"),
                 ("I need a table for two tonight", "Which city, please?", "Booked: 7 pm at Luigi's.")),
@@ -214,11 +218,13 @@ def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path):
               TrainConfig(orders=spec.orders, shape_orders=spec.shape_orders, table_size=spec.table_size,
                           function_orders=spec.function_orders, word_orders=spec.word_orders))
     transcript = np.array([d.kind == "transcript" for d in docs])
-    raw = read_scores(clf, x, transcript, 0.75)
+    pooled = pooled_counts(docs, spec, ROLE_WEIGHTS, turn_count_power)
+    raw = read_scores(clf, x, transcript, count_power, pooled)
     meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
     onnx.save(build_graph(spec, clf.coef_[0], Calibration(1.0, 0.0),
-                          Calibration(1.0, 0.0, 0.0, 0.75), RepetitionHead((0.0,) * 4, 0.0), meta, 64),
+                          Calibration(1.0, 0.0, 0.0, count_power, turn_count_power), RepetitionHead((0.0,) * 4, 0.0),
+                          meta, 64),
               tmp_path / "m.onnx")
     texts = model_texts(normalize_all([t for d in docs for t in d.texts]))
     packed = pack_turns(texts, 4096)
@@ -229,7 +235,9 @@ def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path):
         np.zeros(n, np.float32), len(docs), np.zeros((n, 4), np.float32), np.ones(n, np.float32))
     p = out.transcript_bot_origin.astype(np.float64)
     np.testing.assert_allclose(np.log(p / (1 - p)), raw, atol=2e-3)
-    # at 0.5 every text reads as the model scores it, less the intercept; 0.75 moves transcripts only
+    # at 0.5 over whole counts every text reads as the model scores it, less the intercept; the
+    # powers under test move transcripts only
     evidence = clf.decision_function(x) - clf.intercept_[0]
-    np.testing.assert_allclose(read_scores(clf, x, transcript, 0.5), evidence)
+    np.testing.assert_allclose(read_scores(clf, x, transcript, 0.5, pooled_counts(docs, spec, ROLE_WEIGHTS, 1.0)),
+                               evidence, rtol=1e-5)
     assert raw[2] == evidence[2] and not np.allclose(raw[:2], evidence[:2], atol=1e-2)

@@ -61,6 +61,9 @@ def render(report: dict) -> str:
                 f" corpora) is read with weights learnt for it." if share else "")
     cal = report["calibration"]
     power = cal["transcript"]["count_power"]
+    turn_power = cal["transcript"]["turn_count_power"]
+    pooled_reading = (": the mean of its turns' single-text scores, weighted by role and sqrt(n-gram count)"
+                      if (turn_power, power) == (0.5, 1.0) else "")
     fixed = cfg["transcript_seen_weight"]
     dialogue_seen = (f"{fixed:g}, fixed by TrainConfig.transcript_seen_weight" if fixed is not None
                      else f"{cal['transcript']['seen_weight']:.2f}, learnt")
@@ -97,10 +100,11 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   AUROC.
 - Transcript score: the role-weighted pool of its turns' n-grams (weights {cfg['role_weights']}).
 - Raw score: the sum of a text's n-gram weights over (its n-gram count) ** power. Single texts
-  read it at {cal['turn']['count_power']:g}, as the model trains; dialogues at {power:g}
-  (TrainConfig.transcript_count_power), nearer a mean, so that a long dialogue's score does not
-  grow with its length whichever way its n-grams lean. The model's intercept is left to the
-  calibration's offset, fitted on held-out scores (see graph.Calibration).
+  read it at {cal['turn']['count_power']:g}, as the model trains. A dialogue's count is pooled
+  from its turns' counts, each raised to {turn_power:g} and role-weighted, and read at {power:g}
+  (TrainConfig.transcript_turn_count_power, transcript_count_power){pooled_reading}, so that a
+  dialogue's score does not grow with its number of turns whichever way they lean. The model's
+  intercept is left to the calibration's offset, fitted on held-out scores (see graph.Calibration).
 - Calibration maps (logit = scale x raw + offset + seen_weight x corpus signal): single texts
   {cal['turn']['scale']:.3f} / {cal['turn']['offset']:.3f} / {cal['turn']['seen_weight']:.3f}, dialogues
   {cal['transcript']['scale']:.3f} / {cal['transcript']['offset']:.3f} / {cal['transcript']['seen_weight']:.3f}.
@@ -194,12 +198,14 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
   It still raises the scores of a dialogue's repeated turns (the single-text calibration, where it
   is what catches template turns of unseen domains) and the transcript's repetitiveness, which the
   policy reads.
-- **A dialogue's score reads its evidence nearer a mean than a sum** (power {power:g}
-  above), so a long dialogue is not read with more confidence than its wording carries.
-  Held-out dialogues rank higher that way (at 0.5, bot-origin-0.13.0: cucom_vs_taskmaster4
-  0.708, spc_vs_sgd 0.502, STAR unseen domains 0.856 / 0.967), but short
-  dialogues, whose means are noisier, move towards the extremes: on cucom_vs_taskmaster4 the TPR
-  at 1% FPR fell from 0.108, and its most machine-like human dialogues are shorter than most
+- **A dialogue's score reads its evidence as a mean, not a sum** (powers {turn_power:g} and
+  {power:g} above), so neither a long dialogue nor one of many turns is read with more confidence
+  than its wording carries. Held-out dialogues rank higher that way (a plain sum over sqrt(count),
+  bot-origin-0.13.0: cucom_vs_taskmaster4 0.708, spc_vs_sgd 0.502, STAR unseen domains 0.856 /
+  0.967), but short dialogues, whose means are noisier, move towards the extremes: on
+  cucom_vs_taskmaster4 the TPR at 1% FPR fell from 0.108, and its most machine-like human
+  dialogues are shorter than most. One dialogue calibration spans collections whose turn means
+  sit at different levels, so its ECE on the collection folds is higher than a single text's
   (docs/benchmarks.md).
 - **The corpus signal needs a stream.** A template bot's turn is recognised by repetition only
   after it has been seen; the first occurrences score on style alone. Human agents who paste

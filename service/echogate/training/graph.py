@@ -24,8 +24,8 @@ of 1 - (1 - turn_repetitiveness) * (1 - c / (c + h)), c = exp(turn_seen) - 1 the
 earlier transcripts with the turn and h = RepetitionHead.corpus_half_count (a turn seen h times
 counts as half repetition, one seen a thousand times as nearly all).
 A document's raw score is  sum(weights of its n-grams) / (n-gram count) ** power (the weights
-held in fixed point, see WEIGHT_TABLE_TYPE; the power and the model's intercept are the
-calibration's: see Calibration), then Platt-calibrated (separately for turns and transcripts) with the corpus signal added: each
+held in fixed point, see WEIGHT_TABLE_TYPE; a transcript's count pooled from its turns', and
+the powers and the model's intercept, are the calibration's: see Calibration), then Platt-calibrated (separately for turns and transcripts) with the corpus signal added: each
 turn's ``turn_seen`` scaled by min(1, its bytes / seen_full_bytes) (see `seen_scale`), a single
 text's own, a transcript's role-weighted mean. Working on one flat stream
 means no padding: cost is linear in the bytes of the batch.
@@ -72,16 +72,21 @@ class Calibration:
     """logit = scale * raw + offset + seen_weight * seen: Platt scaling plus the corpus signal.
 
     raw = sum(n-gram weights) / count ** count_power. The model trains at 0.5 (a sum of n-gram
-    evidence over its standard deviation); a dialogue's score may read its evidence closer to a
-    mean (TrainConfig.transcript_count_power), so that a long dialogue's score does not grow with
-    its length: see docs/benchmarks.md. The model's intercept is not in `raw`: the offset takes
-    its place, fitted on held-out scores, so the calibration does not inherit each held-out fold
-    model's own intercept (a constant of what that fold left out of training) times its slope."""
+    evidence over its standard deviation), and a single text is read so. A dialogue's count is
+    pooled from its turns' counts, each raised to turn_count_power and role-weighted: at 1 it is
+    the dialogue's n-gram count; at 0.5, with count_power 1, the dialogue's raw score is the mean
+    of its turns' single-text scores (each turn's sum over sqrt(its count)), weighted by
+    role and sqrt(count), so it does not grow with the number of turns whichever way they lean
+    (TrainConfig.transcript_count_power and transcript_turn_count_power; docs/benchmarks.md).
+    The model's intercept is not in `raw`: the offset takes its place, fitted on held-out scores,
+    so the calibration does not inherit each held-out fold model's own intercept (a constant of
+    what that fold left out of training) times its slope."""
 
     scale: float
     offset: float
     seen_weight: float = 0.0
     count_power: float = 0.5
+    turn_count_power: float = 1.0
 
 
 def seen_scale(turn_bytes: np.ndarray, seen_full_bytes: int) -> np.ndarray:
@@ -412,7 +417,10 @@ def build_graph(
         return node("ScatterElements", [zeros_docs, "turn_transcript", values], name, axis=0, reduction="add")
 
     doc_sum = per_doc(node("Mul", [turn_sum, "turn_weight"], "ws"), "doc_sum")
-    doc_cnt = per_doc(node("Mul", [turn_cnt, "turn_weight"], "wc"), "doc_cnt")
+    q = transcript_calibration.turn_count_power
+    turn_evidence = (turn_cnt if q == 1 else node("Sqrt", [turn_cnt], "turn_cnt_q") if q == 0.5 else
+                     node("Pow", [turn_cnt, const("turn_count_power", np.array(q, np.float32))], "turn_cnt_q"))
+    doc_cnt = per_doc(node("Mul", [turn_evidence, "turn_weight"], "wc"), "doc_cnt")
     # the transcript's corpus signal: role-weighted mean of its turns' seen-before values
     doc_seen = node("Div", [per_doc(node("Mul", [scaled_seen, "turn_weight"], "wseen"), "doc_seen_sum"),
                             node("Max", [per_doc("turn_weight", "doc_weight"), const("eps", np.array(1e-6, np.float32))],
