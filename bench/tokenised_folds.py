@@ -58,7 +58,7 @@ def main() -> None:
     if args.lowercase_share is not None:
         cfg = dataclasses.replace(cfg, lowercase_share=args.lowercase_share)
     docs = training_docs(args.data, cfg)
-    x_train, _ = document_features(docs, cfg)
+    x_train, _, _ = document_features(docs, cfg)
     x_lower = lowercased_features(docs, cfg)
     y = np.array([d.label for d in docs])
     w = group_weights(docs) * np.array([cfg.dataset_weights.get(d.dataset, 1.0) for d in docs])

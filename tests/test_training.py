@@ -18,7 +18,7 @@ from echogate.training.data import Doc, chunk_docs, content_key, sentence_chunks
 from echogate.training.graph import Calibration, build_graph
 from echogate.training.repetition import RepetitionHead
 from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, featurize, fit, fit_calibration, in_collection_fold,
-                                     lowercased, make_folds, matched_pairs, pair_rows, pooled_counts, read_scores,
+                                     lowercased, make_folds, matched_pairs, pair_rows, read_scores,
                                      report_rows, split_training_features, training_pairs, training_set)
 from tests.conftest import strict_json
 
@@ -104,7 +104,7 @@ def test_features_read_as_the_graph_reads_and_only_matched_content_trains_byte_n
     docs = [Doc("sgd", 0, None, "d", "transcript", ("customer", "agent"), ("book a table", "Which city, please?")),
             Doc("l2r", 1, "g", "d", "turn", ("agent",), ("A rewritten paragraph of text.",), "d/1"),
             Doc("l2r_chunks", 1, "g", "d", "turn", ("agent",), ("A rewritten sentence.",))]
-    byte_x, masked_x = featurize(docs, spec, ROLE_WEIGHTS)
+    byte_x, masked_x, _ = featurize(docs, spec, ROLE_WEIGHTS)
     x_train, x = split_training_features(byte_x, masked_x, docs, ("l2r",), 0.25)
     for i, d in enumerate(docs):
         packed = pack_turns(normalize_all(list(d.texts)), 4096)
@@ -202,7 +202,7 @@ def test_calibration_learns_the_corpus_weight_or_keeps_the_one_it_is_given():
 @pytest.mark.parametrize("powers", [(0.75, 1.0), (1.0, 0.5)])
 def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path, powers):
     """The trainer calibrates on read_scores: a transcript's n-gram sum over its turns' pooled
-    counts (pooled_counts) ** count_power, a single text's over sqrt, neither with the model's
+    counts (featurize) ** count_power, a single text's over sqrt, neither with the model's
     intercept (the calibration's offset takes its place). The graph built from the same model, with
     those powers in its dialogue calibration, gives the same raw scores (identity calibration: the
     logit is the raw score)."""
@@ -213,12 +213,12 @@ def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path, powers):
             Doc("cucom_ecommerce", 1, None, "d", "transcript", ("customer", "agent"),
                 ("my parcel never came", "I sincerely apologize for the inconvenience this has caused you.")),
             Doc("l2r", 1, "g", "d", "turn", ("agent",), ("A rewritten paragraph of text, with care.",), "d/1")]
-    x_train, x = split_training_features(*featurize(docs, spec, ROLE_WEIGHTS), docs, ("l2r",), 1.0)
+    byte_x, masked_x, pooled = featurize(docs, spec, ROLE_WEIGHTS, turn_count_power)
+    x_train, x = split_training_features(byte_x, masked_x, docs, ("l2r",), 1.0)
     clf = fit(x_train, np.array([d.label for d in docs]), np.ones(len(docs)),
               TrainConfig(orders=spec.orders, shape_orders=spec.shape_orders, table_size=spec.table_size,
                           function_orders=spec.function_orders, word_orders=spec.word_orders))
     transcript = np.array([d.kind == "transcript" for d in docs])
-    pooled = pooled_counts(docs, spec, ROLE_WEIGHTS, turn_count_power)
     raw = read_scores(clf, x, transcript, count_power, pooled)
     meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
@@ -238,6 +238,6 @@ def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path, powers):
     # at 0.5 over whole counts every text reads as the model scores it, less the intercept; the
     # powers under test move transcripts only
     evidence = clf.decision_function(x) - clf.intercept_[0]
-    np.testing.assert_allclose(read_scores(clf, x, transcript, 0.5, pooled_counts(docs, spec, ROLE_WEIGHTS, 1.0)),
+    np.testing.assert_allclose(read_scores(clf, x, transcript, 0.5, featurize(docs, spec, ROLE_WEIGHTS)[2]),
                                evidence, rtol=1e-5)
     assert raw[2] == evidence[2] and not np.allclose(raw[:2], evidence[:2], atol=1e-2)

@@ -394,10 +394,14 @@ def build_graph(
                             const("weight_unit", np.array(2.0 ** -fraction_bits, np.float32))], "turn_sum")
     turn_cnt = node("Sum", counts, "turn_ngrams")
 
+    def power(x: str, p: float, out: str) -> str:
+        """x ** p: x itself at 1, a Sqrt at 0.5 (cheaper than Pow), else Pow."""
+        if p == 1:
+            return x
+        return node("Sqrt", [x], out) if p == 0.5 else node("Pow", [x, const(out + "_p", np.array(p, np.float32))], out)
+
     def calibrated(total: str, count: str, seen: str, cal: Calibration, out: str) -> str:
-        count1 = node("Max", [count, "one_f"], out + "_cnt1")
-        norm = (node("Sqrt", [count1], out + "_norm") if cal.count_power == 0.5 else
-                node("Pow", [count1, const(out + "_power", np.array(cal.count_power, np.float32))], out + "_norm"))
+        norm = power(node("Max", [count, "one_f"], out + "_cnt1"), cal.count_power, out + "_norm")
         raw = node("Div", [total, norm], out + "_raw")
         a = const(out + "_a", np.array(cal.scale, np.float32))
         b = const(out + "_b", np.array(cal.offset, np.float32))
@@ -417,9 +421,7 @@ def build_graph(
         return node("ScatterElements", [zeros_docs, "turn_transcript", values], name, axis=0, reduction="add")
 
     doc_sum = per_doc(node("Mul", [turn_sum, "turn_weight"], "ws"), "doc_sum")
-    q = transcript_calibration.turn_count_power
-    turn_evidence = (turn_cnt if q == 1 else node("Sqrt", [turn_cnt], "turn_cnt_q") if q == 0.5 else
-                     node("Pow", [turn_cnt, const("turn_count_power", np.array(q, np.float32))], "turn_cnt_q"))
+    turn_evidence = power(turn_cnt, transcript_calibration.turn_count_power, "turn_cnt_q")
     doc_cnt = per_doc(node("Mul", [turn_evidence, "turn_weight"], "wc"), "doc_cnt")
     # the transcript's corpus signal: role-weighted mean of its turns' seen-before values
     doc_seen = node("Div", [per_doc(node("Mul", [scaled_seen, "turn_weight"], "wseen"), "doc_seen_sum"),

@@ -296,48 +296,42 @@ class TrainConfig:
         return HashSpec(self.orders, self.shape_orders, self.table_size, self.function_orders, self.word_orders)
 
 
-def featurize(docs: list[Doc], spec: HashSpec, role_weights: dict[str, float], chunk: int = 4000
-              ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """(byte n-grams, topic-masked n-grams) per document: role-weighted hashed counts, both
-    divided by sqrt(the document's weighted count of all its n-grams), as the graph divides.
-    Their sum is what the model reads; see split_training_features for why they come apart."""
+def featurize(docs: list[Doc], spec: HashSpec, role_weights: dict[str, float], turn_count_power: float = 1.0,
+              chunk: int = 4000) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+    """(byte n-grams, topic-masked n-grams, pooled count) per document.
+
+    The n-grams are role-weighted hashed counts, both divided by sqrt(the document's weighted
+    count of all its n-grams), as the graph divides; their sum is what the model reads (see
+    split_training_features for why they come apart). The pooled count is what a transcript's
+    raw score is read over (graph.Calibration, read_scores): its turns' n-gram counts, each
+    raised to `turn_count_power`, role-weighted and added up, as the graph pools them; at 1 it
+    is the weighted count the n-grams are divided by."""
     byte_spec = HashSpec(spec.orders, (), spec.table_size, (), spec.word_orders)  # words name the topic too
     masked_spec = HashSpec((), spec.shape_orders, spec.table_size, spec.function_orders)
-    blocks: dict[str, list[sp.csr_matrix]] = {"bytes": [], "masked": []}
+    blocks: dict[str, list] = {"bytes": [], "masked": [], "pooled": [np.zeros(0)]}
     for start in tqdm(range(0, len(docs), chunk), desc="features", unit="chunk", leave=False):
         part = docs[start : start + chunk]
         texts = model_texts(normalize_all([t for d in part for t in d.texts]))
         doc_of_turn = np.repeat(np.arange(len(part)), [len(d.texts) for d in part])
         weight_of_turn = np.array([role_weights.get(r, 0.0) for d in part for r in d.roles], np.float32)
         packed = pack_turns(texts, MAX_TURN_BYTES)
-        counts, total = {}, np.zeros(len(part))
+        counts, turn_count = {}, np.zeros(len(texts))
         for name, part_spec in (("bytes", byte_spec), ("masked", masked_spec)):
             hashes, turns = ngram_hashes(packed.stream, packed.byte_turn, part_spec)
             rows, vals = doc_of_turn[turns], weight_of_turn[turns]
             counts[name] = sp.csr_matrix((vals, (rows, hashes)), shape=(len(part), spec.table_size), dtype=np.float32)
             counts[name].sum_duplicates()
-            total += np.bincount(rows, weights=vals, minlength=len(part))
-        norm = sp.diags((1.0 / np.sqrt(np.maximum(total, 1.0))).astype(np.float32))
+            turn_count += np.bincount(turns, minlength=len(texts))
+
+        def pooled(power: float) -> np.ndarray:
+            return np.bincount(doc_of_turn, weights=weight_of_turn * turn_count**power, minlength=len(part))
+
+        norm = sp.diags((1.0 / np.sqrt(np.maximum(pooled(1.0), 1.0))).astype(np.float32))
         for name, m in counts.items():
             blocks[name].append(norm @ m)
-    return sp.vstack(blocks["bytes"]).tocsr(), sp.vstack(blocks["masked"]).tocsr()
-
-
-def pooled_counts(docs: list[Doc], spec: HashSpec, role_weights: dict[str, float], turn_power: float,
-                  chunk: int = 4000) -> np.ndarray:
-    """Each document's n-gram count as a transcript's raw score reads it (graph.Calibration): its
-    turns' n-gram counts, each raised to `turn_power`, role-weighted and added up, as the graph
-    pools them. At 1 it is the weighted count featurize divides by."""
-    out = [np.zeros(0)]
-    for start in range(0, len(docs), chunk):
-        part = docs[start : start + chunk]
-        packed = pack_turns(model_texts(normalize_all([t for d in part for t in d.texts])), MAX_TURN_BYTES)
-        _, turns = ngram_hashes(packed.stream, packed.byte_turn, spec)
-        counts = np.bincount(turns, minlength=len(packed.lengths)).astype(np.float64)
-        doc_of_turn = np.repeat(np.arange(len(part)), [len(d.texts) for d in part])
-        weight = np.array([role_weights.get(r, 0.0) for d in part for r in d.roles])
-        out.append(np.bincount(doc_of_turn, weights=weight * counts**turn_power, minlength=len(part)))
-    return np.concatenate(out)
+        blocks["pooled"].append(pooled(turn_count_power))
+    return (sp.vstack(blocks["bytes"]).tocsr(), sp.vstack(blocks["masked"]).tocsr(),
+            np.concatenate(blocks["pooled"]))
 
 
 def split_training_features(byte_x: sp.csr_matrix, masked_x: sp.csr_matrix, docs: list[Doc],
@@ -367,11 +361,12 @@ def trained_features(byte_x: sp.csr_matrix, masked_x: sp.csr_matrix, docs: list[
     return (sp.diags(scale) @ byte_x + masked_x).tocsr()
 
 
-def document_features(docs: list[Doc], cfg: TrainConfig) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """(what each document trains on, what the model reads) under cfg: see featurize and
-    split_training_features."""
-    return split_training_features(*featurize(docs, cfg.hash_spec, cfg.role_weights), docs, cfg.byte_ngram_datasets,
-                                   cfg.other_byte_ngram_scale)
+def document_features(docs: list[Doc], cfg: TrainConfig) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+    """(what each document trains on, what the model reads, its pooled count) under cfg: see
+    featurize and split_training_features."""
+    byte_x, masked_x, pooled = featurize(docs, cfg.hash_spec, cfg.role_weights, cfg.transcript_turn_count_power)
+    return (*split_training_features(byte_x, masked_x, docs, cfg.byte_ngram_datasets, cfg.other_byte_ngram_scale),
+            pooled)
 
 
 def lowercased(docs: list[Doc]) -> list[Doc]:
@@ -386,8 +381,8 @@ def lowercased_features(docs: list[Doc], cfg: TrainConfig) -> sp.csr_matrix | No
     if cfg.lowercase_share <= 0:
         return None
     lower = lowercased(docs)
-    return trained_features(*featurize(lower, cfg.hash_spec, cfg.role_weights), lower, cfg.byte_ngram_datasets,
-                            cfg.other_byte_ngram_scale)
+    byte_x, masked_x, _ = featurize(lower, cfg.hash_spec, cfg.role_weights)
+    return trained_features(byte_x, masked_x, lower, cfg.byte_ngram_datasets, cfg.other_byte_ngram_scale)
 
 
 def training_set(x_train: sp.csr_matrix, x_lower: sp.csr_matrix | None, y: np.ndarray, w: np.ndarray,
@@ -567,7 +562,7 @@ def read_scores(clf: LogisticRegression, x: sp.csr_matrix, transcript: np.ndarra
     """Raw scores of rows of `x` as the graph computes them (see graph.Calibration): a text's
     n-gram sum, without the model's intercept, over sqrt(its n-gram count) for a single text, as
     the model trained, and over pooled ** count_power for a transcript (`pooled`: the rows'
-    pooled_counts). A row of `x` holds its n-gram counts over sqrt(their total), so the row sums
+    pooled counts, see featurize). A row of `x` holds its n-gram counts over sqrt(their total), so the row sums
     to sqrt(total), and its score times that is the n-gram sum."""
     count = np.maximum(np.square(np.asarray(x.sum(axis=1)).ravel()), 1.0)
     evidence = clf.decision_function(x) - clf.intercept_[0]
@@ -665,7 +660,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     t0 = time.time()
     docs = training_docs(data_dir, cfg)
     log.info("loaded %d documents from %s", len(docs), data_dir)
-    x_train, x = document_features(docs, cfg)
+    x_train, x, pooled = document_features(docs, cfg)
     x_lower = lowercased_features(docs, cfg)
     y = np.array([d.label for d in docs])
     w = group_weights(docs) * np.array([cfg.dataset_weights.get(d.dataset, 1.0) for d in docs])
@@ -676,7 +671,6 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     pairs = matched_pairs(docs)
     report_only = {"in_collection_support": in_collection_fold(docs)}
     transcript = np.array([d.kind == "transcript" for d in docs])
-    pooled = pooled_counts(docs, cfg.hash_spec, cfg.role_weights, cfg.transcript_turn_count_power)
     fold_raw = cross_validate(x_train, x_lower, x, y, w, {**folds, **report_only}, usable, pairs, transcript, pooled,
                               cfg)
     seen = simulate_seen(docs, cfg.role_weights, cfg.seed, cfg.stream_size, cfg.seen_full_bytes)
