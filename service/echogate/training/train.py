@@ -143,7 +143,10 @@ class TrainConfig:
     table_size: int = 1 << 19
     # C = 1.0: held-out macro 0.774 (0.788), cucom_vs_taskmaster4 dialogues 0.436 (0.515). C = 0.25
     # (full run, 0.15.1's configuration): macro 0.861 (0.866), dialogues 0.837 / 0.728 (0.852 /
-    # 0.750), l2r paragraphs 0.802 0.925 0.780 (0.794 0.925 0.786), STAR turns within 0.002
+    # 0.750), l2r paragraphs 0.802 0.925 0.780 (0.794 0.925 0.786), STAR turns within 0.002.
+    # C = 1.0 (full run, 0.16.0's configuration): macro 0.866 (0.874), dialogues 0.801 / 0.799
+    # (0.852 / 0.810), l2r paragraphs 0.790 0.926 0.793 (0.794 0.925 0.786), STAR dialogues
+    # 0.872 / 0.974 (0.880 / 0.970): neither side of 0.5 ranks these folds higher
     c: float = 0.5
     # L-BFGS stops here before converging: an early stop that regularises (held-out macro
     # AUROC 0.781 at 100 iterations, 0.765 at 300, 0.719 at 50, with bot-origin-0.4.0's features;
