@@ -14,8 +14,8 @@ import pytest
 from echogate.grpc_api.server import EchogateServer
 from echogate.v1 import gate_pb2 as pb
 from echogate_client.client import AsyncClient, Client, RetryPolicy
-from echogate_client.records import RecordError, transcript_from_record
-from tests.conftest import make_settings, server_in_thread, strict_json, transcript
+from echogate_client.records import RecordError, transcript_from_record, turns_from_text
+from tests.conftest import DATASETS, make_settings, needs_datasets, server_in_thread, strict_json, transcript
 
 RECORDS = [
     {"id": "r1", "turns": [{"role": "customer", "text": "where is my parcel"},
@@ -65,6 +65,46 @@ def test_system_turns_answer_where_a_record_has_no_agent():
     platform = transcript_from_record({"turns": [{"role": "system", "text": "Chat transferred to Ana."},
                                                  {"role": "agent", "text": "Hi, Ana here."}]}, 2)
     assert [t.role for t in platform.turns] == [pb.ROLE_SYSTEM, pb.ROLE_AGENT]
+
+
+def test_a_dialogue_written_as_role_lines_is_read_back_into_its_turns():
+    """The shared datasets' `text` of a dialogue joins its turns as `role: text` lines; a record
+    with only that text reads as the same turns, a turn's own line breaks included, and any
+    other text stays one plain agent turn."""
+    joined = "customer: Hi, my order is late.\nAgent: Sorry to hear that!\n\nLet me check.\nuser: thanks"
+    t = transcript_from_record({"text": joined}, 1)
+    assert [(x.role, x.text) for x in t.turns] == [(pb.ROLE_CUSTOMER, "Hi, my order is late."),
+                                                   (pb.ROLE_AGENT, "Sorry to hear that!\n\nLet me check."),
+                                                   (pb.ROLE_CUSTOMER, "thanks")]
+    for plain in ("Note: the parcel left on Monday.\nagent: none", "A paragraph without roles.", "\nagent: hi"):
+        assert [(x.role, x.text) for x in transcript_from_record({"text": plain}, 1).turns] == [(pb.ROLE_AGENT, plain)]
+    assert turns_from_text("Support: we are closed today") == [{"role": "Support", "text": "we are closed today"}]
+
+
+@needs_datasets
+def test_every_shared_dialogue_scores_the_same_from_its_text_alone(tmp_path):
+    """Records of the shared files with their turns dropped read back into exactly those turns, so
+    `echogate score` gives every one the same verdict; the plain texts stay single texts."""
+    records, plain = [], 0
+    for name in sorted(DATASETS.glob("*.jsonl")):
+        for line in name.open():
+            r = json.loads(line)
+            if r.get("turns"):
+                records.append(r)
+                assert [(x.role, x.text) for x in transcript_from_record({"text": r["text"]}, 1).turns] == \
+                       [(x.role, x.text) for x in transcript_from_record(r, 1).turns], r["id"]
+            else:
+                plain += 1
+                assert turns_from_text(r["text"]) is None, r["id"]
+    assert len(records) > 40_000 and plain > 40_000
+    sample = records[::50]
+    texts = [{"id": r["id"], "text": r["text"]} for r in sample]
+    scored = [_cli("score", str(_write(tmp_path / f"{k}.jsonl", rs))) for k, rs in (("turns", sample), ("text", texts))]
+    assert all(r.returncode == 0 for r in scored), [r.stderr for r in scored]
+    by_turns, by_text = ([json.loads(line)["echogate"] for line in r.stdout.splitlines()] for r in scored)
+    assert [(e["bot_origin"], e["repetitiveness"], e["decision"]) for e in by_text] == \
+           [(e["bot_origin"], e["repetitiveness"], e["decision"]) for e in by_turns]
+    assert all(e["turns"] == [] for e in by_text)  # the record gave no turns: the verdict lists none
 
 
 @pytest.mark.parametrize("customer, agent", [("apprentice", "Wizard"), ("seeker", "recommender"),

@@ -4,6 +4,11 @@ A record has `turns` (a list of {"role", "text"}) or only `text`; plain text bec
 AGENT turn. `id` is optional (the line number is used), `source` and `metadata` are
 passed through when present.
 
+The schema's `text` of a dialogue is its turns joined as `role: text` lines, and a record may
+carry only that (`turns_from_text`): such a text is read back into its turns, so a dialogue
+scores the same whichever of the two fields it came in, rather than as one agent paragraph
+with role names in it (its verdict still lists no turns: the record gave none).
+
 `system` names two things in logged dialogues: platform messages beside an agent (hand-off
 notices, canned text: the API's ROLE_SYSTEM, which the model does not weigh), and, in the DSTC,
 MultiWOZ and Schema-Guided Dialogue files, the side that answers the user. A record with no
@@ -13,6 +18,7 @@ most of the evidence is not dropped.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -105,7 +111,7 @@ def _transcript(record: dict, line: int, default_source: str) -> pb.Transcript:
                             source=str(record.get("source") or default_source),
                             metadata={str(k): str(v) for k, v in metadata.items()}, declared_origin=origin,
                             language=str(record.get("lang") or record.get("language") or ""))
-    turns = record.get("turns")
+    turns = record.get("turns") or (turns_from_text(record["text"]) if isinstance(record.get("text"), str) else None)
     if turns:
         if not isinstance(turns, list):
             raise RecordError(f"line {line}: turns must be a list of {{\"role\", \"text\"}} objects")
@@ -121,6 +127,29 @@ def _transcript(record: dict, line: int, default_source: str) -> pb.Transcript:
     else:
         raise RecordError(f"line {line}: a record needs `turns` or `text`")
     return message
+
+
+# a `role: text` line: a role name (ROLE_NAMES, any case) at the start, a colon, then the turn's text
+_ROLE_LINE = re.compile(r"[ \t]*([A-Za-z]+)[ \t]*:[ \t]?(.*)", re.DOTALL)
+
+
+def turns_from_text(text: str) -> list[dict] | None:
+    """A dialogue's turns from its `role: text` lines (the schema's `text` of a dialogue), or
+    None for any other text.
+
+    Read so only when the first line starts with a known role name and a colon. Any other line
+    continues the turn before it, as a turn's own line breaks do once the turns are joined, so
+    such turns come back whole."""
+    turns: list[tuple[str, list[str]]] = []  # (role as written, the turn's lines)
+    for line in text.split("\n"):
+        m = _ROLE_LINE.fullmatch(line)
+        if m is not None and m.group(1).lower() in ROLE_NAMES:
+            turns.append((m.group(1), [m.group(2)]))
+        elif turns:
+            turns[-1][1].append(line)
+        else:
+            return None
+    return [{"role": role, "text": "\n".join(lines)} for role, lines in turns]
 
 
 def _role(turn: object, j: int, line: int) -> int:
