@@ -53,6 +53,20 @@ def test_role_names_of_message_formats_are_read():
     assert [t.role for t in gemini.turns] == [pb.ROLE_CUSTOMER, pb.ROLE_AGENT]
 
 
+def test_message_lists_with_content_are_read():
+    """OpenAI's and Anthropic's message lists carry a turn's text as `content`: a string, or a list
+    of content blocks whose text parts count (an image block has none)."""
+    openai = transcript_from_record({"turns": [{"role": "user", "content": "where is my order"},
+                                               {"role": "assistant", "content": "It ships today."}]}, 1)
+    assert [(t.role, t.text) for t in openai.turns] == [(pb.ROLE_CUSTOMER, "where is my order"),
+                                                        (pb.ROLE_AGENT, "It ships today.")]
+    blocks = [{"type": "text", "text": "Here is the label."}, {"type": "image", "source": {}},
+              {"type": "text", "text": "Anything else?"}]
+    anthropic = transcript_from_record({"turns": [{"role": "user", "content": "label?"},
+                                                  {"role": "assistant", "content": blocks}]}, 1)
+    assert anthropic.turns[1].text == "Here is the label.\nAnything else?"
+
+
 def test_system_turns_answer_where_a_record_has_no_agent():
     """DSTC, MultiWOZ and SGD name the answering side `system` (MultiWOZ also `sys`); beside an
     agent, `system` is a platform message, which the model does not weigh."""

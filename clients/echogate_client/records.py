@@ -120,8 +120,7 @@ def _transcript(record: dict, line: int, default_source: str) -> pb.Transcript:
             roles = [pb.ROLE_AGENT if r == pb.ROLE_SYSTEM else r for r in roles]
         add = message.turns.add  # about twice as fast as building Turn messages and passing the list
         for role, t in zip(roles, turns):
-            text = t.get("text")
-            add(role=role, text=text if isinstance(text, str) else str(text or ""))
+            add(role=role, text=_turn_text(t))
     elif isinstance(record.get("text"), str):
         message.turns.add(role=pb.ROLE_AGENT, text=record["text"])
     else:
@@ -150,6 +149,17 @@ def turns_from_text(text: str) -> list[dict] | None:
         else:
             return None
     return [{"role": role, "text": "\n".join(lines)} for role, lines in turns]
+
+
+def _turn_text(turn: dict) -> str:
+    """A turn's text: `text`, or `content` as OpenAI's and Anthropic's message lists name it (a
+    string, or a list of content blocks whose `text` parts are joined by line breaks)."""
+    text = turn.get("text")
+    if text is None:
+        text = turn.get("content")
+        if isinstance(text, list):
+            text = "\n".join(b["text"] for b in text if isinstance(b, dict) and isinstance(b.get("text"), str))
+    return text if isinstance(text, str) else str(text or "")
 
 
 def _role(turn: object, j: int, line: int) -> int:
