@@ -129,7 +129,7 @@ def _transcript(record: dict, line: int, default_source: str) -> pb.Transcript:
 
 
 # a `role: text` line: a role name (ROLE_NAMES, any case) at the start, a colon, then the turn's text
-_ROLE_LINE = re.compile(r"[ \t]*([A-Za-z]+)[ \t]*:[ \t]?(.*)", re.DOTALL)
+_ROLE_LINE = re.compile(r"[ \t]*([A-Za-z]+)[ \t]*:[ \t]?(.*)")
 
 
 def turns_from_text(text: str) -> list[dict] | None:
