@@ -293,6 +293,28 @@ def test_eval_command_grades_turns_by_their_origin_and_short_texts_apart(tmp_pat
     assert groups["all"]["n"] == 3 and groups["all<20w"]["n"] == 1  # record c is the short one
 
 
+def test_eval_command_counts_words_as_the_record_was_read(tmp_path):
+    """A labelled dialogue given as `content` turns, or as its `role: text` lines alone, is graded
+    as the same dialogue given as `text` turns: same score, and short or not by its turns' words
+    (not none, nor its role names too)."""
+    long_turns = [{"role": "customer", "text": "my parcel was due on Monday and it still has not arrived here"},
+                  {"role": "agent", "text": "Sorry about that, I can see it left the depot and will reach you soon"}]
+    short_turns = [{"role": "customer", "text": "where is my parcel"}, {"role": "agent", "text": "it ships today"}]
+    forms = {
+        "turns": lambda turns: {"turns": turns},
+        "content": lambda turns: {"turns": [{"role": t["role"], "content": t["text"]} for t in turns]},
+        "lines": lambda turns: {"text": "\n".join(f"{t['role']}: {t['text']}" for t in turns)},
+    }
+    reports = {}
+    for name, form in forms.items():
+        records = [{"id": "l", "label": "human", **form(long_turns)}, {"id": "s", "label": "machine", **form(short_turns)}]
+        result = _cli("eval", str(_write(tmp_path / f"{name}.jsonl", records)), "--json")
+        assert result.returncode == 0, result.stderr
+        reports[name] = strict_json(result.stdout)["groups"]
+    assert reports["turns"]["all<20w"]["n"] == 1  # the short dialogue only: 7 words; the long one 29
+    assert reports["content"] == reports["turns"] and reports["lines"] == reports["turns"]
+
+
 async def test_gate_command_gates_a_file_and_get_reads_back(tmp_path, server):
     path = _write(tmp_path / "in.jsonl", RECORDS)
     result = await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address, "--source", "cli",

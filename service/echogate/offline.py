@@ -49,8 +49,10 @@ def _read_batches(source: Path | IO[str], batch_size: int) -> Iterator[tuple[lis
         yield chunk, convert.transcripts_from_pb(messages, 0, OFFLINE_LIMITS)
 
 
-def _scored(source: Path | IO[str], core: GateCore, batch_size: int) -> Iterator[tuple[str, dict, dict]]:
-    """(line, record, echogate object) in file order, with at most three batches of records in memory.
+def _scored(source: Path | IO[str], core: GateCore, batch_size: int
+            ) -> Iterator[tuple[str, dict, dict, Transcript]]:
+    """(line, record, echogate object, the transcript the record was read as) in file order, with
+    at most three batches of records in memory.
     The progress bar's total counts blank lines too, so it is set to what was scored at the end.
 
     Batches are scored one after another, in file order (the corpus memory sees the file as a stream
@@ -60,20 +62,21 @@ def _scored(source: Path | IO[str], core: GateCore, batch_size: int) -> Iterator
     bar = tqdm(total=count_lines(source), unit="record", file=sys.stderr)
     loop = asyncio.new_event_loop()  # runs on the scoring thread only
 
-    def results(chunk: list, verdicts: Future) -> Iterator[tuple[str, dict, dict]]:
-        for (_, line, rec), v in zip(chunk, verdicts.result()):
-            yield line, rec, verdict_to_dict(convert.verdict_to_pb(v), with_turns=bool(rec.get("turns")))
+    def results(chunk: list, transcripts: list[Transcript], verdicts: Future
+                ) -> Iterator[tuple[str, dict, dict, Transcript]]:
+        for (_, line, rec), transcript, v in zip(chunk, transcripts, verdicts.result()):
+            yield line, rec, verdict_to_dict(convert.verdict_to_pb(v), with_turns=bool(rec.get("turns"))), transcript
         bar.update(len(chunk))
 
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="echogate-score") as scoring:
-            in_flight, unreadable = None, None  # (chunk, future verdicts) of the batch on the scoring thread
+            in_flight, unreadable = None, None  # (chunk, transcripts, future verdicts) of the batch being scored
             try:
                 for chunk, transcripts in _read_batches(source, batch_size):
                     done = in_flight
                     if done is not None:
-                        done[1].result()  # the corpus memory sees the previous batch before this one
-                    in_flight = chunk, scoring.submit(loop.run_until_complete, core.score(transcripts))
+                        done[2].result()  # the corpus memory sees the previous batch before this one
+                    in_flight = chunk, transcripts, scoring.submit(loop.run_until_complete, core.score(transcripts))
                     if done is not None:
                         yield from results(*done)
             except RecordError as exc:
@@ -106,7 +109,7 @@ def score_file(source: Path | IO[str], out: IO[str], model_path: str | None = No
     """Score every record of `source` (a path, or an open text stream such as stdin) into `out`."""
     core = _core(model_path, config)
     try:
-        for line, rec, result in _scored(source, core, batch_size):
+        for line, rec, result, _ in _scored(source, core, batch_size):
             out.write(with_echogate(line, rec, result) + "\n")
     finally:
         core.close()
@@ -164,16 +167,15 @@ def evaluate_file(source: Path | IO[str], model_path: str | None = None) -> dict
     core = _core(model_path, None)
     records, turns = _Labelled(), _Labelled()
     try:
-        for _, rec, result in _scored(source, core, 256):
+        for _, rec, result, transcript in _scored(source, core, 256):
             dataset, generator = rec.get("dataset"), rec.get("generator")
-            record_turns = rec.get("turns") or []
+            # words as the reader took the text (a turn's `content`, a dialogue's `role: text` lines)
+            texts = [t.text for t in transcript.turns]
             if rec.get("label") in ("human", "machine"):
-                texts = [t.get("text") for t in record_turns] if record_turns else [rec.get("text")]
                 records.add(rec["label"], result["bot_origin"], evaluation.word_count(texts), dataset, generator)
-            for turn, scored in zip(record_turns, result["turns"]):
+            for turn, text, scored in zip(rec.get("turns") or [], texts, result["turns"]):
                 if turn.get("origin") in ("human", "machine"):  # a record's generator need not have written it
-                    turns.add(turn["origin"], scored["bot_origin"], evaluation.word_count([turn.get("text")]), dataset,
-                              None)
+                    turns.add(turn["origin"], scored["bot_origin"], evaluation.word_count([text]), dataset, None)
     finally:
         core.close()
     report = {"groups": {**records.groups(""), **turns.groups("turns")}}
