@@ -67,6 +67,36 @@ def test_message_lists_with_content_are_read():
     assert anthropic.turns[1].text == "Here is the label.\nAnything else?"
 
 
+def test_message_lists_and_sharegpt_conversations_are_read_as_turns():
+    """Logged LLM conversations come as OpenAI's or Anthropic's `messages` and chat training sets as
+    ShareGPT's `conversations` (`from`, `value`). Prompts and tool traffic are turns the model does
+    not weigh (ROLE_SYSTEM), even in a record whose assistant only called tools; an Anthropic
+    record's top-level system prompt is no turn."""
+    openai = transcript_from_record({"messages": [
+        {"role": "system", "content": "You are a helpful support assistant."},
+        {"role": "user", "content": "where is order 42?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "{\"status\": \"shipped\"}"},
+        {"role": "assistant", "content": "Order 42 shipped yesterday."}]}, 1)
+    assert [(t.role, t.text) for t in openai.turns] == [
+        (pb.ROLE_SYSTEM, "You are a helpful support assistant."), (pb.ROLE_CUSTOMER, "where is order 42?"),
+        (pb.ROLE_AGENT, ""), (pb.ROLE_SYSTEM, '{"status": "shipped"}'), (pb.ROLE_AGENT, "Order 42 shipped yesterday.")]
+    tools_only = transcript_from_record({"messages": [{"role": "developer", "content": "Answer briefly."},
+                                                      {"role": "user", "content": "hi"},
+                                                      {"role": "tool", "content": "[]"}]}, 1)
+    assert [t.role for t in tools_only.turns] == [pb.ROLE_SYSTEM, pb.ROLE_CUSTOMER, pb.ROLE_SYSTEM]
+    anthropic = transcript_from_record({"system": "Be kind.", "messages": [{"role": "user", "content": "hi"},
+                                                                          {"role": "assistant", "content": "Hello!"}]}, 1)
+    assert [(t.role, t.text) for t in anthropic.turns] == [(pb.ROLE_CUSTOMER, "hi"), (pb.ROLE_AGENT, "Hello!")]
+    sharegpt = transcript_from_record({"id": "s1", "conversations": [{"from": "human", "value": "my card is blocked"},
+                                                                     {"from": "gpt", "value": "I can help."}]}, 1)
+    assert [(t.role, t.text) for t in sharegpt.turns] == [(pb.ROLE_CUSTOMER, "my card is blocked"),
+                                                          (pb.ROLE_AGENT, "I can help.")]
+    # a `text` line named as only a message list names a role is prose, not a turn
+    for prose in ("Function: returns the refund amount.\nagent: none", "Tool: a torque wrench"):
+        assert [(t.role, t.text) for t in transcript_from_record({"text": prose}, 1).turns] == [(pb.ROLE_AGENT, prose)]
+
+
 def test_system_turns_answer_where_a_record_has_no_agent():
     """DSTC, MultiWOZ and SGD name the answering side `system` (MultiWOZ also `sys`); beside an
     agent, `system` is a platform message, which the model does not weigh."""
@@ -147,6 +177,24 @@ def test_score_command_appends_echogate_object_in_order(tmp_path):
                                         "top_trigram_fraction", "distinct_3", "compression_ratio"}
 
 
+def test_score_command_scores_each_message_of_a_message_list(tmp_path):
+    """A `messages` or `conversations` record gets one per-turn score per message, in order, the
+    scores a `turns` record of the same dialogue gets (each file starts a fresh corpus memory)."""
+    dialogue = [("user", "my parcel never came"), ("assistant", "I'm sorry! I will send a new one today.")]
+    forms = [{"turns": [{"role": r, "text": t} for r, t in dialogue]},
+             {"messages": [{"role": r, "content": t} for r, t in dialogue]},
+             {"conversations": [{"from": r, "value": t} for r, t in dialogue]}]
+    scored = []
+    for i, record in enumerate(forms):
+        result = _cli("score", str(_write(tmp_path / f"{i}.jsonl", [record])))
+        assert result.returncode == 0, result.stderr
+        out = json.loads(result.stdout)
+        assert {k: v for k, v in out.items() if k != "echogate"} == record
+        scored.append(out["echogate"])
+    assert len(scored[0]["turns"]) == 2
+    assert scored[1] == scored[0] and scored[2] == scored[0]
+
+
 def test_score_command_counts_turns_seen_earlier_in_the_file(tmp_path):
     """A file is scored as a stream: a canned reply is counted against every earlier record."""
     canned = "Thank you for reaching out! Your ticket has been escalated to our specialists."
@@ -205,6 +253,9 @@ def test_score_command_stops_quietly_when_its_reader_goes_away(tmp_path):
     ({"turns": ["hello"]}, "turns[0] must be an object with role and text"),
     ({"turns": [{"role": ["agent"], "text": "x"}]}, "turns[0].role ['agent'] is not one of"),
     ({"text": "hello", "metadata": ["a"]}, "metadata must be an object"),
+    ({"messages": {"role": "user"}}, "messages must be a list"),
+    ({"messages": [{"role": "narrator", "content": "x"}]}, "messages[0].role 'narrator' is not one of"),
+    ({"conversations": [{"from": "narrator", "value": "x"}]}, "conversations[0].from 'narrator' is not one of"),
 ])
 def test_records_of_the_wrong_shape_are_named(record, why):
     with pytest.raises(RecordError, match=f"^line 9: {re.escape(why)}"):
@@ -304,6 +355,8 @@ def test_eval_command_counts_words_as_the_record_was_read(tmp_path):
         "turns": lambda turns: {"turns": turns},
         "content": lambda turns: {"turns": [{"role": t["role"], "content": t["text"]} for t in turns]},
         "lines": lambda turns: {"text": "\n".join(f"{t['role']}: {t['text']}" for t in turns)},
+        "messages": lambda turns: {"messages": [{"role": t["role"], "content": t["text"]} for t in turns]},
+        "sharegpt": lambda turns: {"conversations": [{"from": t["role"], "value": t["text"]} for t in turns]},
     }
     reports = {}
     for name, form in forms.items():
@@ -312,7 +365,7 @@ def test_eval_command_counts_words_as_the_record_was_read(tmp_path):
         assert result.returncode == 0, result.stderr
         reports[name] = strict_json(result.stdout)["groups"]
     assert reports["turns"]["all<20w"]["n"] == 1  # the short dialogue only: 7 words; the long one 29
-    assert reports["content"] == reports["turns"] and reports["lines"] == reports["turns"]
+    assert all(reports[name] == reports["turns"] for name in forms)
 
 
 async def test_gate_command_gates_a_file_and_get_reads_back(tmp_path, server):

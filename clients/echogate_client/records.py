@@ -2,7 +2,10 @@
 
 A record has `turns` (a list of {"role", "text"}) or only `text`; plain text becomes one
 AGENT turn. `id` is optional (the line number is used), `source` and `metadata` are
-passed through when present.
+passed through when present. Logged LLM conversations and chat training sets come in two
+other shapes, read as turns too (TURN_LISTS): OpenAI's and Anthropic's `messages` (turns with
+`role` and `content`; Anthropic's top-level `system` prompt is not a turn and is not read) and
+ShareGPT's `conversations` (turns with `from` and `value`).
 
 The schema's `text` of a dialogue is its turns joined as `role: text` lines, and a record may
 carry only that (`turns_from_text`): such a text is read back into its turns, so a dialogue
@@ -40,6 +43,19 @@ ROLE_NAMES = {
     "rep": pb.ROLE_AGENT, "staff": pb.ROLE_AGENT,
     "system": pb.ROLE_SYSTEM, "sys": pb.ROLE_SYSTEM, "action": pb.ROLE_SYSTEM,
 }
+# Names only message lists use (ShareGPT's answering side; OpenAI's tool results and developer
+# prompts, Llama's code-interpreter output, which the model does not weigh). A text line
+# "Function: ..." or "Tool: ..." is prose more often than a turn, so `turns_from_text` does not
+# read these.
+ROLE_NAMES_OF_MESSAGE_LISTS = {"gpt": pb.ROLE_AGENT, "tool": pb.ROLE_SYSTEM, "function": pb.ROLE_SYSTEM,
+                               "developer": pb.ROLE_SYSTEM, "ipython": pb.ROLE_SYSTEM}
+TURN_ROLES = {**ROLE_NAMES, **ROLE_NAMES_OF_MESSAGE_LISTS}
+# ROLE_SYSTEM names that mean the answering side in a record without an agent turn (the DSTC,
+# MultiWOZ and SGD way); the others are tool output and prompts wherever they stand
+ANSWERING_SYSTEM_NAMES = frozenset({"system", "sys"})
+# Fields that hold a record's turns, in the order they are looked for: the shared datasets'
+# own, OpenAI's and Anthropic's message lists, ShareGPT's conversations
+TURN_LISTS = ("turns", "messages", "conversations")
 ORIGIN_NAMES = {"": pb.DECLARED_ORIGIN_UNSPECIFIED, "unknown": pb.DECLARED_ORIGIN_UNSPECIFIED,
                 "human": pb.DECLARED_ORIGIN_HUMAN, "bot": pb.DECLARED_ORIGIN_BOT,
                 "synthetic": pb.DECLARED_ORIGIN_SYNTHETIC}
@@ -111,13 +127,16 @@ def _transcript(record: dict, line: int, default_source: str) -> pb.Transcript:
                             source=str(record.get("source") or default_source),
                             metadata={str(k): str(v) for k, v in metadata.items()}, declared_origin=origin,
                             language=str(record.get("lang") or record.get("language") or ""))
-    turns = record.get("turns") or (turns_from_text(record["text"]) if isinstance(record.get("text"), str) else None)
+    field, turns = turn_list(record)
+    if not turns and isinstance(record.get("text"), str):
+        turns = turns_from_text(record["text"])
     if turns:
         if not isinstance(turns, list):
-            raise RecordError(f"line {line}: turns must be a list of {{\"role\", \"text\"}} objects")
-        roles = [_role(t, j, line) for j, t in enumerate(turns)]
+            raise RecordError(f"line {line}: {field} must be a list of {{\"role\", \"text\"}} objects")
+        named = [_role(t, j, line, field) for j, t in enumerate(turns)]
+        roles = [role for role, _ in named]
         if pb.ROLE_AGENT not in roles:
-            roles = [pb.ROLE_AGENT if r == pb.ROLE_SYSTEM else r for r in roles]
+            roles = [pb.ROLE_AGENT if name in ANSWERING_SYSTEM_NAMES else r for r, (_, name) in zip(roles, named)]
         add = message.turns.add  # about twice as fast as building Turn messages and passing the list
         for role, t in zip(roles, turns):
             add(role=role, text=_turn_text(t))
@@ -126,6 +145,15 @@ def _transcript(record: dict, line: int, default_source: str) -> pb.Transcript:
     else:
         raise RecordError(f"line {line}: a record needs `turns` or `text`")
     return message
+
+
+def turn_list(record: dict) -> tuple[str, object]:
+    """(the field that holds the record's turns, its value) from TURN_LISTS; ("turns", None) when
+    the record has none (plain text, or a dialogue written as `role: text` lines)."""
+    for name in TURN_LISTS:
+        if record.get(name):
+            return name, record[name]
+    return "turns", None
 
 
 # a `role: text` line: a role name (ROLE_NAMES, any case) at the start, a colon, then the turn's text
@@ -152,9 +180,12 @@ def turns_from_text(text: str) -> list[dict] | None:
 
 
 def _turn_text(turn: dict) -> str:
-    """A turn's text: `text`, or `content` as OpenAI's and Anthropic's message lists name it (a
-    string, or a list of content blocks whose `text` parts are joined by line breaks)."""
+    """A turn's text: `text`, `value` as ShareGPT names it, or `content` as OpenAI's and
+    Anthropic's message lists name it (a string, or a list of content blocks whose `text` parts
+    are joined by line breaks; null where an assistant message only calls tools)."""
     text = turn.get("text")
+    if text is None:
+        text = turn.get("value")
     if text is None:
         text = turn.get("content")
         if isinstance(text, list):
@@ -162,16 +193,21 @@ def _turn_text(turn: dict) -> str:
     return text if isinstance(text, str) else str(text or "")
 
 
-def _role(turn: object, j: int, line: int) -> int:
+def _role(turn: object, j: int, line: int, field: str = "turns") -> tuple[int, str]:
+    """(the turn's role, its name as TURN_ROLES lists it); ShareGPT names the role `from`."""
     if not isinstance(turn, dict):
-        raise RecordError(f"line {line}: turns[{j}] must be an object with role and text")
-    name = turn.get("role", "")
-    role = ROLE_NAMES.get(name) if isinstance(name, str) else None  # the common case: written as listed
+        raise RecordError(f"line {line}: {field}[{j}] must be an object with role and text")
+    key = "role" if "role" in turn or "from" not in turn else "from"
+    name = turn.get(key, "")
+    role = TURN_ROLES.get(name) if isinstance(name, str) else None  # the common case: written as listed
+    if role is not None:
+        return role, name
+    name = str(name).strip().lower()
+    role = TURN_ROLES.get(name)
     if role is None:
-        role = ROLE_NAMES.get(str(name).strip().lower())
-        if role is None:
-            raise RecordError(f"line {line}: turns[{j}].role {name!r} is not one of {sorted(set(ROLE_NAMES))}")
-    return role
+        raise RecordError(f"line {line}: {field}[{j}].{key} {turn.get(key, '')!r} is not one of "
+                          f"{sorted(TURN_ROLES)}")
+    return role, name
 
 
 def _without_lone_surrogates(value):

@@ -26,7 +26,7 @@ from echogate.grpc_api import convert
 from echogate.metrics import Metrics
 from echogate.settings import Limits, Settings
 from echogate.types import Transcript
-from echogate_client.records import (RecordError, count_lines, read_jsonl_lines, transcript_from_record,
+from echogate_client.records import (RecordError, count_lines, read_jsonl_lines, transcript_from_record, turn_list,
                                      verdict_to_dict)
 
 # Offline files are the user's own: accept what the model can read (it cuts turns itself).
@@ -65,7 +65,7 @@ def _scored(source: Path | IO[str], core: GateCore, batch_size: int
     def results(chunk: list, transcripts: list[Transcript], verdicts: Future
                 ) -> Iterator[tuple[str, dict, dict, Transcript]]:
         for (_, line, rec), transcript, v in zip(chunk, transcripts, verdicts.result()):
-            yield line, rec, verdict_to_dict(convert.verdict_to_pb(v), with_turns=bool(rec.get("turns"))), transcript
+            yield line, rec, verdict_to_dict(convert.verdict_to_pb(v), with_turns=bool(turn_list(rec)[1])), transcript
         bar.update(len(chunk))
 
     try:
@@ -173,7 +173,7 @@ def evaluate_file(source: Path | IO[str], model_path: str | None = None) -> dict
             texts = [t.text for t in transcript.turns]
             if rec.get("label") in ("human", "machine"):
                 records.add(rec["label"], result["bot_origin"], evaluation.word_count(texts), dataset, generator)
-            for turn, text, scored in zip(rec.get("turns") or [], texts, result["turns"]):
+            for turn, text, scored in zip(turn_list(rec)[1] or [], texts, result["turns"]):
                 if turn.get("origin") in ("human", "machine"):  # a record's generator need not have written it
                     turns.add(turn["origin"], scored["bot_origin"], evaluation.word_count([text]), dataset, None)
     finally:
