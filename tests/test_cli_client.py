@@ -70,8 +70,9 @@ def test_message_lists_with_content_are_read():
 def test_message_lists_and_sharegpt_conversations_are_read_as_turns():
     """Logged LLM conversations come as OpenAI's or Anthropic's `messages` and chat training sets as
     ShareGPT's `conversations` (`from`, `value`). Prompts and tool traffic are turns the model does
-    not weigh (ROLE_SYSTEM), even in a record whose assistant only called tools; an Anthropic
-    record's top-level system prompt is no turn."""
+    not weigh (ROLE_SYSTEM), even in a list with no assistant message (a message list's system
+    message is a prompt, never the answering side); an Anthropic record's top-level system prompt
+    is no turn."""
     openai = transcript_from_record({"messages": [
         {"role": "system", "content": "You are a helpful support assistant."},
         {"role": "user", "content": "where is order 42?"},
@@ -81,10 +82,10 @@ def test_message_lists_and_sharegpt_conversations_are_read_as_turns():
     assert [(t.role, t.text) for t in openai.turns] == [
         (pb.ROLE_SYSTEM, "You are a helpful support assistant."), (pb.ROLE_CUSTOMER, "where is order 42?"),
         (pb.ROLE_AGENT, ""), (pb.ROLE_SYSTEM, '{"status": "shipped"}'), (pb.ROLE_AGENT, "Order 42 shipped yesterday.")]
-    tools_only = transcript_from_record({"messages": [{"role": "developer", "content": "Answer briefly."},
+    unanswered = transcript_from_record({"messages": [{"role": "system", "content": "Answer briefly."},
                                                       {"role": "user", "content": "hi"},
                                                       {"role": "tool", "content": "[]"}]}, 1)
-    assert [t.role for t in tools_only.turns] == [pb.ROLE_SYSTEM, pb.ROLE_CUSTOMER, pb.ROLE_SYSTEM]
+    assert [t.role for t in unanswered.turns] == [pb.ROLE_SYSTEM, pb.ROLE_CUSTOMER, pb.ROLE_SYSTEM]
     anthropic = transcript_from_record({"system": "Be kind.", "messages": [{"role": "user", "content": "hi"},
                                                                           {"role": "assistant", "content": "Hello!"}]}, 1)
     assert [(t.role, t.text) for t in anthropic.turns] == [(pb.ROLE_CUSTOMER, "hi"), (pb.ROLE_AGENT, "Hello!")]

@@ -50,8 +50,9 @@ ROLE_NAMES = {
 ROLE_NAMES_OF_MESSAGE_LISTS = {"gpt": pb.ROLE_AGENT, "tool": pb.ROLE_SYSTEM, "function": pb.ROLE_SYSTEM,
                                "developer": pb.ROLE_SYSTEM, "ipython": pb.ROLE_SYSTEM}
 TURN_ROLES = {**ROLE_NAMES, **ROLE_NAMES_OF_MESSAGE_LISTS}
-# ROLE_SYSTEM names that mean the answering side in a record without an agent turn (the DSTC,
-# MultiWOZ and SGD way); the others are tool output and prompts wherever they stand
+# ROLE_SYSTEM names that mean the answering side in a record of `turns` without an agent turn (the
+# DSTC, MultiWOZ and SGD way); the others, and every system message of a message list (a prompt),
+# are not the answering side wherever they stand
 ANSWERING_SYSTEM_NAMES = frozenset({"system", "sys"})
 # Fields that hold a record's turns, in the order they are looked for: the shared datasets'
 # own, OpenAI's and Anthropic's message lists, ShareGPT's conversations
@@ -135,7 +136,7 @@ def _transcript(record: dict, line: int, default_source: str) -> pb.Transcript:
             raise RecordError(f"line {line}: {field} must be a list of {{\"role\", \"text\"}} objects")
         named = [_role(t, j, line, field) for j, t in enumerate(turns)]
         roles = [role for role, _ in named]
-        if pb.ROLE_AGENT not in roles:
+        if pb.ROLE_AGENT not in roles and field == "turns":
             roles = [pb.ROLE_AGENT if name in ANSWERING_SYSTEM_NAMES else r for r, (_, name) in zip(roles, named)]
         add = message.turns.add  # about twice as fast as building Turn messages and passing the list
         for role, t in zip(roles, turns):
