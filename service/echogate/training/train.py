@@ -142,7 +142,9 @@ class TrainConfig:
     # hidden group a little up (docs/benchmarks.md)
     word_orders: tuple[int, ...] = (1, 2)
     # a power of two (see echogate.features.BASE). With 0.5.1's prime-modulus hash, 1,048,573 buckets
-    # (fewer collisions, twice the file): held-out macro 0.776 (0.788), l2r 0.780/0.872/0.759
+    # (fewer collisions, twice the file): held-out macro 0.776 (0.788), l2r 0.780/0.872/0.759.
+    # 1 << 20 on 0.16.0's configuration (full run): macro 0.870 (0.874), cucom_vs_taskmaster4 0.821
+    # (0.852), every other fold within the seed's noise; 5% more model time (docs/benchmarks.md)
     table_size: int = 1 << 19
     # C = 1.0: held-out macro 0.774 (0.788), cucom_vs_taskmaster4 dialogues 0.436 (0.515). C = 0.25
     # (full run, 0.15.1's configuration): macro 0.861 (0.866), dialogues 0.837 / 0.728 (0.852 /
