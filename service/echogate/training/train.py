@@ -128,7 +128,9 @@ class TrainConfig:
     # dialogue folds within 0.011, l2r and STAR within 0.004: the noise floor of a comparison
     seed: int = 20261124
     # byte orders: (3, 5) without 4 would save the graph one order's time but lost 0.005-0.007 on
-    # every l2r fold (held-out macro 0.775 against 0.788 for 0.5.1)
+    # every l2r fold (held-out macro 0.775 against 0.788 for 0.5.1). (3, 4, 5, 6) on 0.16.0's
+    # configuration ran out of this 24 GB machine's memory in the held-out folds at jobs 2 (a
+    # fold process killed at 9.5 GB resident): unmeasured; it would cost 6% more model time
     orders: tuple[int, ...] = (3, 4, 5)
     shape_orders: tuple[int, ...] = (4, 6)
     # n-gram orders over the function-word skeleton (echogate.features.function_word_stream):
