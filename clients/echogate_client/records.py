@@ -14,8 +14,8 @@ with role names in it (its verdict still lists no turns: the record gave none).
 
 `system` names two things in logged dialogues: platform messages beside an agent (hand-off
 notices, canned text: the API's ROLE_SYSTEM, which the model does not weigh), and, in the DSTC,
-MultiWOZ and Schema-Guided Dialogue files, the side that answers the user. A record with no
-agent turn is read the second way: its system turns are the agent's, so the side that carries
+MultiWOZ and Schema-Guided Dialogue files, the side that answers the user. A `turns` record with
+no agent turn is read the second way: its system turns are the agent's, so the side that carries
 most of the evidence is not dropped.
 """
 from __future__ import annotations
