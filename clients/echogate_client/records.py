@@ -134,10 +134,10 @@ def _transcript(record: dict, line: int, default_source: str) -> pb.Transcript:
     if turns:
         if not isinstance(turns, list):
             raise RecordError(f"line {line}: {field} must be a list of {{\"role\", \"text\"}} objects")
-        named = [_role(t, j, line, field) for j, t in enumerate(turns)]
-        roles = [role for role, _ in named]
+        names = [_role_name(t, j, line, field) for j, t in enumerate(turns)]
+        roles = [TURN_ROLES[name] for name in names]
         if pb.ROLE_AGENT not in roles and field == "turns":
-            roles = [pb.ROLE_AGENT if name in ANSWERING_SYSTEM_NAMES else r for r, (_, name) in zip(roles, named)]
+            roles = [pb.ROLE_AGENT if name in ANSWERING_SYSTEM_NAMES else r for r, name in zip(roles, names)]
         add = message.turns.add  # about twice as fast as building Turn messages and passing the list
         for role, t in zip(roles, turns):
             add(role=role, text=_turn_text(t))
@@ -194,21 +194,19 @@ def _turn_text(turn: dict) -> str:
     return text if isinstance(text, str) else str(text or "")
 
 
-def _role(turn: object, j: int, line: int, field: str = "turns") -> tuple[int, str]:
-    """(the turn's role, its name as TURN_ROLES lists it); ShareGPT names the role `from`."""
+def _role_name(turn: object, j: int, line: int, field: str) -> str:
+    """The turn's role name as TURN_ROLES lists it (case and surrounding spaces dropped); ShareGPT
+    names the role `from`."""
     if not isinstance(turn, dict):
         raise RecordError(f"line {line}: {field}[{j}] must be an object with role and text")
     key = "role" if "role" in turn or "from" not in turn else "from"
-    name = turn.get(key, "")
-    role = TURN_ROLES.get(name) if isinstance(name, str) else None  # the common case: written as listed
-    if role is not None:
-        return role, name
-    name = str(name).strip().lower()
-    role = TURN_ROLES.get(name)
-    if role is None:
-        raise RecordError(f"line {line}: {field}[{j}].{key} {turn.get(key, '')!r} is not one of "
-                          f"{sorted(TURN_ROLES)}")
-    return role, name
+    written = turn.get(key, "")
+    if isinstance(written, str) and written in TURN_ROLES:  # the common case: written as listed
+        return written
+    name = str(written).strip().lower()
+    if name not in TURN_ROLES:
+        raise RecordError(f"line {line}: {field}[{j}].{key} {written!r} is not one of {sorted(TURN_ROLES)}")
+    return name
 
 
 def _without_lone_surrogates(value):

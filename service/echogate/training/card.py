@@ -248,6 +248,8 @@ Optional `--config overrides.json` sets any `TrainConfig` field. Training took
 {libraries}. Memory is the tight part: with 285,676 documents the machine's used memory peaked at
 21.6 GB (bot-origin-0.16.0's configuration with C 1.0, the same matrices: two fold processes of
 8-11 GB beside the 7 GB main process; the run took 3,920 s in a slow spell of the same VM);
-`{{"jobs": 1}}` fits one held-out fold at a time, in less memory and more time; two runs on one install give the same file, other library releases may move the
-weights (the fit stops before it converges), so install these versions to rebuild this file.
+`{{"jobs": 1}}` fits one held-out fold at a time, in less memory and more time. Two runs on one
+install give the same file (bot-origin-0.16.0 rebuilt byte for byte), other library releases may
+move the weights (the fit stops before it converges), so install these versions to rebuild this
+file.
 """
