@@ -198,6 +198,13 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
   It still raises the scores of a dialogue's repeated turns (the single-text calibration, where it
   is what catches template turns of unseen domains) and the transcript's repetitiveness, which the
   policy reads.
+- **A bot whose every reply is a person's wording goes unseen by the transcript score.** A
+  pre-LLM retrieval bot answers with what human agents once wrote. `bench/retrieval_bot.py` builds
+  one from SGD's and Taskmaster-4's human dialogues. Mixed with the human originals, its
+  dialogues rank at 0.49 / 0.50 AUROC on the transcript score (bot-origin-0.16.0). Its agent turns
+  rank at 0.62 / 0.64, and the share of its agent side seen before at 0.84 / 0.77: the corpus
+  signal is the only evidence against it. That signal stays out of a dialogue's score for the
+  reason above (docs/benchmarks.md).
 - **A dialogue's score reads its evidence as a mean, not a sum** (powers {turn_power:g} and
   {power:g} above), so neither a long dialogue nor one of many turns is read with more confidence
   than its wording carries. Held-out dialogues rank higher that way (a plain sum over sqrt(count),
