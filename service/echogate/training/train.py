@@ -129,8 +129,10 @@ class TrainConfig:
     seed: int = 20261124
     # byte orders: (3, 5) without 4 would save the graph one order's time but lost 0.005-0.007 on
     # every l2r fold (held-out macro 0.775 against 0.788 for 0.5.1). (3, 4, 5, 6) on 0.16.0's
-    # configuration ran out of this 24 GB machine's memory in the held-out folds at jobs 2 (a
-    # fold process killed at 9.5 GB resident): unmeasured; it would cost 6% more model time
+    # configuration runs out of this 24 GB machine's memory at jobs 2; its l2r folds at jobs 1
+    # (throwaway harness, raw scores): paragraphs 0.796 0.925 0.790 (0.795 0.925 0.786), chunks
+    # 0.734 0.805 0.764 (0.732 0.805 0.763), within the seed's noise, for 6% more model time and
+    # 9-15 min a fold at jobs 1: not taken (docs/benchmarks.md)
     orders: tuple[int, ...] = (3, 4, 5)
     shape_orders: tuple[int, ...] = (4, 6)
     # n-gram orders over the function-word skeleton (echogate.features.function_word_stream):
