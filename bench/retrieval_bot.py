@@ -13,9 +13,9 @@ training dialogues. SGD's bot learns from its `train` split and answers `test` c
 Taskmaster-4's learns from half of its dialogues (by a hash of the id) and answers the other half.
 
 Each file's held-out human dialogues and the bot's versions of them (the same customer turns, the
-agent's replied by the bot) are shuffled (seeded) into one stream and scored as `echogate score`
-scores a file: in order, in batches of 256, with a fresh corpus memory (echogate.scoring.Scorer).
-Printed per file: AUROC of the transcript score, of each agent turn's score (bot replies against
+agent's replied by the bot) are shuffled (seeded) into one stream and scored by `echogate score`'s
+own code (echogate.offline.score_file: in order, in batches of 256, a fresh corpus memory per
+file); the AUROCs are read from its output. Printed per file: AUROC of the transcript score, of each agent turn's score (bot replies against
 human agents' turns), and of the corpus signal alone (Scores.corpus_duplicate: the share of the
 agent side seen in earlier transcripts), with the mean transcript probability of each side.
 
@@ -27,6 +27,7 @@ stream as JSONL (`label` per record, `origin` per agent turn) for `echogate eval
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
 import zlib
@@ -35,13 +36,10 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.metrics import roc_auc_score
 
-from echogate.model import BotOriginModel
-from echogate.scoring import Scorer
-from echogate.settings import default_model_path
+from echogate.evaluation import auroc
+from echogate.offline import score_file
 from echogate.training.data import read_records
-from echogate.types import Role, Transcript, Turn
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 20261206
@@ -84,43 +82,39 @@ def bot_stream(records: list[dict], split: Callable[[str], str | None], rng: ran
     queries = vectorizer.transform([context for _, _, context in asked])
     best = np.concatenate([(queries[s:s + 2048] @ index.T).toarray().argmax(1)
                            for s in range(0, queries.shape[0], 2048)])
+    # agent turns carry who wrote them (what `echogate eval` grades per turn); a bot's version
+    # keeps the human's turns but for the replies it chose (a greeting before any context stays)
     humans = [{"id": r["id"], "label": "human",
-               "turns": [{**t, "origin": "human"} if t["role"] == "agent" else dict(t) for t in r["turns"]]}
+               "turns": [{**t, "origin": "human"} if t["role"] == "agent" else t for t in r["turns"]]}
               for r in test]
-    bots = [{"id": r["id"] + "/retrieval_bot", "label": "machine", "turns": [dict(t) for t in r["turns"]]}
-            for r in test]
+    bots = [{"id": h["id"] + "/retrieval_bot", "label": "machine", "turns": list(h["turns"])} for h in humans]
     for (k, i, _), reply in zip(asked, best):
         bots[k]["turns"][i] = {"role": "agent", "text": replies[reply], "origin": "machine"}
-    for bot in bots:  # an agent turn before any context (a greeting) stays the human's
-        for t in bot["turns"]:
-            if t["role"] == "agent":
-                t.setdefault("origin", "human")
     stream = humans + bots
     rng.shuffle(stream)
     return stream
 
 
-def score_stream(stream: list[dict], model: BotOriginModel) -> dict[str, float]:
-    """AUROC of transcripts, agent turns and the corpus signal, scored as one stream."""
-    scorer = Scorer(model, explain_above=2.0)  # no phrases: only scores are read
+def score_stream(jsonl: str, model: Path | None) -> dict:
+    """AUROC of transcripts, agent turns and the corpus signal, from `echogate score`'s own output
+    (echogate.offline.score_file) for the stream's JSONL text."""
+    out = io.StringIO()
+    score_file(io.StringIO(jsonl), out, model_path=str(model) if model else None)
     labels, probs, corpus, turn_labels, turn_probs = [], [], [], [], []
-    for start in range(0, len(stream), 256):
-        chunk = stream[start:start + 256]
-        transcripts = [Transcript(id=r["id"], source="bench", turns=tuple(Turn(Role(t["role"]), t["text"])
-                                                                            for t in r["turns"])) for r in chunk]
-        for r, scored in zip(chunk, scorer.score(transcripts)):
-            labels.append(r["label"] == "machine")
-            probs.append(scored.scores.bot_origin)
-            corpus.append(scored.scores.corpus_duplicate)
-            for t, s in zip(r["turns"], scored.scores.turns):
-                if "origin" in t:
-                    turn_labels.append(t["origin"] == "machine")
-                    turn_probs.append(s.bot_origin)
+    for line in out.getvalue().splitlines():
+        record = json.loads(line)
+        scored = record["echogate"]
+        labels.append(record["label"] == "machine")
+        probs.append(scored["bot_origin"])
+        corpus.append(scored["corpus_duplicate"])
+        for turn, turn_scores in zip(record["turns"], scored["turns"]):
+            if "origin" in turn:
+                turn_labels.append(turn["origin"] == "machine")
+                turn_probs.append(turn_scores["bot_origin"])
     y, p = np.array(labels), np.array(probs)
-    return {"transcripts": len(y), "transcript_auroc": roc_auc_score(y, p),
-            "agent_turn_auroc": roc_auc_score(turn_labels, turn_probs),
-            "corpus_signal_auroc": roc_auc_score(y, corpus),
-            "mean_p_human": float(p[~y].mean()), "mean_p_bot": float(p[y].mean())}
+    return {"transcripts": len(y), "transcript_auroc": auroc(y, p), "agent_turn_auroc": auroc(turn_labels, turn_probs),
+            "corpus_signal_auroc": auroc(y, corpus), "mean_p_human": float(p[~y].mean()),
+            "mean_p_bot": float(p[y].mean()), "model": scored["model_version"]}
 
 
 def main() -> None:
@@ -130,22 +124,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep each stream as DIR/<file>_retrieval_bot.jsonl")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    model = BotOriginModel(args.model or default_model_path())
-    print(f"model {model.version}")
     print("| file | transcripts | transcript AUROC | agent-turn AUROC | corpus signal alone | mean p human / bot |")
     print("|---|---|---|---|---|---|")
     results = {}
     for name, split in FILES.items():
         stream = bot_stream(list(read_records(args.data / f"{name}.jsonl")), split, random.Random(SEED))
+        jsonl = "".join(json.dumps(r) + "\n" for r in stream)
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
-            with open(args.out / f"{name}_retrieval_bot.jsonl", "w") as fh:
-                fh.writelines(json.dumps(r) + "\n" for r in stream)
-        r = results[name] = score_stream(stream, model)
+            (args.out / f"{name}_retrieval_bot.jsonl").write_text(jsonl)
+        r = results[name] = score_stream(jsonl, args.model)
         print(f"| {name} | {r['transcripts']} | {r['transcript_auroc']:.3f} | {r['agent_turn_auroc']:.3f} | "
               f"{r['corpus_signal_auroc']:.3f} | {r['mean_p_human']:.3f} / {r['mean_p_bot']:.3f} |")
+    print(f"model {r['model']}")
     if args.json:
-        args.json.write_text(json.dumps({"model": model.version, "files": results}, indent=1))
+        args.json.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
