@@ -102,7 +102,7 @@ def main() -> None:
     files = np.array([source_dataset(d.dataset) for d in docs])
     kinds = np.array([d.kind for d in docs])
     # the penalty's collections split l2r and STAR by domain; the invariance rows pair whole files
-    domains = np.array([f"{f.split('_')[0]}/{d.domain}" if f == "l2r" or f.startswith("star") else f
+    penalty_groups = np.array([f"{f.split('_')[0]}/{d.domain}" if f == "l2r" or f.startswith("star") else f
                         for d, f in zip(docs, files)])
     collections = np.array(["star" if f.startswith("star") else f for f in files])
     folds = {name: masks for name, masks in make_folds(docs).items() if name.startswith(tuple(args.folds.split(",")))}
@@ -130,8 +130,8 @@ def main() -> None:
             clf.coef_ = clf.coef_ * scale[None, :]
         return clf
 
-    # the scales come from the main process, so the binary copy of the features is made once at a time
-    scales = [collection_scales(x_train, domains, ~excluded, args.alpha) if args.method == "penalty" else None
+    # computed here, one fold after another, so one binary copy of a fold's features is held at a time
+    scales = [collection_scales(x_train, penalty_groups, ~excluded, args.alpha) if args.method == "penalty" else None
               for _, excluded in folds.values()]
     transcript = kinds == "transcript"
     print(f"raw-score AUROC per held-out fold, method {args.method}")
