@@ -39,7 +39,7 @@ from joblib import delayed
 
 from echogate import evaluation
 from echogate.training.data import is_chunk, source_dataset
-from echogate.training.train import (TrainConfig, document_features, fit, fold_pool, group_weights,
+from echogate.training.train import (TrainConfig, document_features, document_weights, fit, fold_pool,
                                      lowercased_features, make_folds, matched_pairs, read_scores, training_docs,
                                      training_pairs, training_set)
 
@@ -97,7 +97,7 @@ def main() -> None:
     x_train, x, pooled = document_features(docs, cfg)
     x_lower = lowercased_features(docs, cfg)
     y = np.array([d.label for d in docs])
-    w = group_weights(docs) * np.array([cfg.dataset_weights.get(d.dataset, 1.0) for d in docs])
+    w = document_weights(docs, cfg)
     matched = matched_pairs(docs)
     files = np.array([source_dataset(d.dataset) for d in docs])
     kinds = np.array([d.kind for d in docs])

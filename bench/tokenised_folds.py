@@ -28,7 +28,7 @@ from joblib import delayed
 
 from echogate import evaluation
 from echogate.training.data import is_chunk
-from echogate.training.train import (TrainConfig, document_features, fit, fold_pool, group_weights,
+from echogate.training.train import (TrainConfig, document_features, document_weights, fit, fold_pool,
                                      lowercased_features, make_folds, matched_pairs, training_docs, training_pairs,
                                      training_set)
 
@@ -61,7 +61,7 @@ def main() -> None:
     x_train, _, _ = document_features(docs, cfg)
     x_lower = lowercased_features(docs, cfg)
     y = np.array([d.label for d in docs])
-    w = group_weights(docs) * np.array([cfg.dataset_weights.get(d.dataset, 1.0) for d in docs])
+    w = document_weights(docs, cfg)
     pairs = matched_pairs(docs)
     # the model trains on l2r's paragraph chunks as the trainer's does; the rewrites are judged on whole texts
     whole = np.array([not is_chunk(d.dataset) for d in docs])

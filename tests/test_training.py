@@ -17,8 +17,8 @@ from echogate.text import NORMALIZATION_VERSION, model_texts, normalize_all, pac
 from echogate.training.data import Doc, chunk_docs, content_key, sentence_chunks
 from echogate.training.graph import Calibration, build_graph
 from echogate.training.repetition import RepetitionHead
-from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, featurize, fit, fit_calibration, in_collection_fold,
-                                     lowercased, make_folds, matched_pairs, pair_rows, read_scores,
+from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, document_weights, featurize, fit, fit_calibration,
+                                     in_collection_fold, lowercased, make_folds, matched_pairs, pair_rows, read_scores,
                                      report_rows, split_training_features, training_pairs, training_set)
 from tests.conftest import strict_json
 
@@ -31,6 +31,16 @@ def test_content_key_pairs_l2r_items_only():
     assert content_key("l2r", "l2r/Finance/GPT-3-Turbo/7") == content_key("l2r", "l2r/Finance/human/7") == "Finance/7"
     assert content_key("l2r", "l2r/Finance/human/8") != "Finance/7"
     assert content_key("sgd", "sgd/train/1") is None
+
+
+def test_every_group_weighs_the_same_before_a_datasets_extra_weight():
+    # three human l2r texts and one machine one: each (dataset, label, kind) group gets half the total,
+    # then l2r's extra weight applies to all of them and SGD's absence of one leaves it at 1
+    docs = [doc(0, None), doc(0, None), doc(0, None), doc(1, None)]
+    w = document_weights(docs, TrainConfig(dataset_weights={"l2r": 10.0}))
+    np.testing.assert_allclose(w, [10 * 2 / 3] * 3 + [10 * 2.0])
+    mixed = document_weights([doc(0, None), doc(0, None, "sgd")], TrainConfig(dataset_weights={"l2r": 10.0}))
+    np.testing.assert_allclose(mixed, [10.0, 1.0])
 
 
 def test_matched_pairs_join_each_rewrite_to_its_original():

@@ -420,6 +420,13 @@ def group_weights(docs: list[Doc]) -> np.ndarray:
     return w * len(docs) / w.sum()
 
 
+def document_weights(docs: list[Doc], cfg: TrainConfig) -> np.ndarray:
+    """Each document's training weight: its group's balanced share (group_weights) times its
+    dataset's extra weight (cfg.dataset_weights). The benches that refit the trainer's folds
+    (bench/tokenised_folds.py, bench/group_robust_folds.py) read it here, so they weigh as it does."""
+    return group_weights(docs) * np.array([cfg.dataset_weights.get(d.dataset, 1.0) for d in docs])
+
+
 def matched_pairs(docs: list[Doc]) -> tuple[np.ndarray, np.ndarray]:
     """(machine, human) document indices of every machine text and the human original it
     rewrites (same `content` key)."""
@@ -675,7 +682,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     x_train, x, pooled = document_features(docs, cfg)
     x_lower = lowercased_features(docs, cfg)
     y = np.array([d.label for d in docs])
-    w = group_weights(docs) * np.array([cfg.dataset_weights.get(d.dataset, 1.0) for d in docs])
+    w = document_weights(docs, cfg)
     files = np.array([source_dataset(d.dataset) for d in docs])  # a chunk trains where its file does
 
     folds = {name: masks for name, masks in make_folds(docs).items() if masks[0].any()}
