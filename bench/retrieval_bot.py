@@ -15,9 +15,10 @@ Taskmaster-4's learns from half of its dialogues (by a hash of the id) and answe
 Each file's held-out human dialogues and the bot's versions of them (the same customer turns, the
 agent's replied by the bot) are shuffled (seeded) into one stream and scored by `echogate score`'s
 own code (echogate.offline.score_file: in order, in batches of 256, a fresh corpus memory per
-file); the AUROCs are read from its output. Printed per file: AUROC of the transcript score, of each agent turn's score (bot replies against
-human agents' turns), and of the corpus signal alone (Scores.corpus_duplicate: the share of the
-agent side seen in earlier transcripts), with the mean transcript probability of each side.
+file); the AUROCs are read from its output. Printed per file: AUROC of the transcript score, of
+each agent turn's score (bot replies against human agents' turns), and of the corpus signal alone
+(Scores.corpus_duplicate: the share of the agent side seen in earlier transcripts), with the mean
+transcript probability of each side.
 
 The model trained on these files' human dialogues, so its style evidence sees both sides as
 human: what this measures is how much the shipped model catches when a bot's every word is a
