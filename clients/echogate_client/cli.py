@@ -98,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("score", help="score a JSONL file offline (no server, nothing stored)",
                        description="Writes each record of FILE to stdout, unchanged but for an added `echogate` "
                                    "object, in file order. Records are read and scored a batch at a time: a "
-                                   "record the schema cannot read stops the run (exit status 2, its line named) "
-                                   "after the batches before it were written.")
+                                   "record that cannot be scored stops the run (exit status 2, its line named) "
+                                   "after the batches before it were written, unless --keep-going.")
     p.add_argument("file", type=_input_file, help="JSONL file, or - for standard input")
     p.add_argument("--model")
     p.add_argument("--config")
     p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--keep-going", action="store_true",
+                   help="write a record that cannot be scored back with `\"echogate\": {\"error\": ...}` and go on; "
+                        "the exit status is still 2 when there was one")
 
     p = sub.add_parser("eval", help="AUROC, TPR at 1%% FPR and calibration on a labelled JSONL file",
                        description="Grades each record's score by its `label` (human or machine) and each turn's by "
@@ -379,7 +382,12 @@ def _token(args) -> int:
 def _score(args) -> int:
     from echogate.offline import score_file
 
-    score_file(args.file, sys.stdout, model_path=args.model, config=args.config, batch_size=args.batch_size)
+    unreadable = score_file(args.file, sys.stdout, model_path=args.model, config=args.config,
+                            batch_size=args.batch_size, keep_going=args.keep_going)
+    if unreadable:
+        print(f"echogate score: {_shown(args.file)}: {unreadable} record(s) could not be scored; each was written "
+              "with `echogate.error` saying why", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -68,18 +68,23 @@ class RecordError(ValueError):
     """A JSONL record that cannot be turned into a transcript; says which line and why."""
 
 
-def read_jsonl_lines(source: Path | IO[str]) -> Iterator[tuple[int, str, object]]:
+def read_jsonl_lines(source: Path | IO[str], keep_going: bool = False) -> Iterator[tuple[int, str, object]]:
     """Yield (line number, line, parsed JSON) for each non-empty line, one line in memory at a time.
 
-    A file may start with a byte order mark (some Windows tools write one)."""
+    A line that is not JSON raises RecordError; with `keep_going` it is yielded with that error in
+    place of its value, so that a reader can write it back marked and go on (`echogate score
+    --keep-going`). A file may start with a byte order mark (some Windows tools write one)."""
     fh = source.open(encoding="utf-8-sig") if isinstance(source, Path) else source
     try:
         for n, line in enumerate(fh, 1):
             if line.strip():
                 try:
-                    yield n, line, json.loads(line)
+                    value = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise RecordError(f"line {n}: not valid JSON ({exc.msg})") from None
+                    value = RecordError(f"line {n}: not valid JSON ({exc.msg})")
+                    if not keep_going:
+                        raise value from None
+                yield n, line, value
     finally:
         if isinstance(source, Path):
             fh.close()

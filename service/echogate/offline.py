@@ -14,18 +14,20 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 import numpy as np
 import orjson
 from tqdm import tqdm
 
 from echogate import evaluation
+from echogate.errors import InvalidArgument
 from echogate.gate import GateCore
 from echogate.grpc_api import convert
 from echogate.metrics import Metrics
 from echogate.settings import Limits, Settings
-from echogate.types import Transcript
+from echogate.types import Transcript, Verdict
+from echogate.validation import validate_batch
 from echogate_client.records import (RecordError, count_lines, read_jsonl_lines, transcript_from_record, turn_list,
                                      verdict_to_dict)
 
@@ -40,43 +42,94 @@ def _core(model_path: str | None, config: str | None) -> GateCore:
     return GateCore(settings, Metrics(), store=None)
 
 
-def _read_batches(source: Path | IO[str], batch_size: int) -> Iterator[tuple[list, list[Transcript]]]:
-    """([(line number, line, record)], transcripts) a batch at a time, converted as the client and
-    the server convert a request."""
-    lines = read_jsonl_lines(source)
+class _Batch(NamedTuple):
+    """Records as read: (line number, line, parsed JSON) each, and what each was read as: its
+    transcript, or the RecordError that says why it cannot be scored."""
+
+    lines: list[tuple[int, str, object]]
+    read: list[Transcript | RecordError]
+
+
+def _read_batches(source: Path | IO[str], batch_size: int, keep_going: bool) -> Iterator[_Batch]:
+    """The file a batch at a time, converted as the client and the server convert a request. A
+    record the schema cannot read raises RecordError, or with `keep_going` stands in its batch as
+    that error."""
+    lines = read_jsonl_lines(source, keep_going)
+    batch_size = min(batch_size, OFFLINE_LIMITS.max_batch)  # the size changes no score, and the limit holds
     while chunk := list(islice(lines, batch_size)):
-        messages = [transcript_from_record(rec, n) for n, _, rec in chunk]
-        yield chunk, convert.transcripts_from_pb(messages, 0, OFFLINE_LIMITS)
+        messages, problems = [], []
+        for n, _, value in chunk:
+            problem = value if isinstance(value, RecordError) else None
+            if problem is None:
+                try:
+                    messages.append(transcript_from_record(value, n))
+                except RecordError as exc:
+                    problem = exc
+            if problem is not None and not keep_going:
+                raise problem
+            problems.append(problem)
+        transcripts = iter(convert.transcripts_from_pb(messages, 0, OFFLINE_LIMITS))
+        yield _Batch(chunk, [next(transcripts) if p is None else p for p in problems])
 
 
-def _scored(source: Path | IO[str], core: GateCore, batch_size: int
-            ) -> Iterator[tuple[str, dict, dict, Transcript]]:
+async def _verdicts(core: GateCore, batch: _Batch, keep_going: bool) -> list[Verdict | RecordError]:
+    """A verdict per record of the batch, or the RecordError that says why it has none.
+
+    The limits (OFFLINE_LIMITS) still reject a few records the schema reads, such as a blank `id`:
+    GateCore.score validates a batch before it scores any of it, so a rejected batch is validated
+    again a record at a time, to name the lines at fault, and scored without them."""
+    out: list[Verdict | RecordError] = list(batch.read)
+    readable = [i for i, t in enumerate(batch.read) if isinstance(t, Transcript)]
+    try:
+        verdicts = await core.score([batch.read[i] for i in readable]) if readable else []
+    except InvalidArgument:
+        for i in readable:
+            try:
+                validate_batch([batch.read[i]], core.settings.limits)
+            except InvalidArgument as exc:
+                out[i] = RecordError(f"line {batch.lines[i][0]}: " + "; ".join(
+                    f"{v.field.removeprefix('transcripts[0].')}: {v.description}" for v in exc.violations))
+                if not keep_going:
+                    raise out[i] from None
+        readable = [i for i in readable if isinstance(out[i], Transcript)]
+        verdicts = await core.score([batch.read[i] for i in readable]) if readable else []
+    for i, v in zip(readable, verdicts):
+        out[i] = v
+    return out
+
+
+def _scored(source: Path | IO[str], core: GateCore, batch_size: int, keep_going: bool = False
+            ) -> Iterator[tuple[str, object, dict, Transcript | None]]:
     """(line, record, echogate object, the transcript the record was read as) in file order, with
-    at most three batches of records in memory.
+    at most three batches of records in memory. With `keep_going`, a record that cannot be scored
+    comes as (line, its parsed JSON or None, {"error": why}, None); without, it raises RecordError
+    after the batches before its own have been yielded.
     The progress bar's total counts blank lines too, so it is set to what was scored at the end.
 
     Batches are scored one after another, in file order (the corpus memory sees the file as a stream
     would show it), on a thread of their own: while one is scored, the next is read and converted
-    and the last one's results are written. A record the schema cannot read raises RecordError
-    after the batches before its own have been yielded."""
+    and the last one's results are written."""
     bar = tqdm(total=count_lines(source), unit="record", file=sys.stderr)
     loop = asyncio.new_event_loop()  # runs on the scoring thread only
 
-    def results(chunk: list, transcripts: list[Transcript], verdicts: Future
-                ) -> Iterator[tuple[str, dict, dict, Transcript]]:
-        for (_, line, rec), transcript, v in zip(chunk, transcripts, verdicts.result()):
-            yield line, rec, verdict_to_dict(convert.verdict_to_pb(v), with_turns=bool(turn_list(rec)[1])), transcript
-        bar.update(len(chunk))
+    def results(batch: _Batch, verdicts: Future) -> Iterator[tuple[str, object, dict, Transcript | None]]:
+        for (_, line, value), read, v in zip(batch.lines, batch.read, verdicts.result()):
+            if isinstance(v, RecordError):
+                yield line, None if isinstance(value, RecordError) else value, {"error": str(v)}, None
+            else:
+                with_turns = bool(turn_list(value)[1])
+                yield line, value, verdict_to_dict(convert.verdict_to_pb(v), with_turns=with_turns), read
+        bar.update(len(batch.lines))
 
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="echogate-score") as scoring:
-            in_flight, unreadable = None, None  # (chunk, transcripts, future verdicts) of the batch being scored
+            in_flight, unreadable = None, None  # (batch, future verdicts) of the batch being scored
             try:
-                for chunk, transcripts in _read_batches(source, batch_size):
+                for batch in _read_batches(source, batch_size, keep_going):
                     done = in_flight
                     if done is not None:
-                        done[2].result()  # the corpus memory sees the previous batch before this one
-                    in_flight = chunk, transcripts, scoring.submit(loop.run_until_complete, core.score(transcripts))
+                        done[1].result()  # the corpus memory sees the previous batch before this one
+                    in_flight = batch, scoring.submit(loop.run_until_complete, _verdicts(core, batch, keep_going))
                     if done is not None:
                         yield from results(*done)
             except RecordError as exc:
@@ -91,13 +144,16 @@ def _scored(source: Path | IO[str], core: GateCore, batch_size: int
         loop.close()
 
 
-def with_echogate(line: str, record: dict, result: dict) -> str:
+def with_echogate(line: str, record: object, result: dict) -> str:
     """The input line with `"echogate": {...}` added before its closing brace.
 
     Splicing keeps the record's own text (key order, number spelling, escapes) byte for byte and
     spares re-encoding its turns, most of the output. The result holds only finite floats and valid
     Unicode, which orjson encodes at a fourteenth of json's cost. A record that already has an
-    `echogate` key (a scored file scored again) is encoded anew with that key's value replaced."""
+    `echogate` key (a scored file scored again) is encoded anew with that key's value replaced; a
+    line that holds no JSON object (an unreadable record, --keep-going) becomes `{"echogate": ...}`."""
+    if not isinstance(record, dict):
+        return orjson.dumps({"echogate": result}).decode()
     if "echogate" in record:
         return json.dumps({**record, "echogate": result}, ensure_ascii=False)
     body = line.rstrip()  # a JSON object's text ends in its closing brace; a record is never empty
@@ -105,14 +161,23 @@ def with_echogate(line: str, record: dict, result: dict) -> str:
 
 
 def score_file(source: Path | IO[str], out: IO[str], model_path: str | None = None, config: str | None = None,
-               batch_size: int = 256) -> None:
-    """Score every record of `source` (a path, or an open text stream such as stdin) into `out`."""
+               batch_size: int = 256, keep_going: bool = False) -> int:
+    """Score every record of `source` (a path, or an open text stream such as stdin) into `out`;
+    returns how many records could not be scored (only `keep_going` goes past one).
+
+    With `keep_going`, such a record is written back with `"echogate": {"error": why}` in place of
+    its scores, so the output still has one line per record, and why is also said on stderr."""
     core = _core(model_path, config)
+    unreadable = 0
     try:
-        for line, rec, result, _ in _scored(source, core, batch_size):
+        for line, rec, result, _ in _scored(source, core, batch_size, keep_going):
+            if "error" in result:
+                unreadable += 1
+                tqdm.write(f"not scored, written with its error: {result['error']}", file=sys.stderr)
             out.write(with_echogate(line, rec, result) + "\n")
     finally:
         core.close()
+    return unreadable
 
 
 class _Labelled:
