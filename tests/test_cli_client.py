@@ -438,11 +438,16 @@ async def test_query_command_lists_counts_and_rejects_bad_conditions(tmp_path, s
     assert bad.returncode == 2 and "bot_origin<=0.3" in bad.stderr
 
 
-async def test_gate_command_prints_field_violations(tmp_path, server):
-    path = _write(tmp_path / "bad.jsonl", [{"id": "x", "turns": [{"role": "agent", "text": "y" * 20_000}]}])
-    result = await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address)
+async def test_gate_command_prints_field_violations_by_line(tmp_path, server):
+    """The server names a rejected record by its place in the batch; the command names its line in
+    the file (a blank line counts as a line, not as a record)."""
+    records = [{"id": f"ok-{i}", "text": "Where is my parcel?"} for i in range(5)]
+    records[3] = {"id": "x", "turns": [{"role": "agent", "text": "y" * 20_000}]}
+    path = _write(tmp_path / "bad.jsonl", records)
+    path.write_text("\n" + path.read_text())
+    result = await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address, "--batch-size", "2")
     assert result.returncode == 1
-    assert "INVALID_ARGUMENT" in result.stderr and "transcripts[0].turns[0].text" in result.stderr
+    assert "INVALID_ARGUMENT" in result.stderr and "line 5: turns[0].text" in result.stderr, result.stderr
 
 
 def test_sync_client_retries_until_the_server_is_up(tmp_path):

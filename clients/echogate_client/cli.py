@@ -20,8 +20,10 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -181,10 +183,20 @@ def _gate(args) -> int:
     duplicates = 0
     out = args.out.open("w") if args.out else None
     lines = count_lines(args.file)
-    transcripts = (transcript_from_record(rec, n, args.source) for n, rec in read_jsonl(args.file))
+    # (record index, line) of the last batch_size records read: a batch the server rejects is the last
+    # one read, and its violations name records by their place in it, shown by line instead
+    recent: deque[tuple[int, int]] = deque(maxlen=args.batch_size)
+
+    def transcripts() -> Iterator:
+        for i, (n, rec) in enumerate(read_jsonl(args.file)):
+            recent.append((i, n))
+            yield transcript_from_record(rec, n, args.source)
+
+    gated = 0
     try:
         with connect(args.target) as client, tqdm(total=lines, unit="transcript", file=sys.stderr) as bar:
-            for verdict in client.gate_all(transcripts, args.batch_size):
+            for verdict in client.gate_all(transcripts(), args.batch_size):
+                gated += 1
                 decisions[DECISION_NAMES[verdict.decision]] += 1
                 duplicates += verdict.duplicate
                 if out:
@@ -194,8 +206,9 @@ def _gate(args) -> int:
             bar.total = bar.n  # the count held blank lines too
     except grpc.RpcError as err:
         print(f"echogate gate: {err.code().name}: {err.details()}", file=sys.stderr)
+        line_of = dict(recent)
         for field, why in field_violations(err):
-            print(f"  {field}: {why}", file=sys.stderr)
+            print(f"  {_field_on_line(field, line_of, gated)}: {why}", file=sys.stderr)
         return 1
     finally:
         if out:
@@ -205,6 +218,14 @@ def _gate(args) -> int:
     for name in ("accept", "tag", "review", "block"):
         print(f"  {name:7s} {decisions[name]:8d}  {100 * decisions[name] / max(total, 1):5.1f}%")
     return 0
+
+
+def _field_on_line(field: str, line_of: dict[int, int], first: int) -> str:
+    """A violation's field in a batch that starts at record `first` of the file ("transcripts[3].id"),
+    named by the record's line ("line 12: id") where it is known."""
+    match = re.match(r"transcripts\[(\d+)\]\.?", field)
+    line = line_of.get(first + int(match[1])) if match else None
+    return f"line {line}: {field[match.end():]}" if line is not None else field
 
 
 def _get(args) -> int:
