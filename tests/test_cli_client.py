@@ -326,7 +326,23 @@ def test_eval_command_reports_metrics(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["groups"]["all"]["n"] == 3 and "dataset=d" in report["groups"]
-    assert 0 <= report["groups"]["all"]["auroc"] <= 1
+    assert 0 <= report["groups"]["all"]["auroc"] <= 1 and report["unreadable"] == 0
+
+
+def test_eval_command_keeps_going_past_records_it_cannot_score(tmp_path):
+    """--keep-going leaves unreadable records out, names each on stderr and counts them; the other
+    records grade as in a file without them. The exit status is still 2."""
+    labelled = [{**RECORDS[0], "label": "human"}, {**RECORDS[1], "label": "machine"}, {**RECORDS[2], "label": "human"}]
+    path = tmp_path / "l.jsonl"
+    path.write_text("\n".join([json.dumps(labelled[0]), "{oops", json.dumps(labelled[1]),
+                                json.dumps({"id": " ", "label": "machine", "text": "x"}), json.dumps(labelled[2])]) + "\n")
+    result = _cli("eval", str(path), "--json", "--keep-going")
+    assert result.returncode == 2, result.stderr
+    assert "line 2: not valid JSON" in result.stderr and "line 4: id: must not be empty" in result.stderr
+    report = json.loads(result.stdout)
+    assert report["unreadable"] == 2
+    clean = json.loads(_cli("eval", str(_write(tmp_path / "clean.jsonl", labelled)), "--json").stdout)
+    assert report["groups"] == clean["groups"] and clean["unreadable"] == 0
 
 
 def test_eval_command_json_is_strict_where_one_label_leaves_a_metric_undefined(tmp_path):

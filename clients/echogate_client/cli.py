@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                         "standard input")
     p.add_argument("--model")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--keep-going", action="store_true",
+                   help="leave out records that cannot be scored, each named on stderr, and count them (`unreadable`); "
+                        "the exit status is still 2 when there was one")
 
     p = sub.add_parser("train", help="train the bot-origin model on the shared datasets")
     p.add_argument("--data", type=Path, default=Path("../shared/datasets"))
@@ -416,14 +419,19 @@ def _eval(args) -> int:
     from echogate.evaluation import without_nan
     from echogate.offline import evaluate_file
 
-    report = without_nan(evaluate_file(args.file, model_path=args.model))  # None where one label leaves it undefined
+    # None where one label leaves a metric undefined
+    report = without_nan(evaluate_file(args.file, model_path=args.model, keep_going=args.keep_going))
+    status = 2 if report["unreadable"] else 0
+    if report["unreadable"]:
+        print(f"echogate eval: {_shown(args.file)}: {report['unreadable']} record(s) could not be scored and are left "
+              "out of every group", file=sys.stderr)
     if not report["groups"]:
         print(f"echogate eval: {_shown(args.file)}: no record has a `label` of human or machine, nor any turn "
               "an `origin`, so there is nothing to measure", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(report, indent=2, allow_nan=False))
-        return 0
+        return status
 
     def metric(x: float | None) -> str:
         return f"{x:6.3f}" if x is not None else f"{'n/a':>6s}"
@@ -438,7 +446,7 @@ def _eval(args) -> int:
             for row in report[key]:
                 print(f"  {row['bin_low']:.1f}-{row['bin_high']:.1f} {row['count']:7d} {row['mean_prob']:.3f} "
                       f"{row['machine_share']:.3f}")
-    return 0
+    return status
 
 
 def _train(args) -> int:

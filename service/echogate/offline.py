@@ -223,16 +223,22 @@ class _Labelled:
         return evaluation.reliability(np.array(self.labels, bool), np.array(self.probs, float))
 
 
-def evaluate_file(source: Path | IO[str], model_path: str | None = None) -> dict:
+def evaluate_file(source: Path | IO[str], model_path: str | None = None, keep_going: bool = False) -> dict:
     """Metrics on a labelled file, overall, per dataset and generator, and for short texts apart.
 
     A record's `label` (human or machine) grades its transcript score. A turn's own `origin`
     (human or machine, as in STAR, where a wizard either picked a template or typed) grades that
-    turn's score, in groups prefixed `turns`: a file can measure the per-turn output as well."""
+    turn's score, in groups prefixed `turns`: a file can measure the per-turn output as well.
+    With `keep_going`, records that cannot be scored are left out and counted (`unreadable`)."""
     core = _core(model_path, None)
     records, turns = _Labelled(), _Labelled()
+    unreadable = 0
     try:
-        for _, rec, result, transcript in _scored(source, core, 256):
+        for _, rec, result, transcript in _scored(source, core, 256, keep_going):
+            if transcript is None:
+                unreadable += 1
+                tqdm.write(f"left out: {result['error']}", file=sys.stderr)
+                continue
             dataset, generator = rec.get("dataset"), rec.get("generator")
             # words as the reader took the text (a turn's `content`, a dialogue's `role: text` lines)
             texts = [t.text for t in transcript.turns]
@@ -243,7 +249,7 @@ def evaluate_file(source: Path | IO[str], model_path: str | None = None) -> dict
                     turns.add(turn["origin"], scored["bot_origin"], evaluation.word_count([text]), dataset, None)
     finally:
         core.close()
-    report = {"groups": {**records.groups(""), **turns.groups("turns")}}
+    report = {"groups": {**records.groups(""), **turns.groups("turns")}, "unreadable": unreadable}
     if records.labels:
         report["reliability"] = records.reliability()
     if turns.labels:
