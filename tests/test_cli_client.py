@@ -286,7 +286,8 @@ def test_file_commands_name_the_bad_line_and_exit_2(tmp_path, command):
 def test_file_commands_name_a_record_the_limits_reject(tmp_path, command):
     """A record the schema reads but the request limits reject (a blank id) is named by its line
     too, not raised from the scoring thread as a traceback."""
-    path = _write(tmp_path / "in.jsonl", [{**RECORDS[0], "label": "human"}, {"id": "  ", "label": "human", "text": "x"}])
+    blank_id = {"id": "  ", "label": "human", "text": "x"}
+    path = _write(tmp_path / "in.jsonl", [{**RECORDS[0], "label": "human"}, blank_id])
     result = _cli(command, str(path))
     assert result.returncode == 2
     assert f"echogate {command}: {path}: line 2: id: must not be empty" in result.stderr
@@ -298,9 +299,9 @@ def test_score_command_keeps_going_past_records_it_cannot_score(tmp_path):
     not an object, an unknown role, a blank id) comes back with `echogate.error` naming its line,
     and the others score as they do in a file without the bad ones. The exit status is still 2."""
     good = [{"id": f"r{i}", "text": f"Message number {i} about my order."} for i in range(5)]
-    lines = [json.dumps(good[0]), "not json", json.dumps(good[1]), "[1, 2]", json.dumps(good[2]),
-             json.dumps({"id": "x", "turns": [{"role": "narrator", "text": "Once"}]}), json.dumps({"id": " ", "text": "y"}),
-             json.dumps(good[3]), json.dumps(good[4])]
+    narrator, blank_id = {"id": "x", "turns": [{"role": "narrator", "text": "Once"}]}, {"id": " ", "text": "y"}
+    lines = [json.dumps(good[0]), "not json", json.dumps(good[1]), "[1, 2]", json.dumps(good[2]), json.dumps(narrator),
+             json.dumps(blank_id), json.dumps(good[3]), json.dumps(good[4])]
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(lines) + "\n")
     result = _cli("score", str(path), "--keep-going", "--batch-size", "2")
@@ -312,7 +313,7 @@ def test_score_command_keeps_going_past_records_it_cannot_score(tmp_path):
     assert sorted(errors) == [2, 4, 6, 7]
     assert errors[2].startswith("line 2: not valid JSON") and errors[4].startswith("line 4: a record must be")
     assert errors[6].startswith("line 6: turns[0].role 'narrator'") and errors[7] == "line 7: id: must not be empty"
-    assert out[5] == {"id": "x", "turns": [{"role": "narrator", "text": "Once"}], "echogate": {"error": errors[6]}}
+    assert out[5] == {**narrator, "echogate": {"error": errors[6]}}
     clean = _cli("score", str(_write(tmp_path / "good.jsonl", good)), "--batch-size", "2")
     assert clean.returncode == 0, clean.stderr
     scored = [o for o in out if "error" not in o["echogate"]]
@@ -334,8 +335,9 @@ def test_eval_command_keeps_going_past_records_it_cannot_score(tmp_path):
     records grade as in a file without them. The exit status is still 2."""
     labelled = [{**RECORDS[0], "label": "human"}, {**RECORDS[1], "label": "machine"}, {**RECORDS[2], "label": "human"}]
     path = tmp_path / "l.jsonl"
-    path.write_text("\n".join([json.dumps(labelled[0]), "{oops", json.dumps(labelled[1]),
-                                json.dumps({"id": " ", "label": "machine", "text": "x"}), json.dumps(labelled[2])]) + "\n")
+    blank_id = {"id": " ", "label": "machine", "text": "x"}
+    path.write_text("\n".join([json.dumps(labelled[0]), "{oops", json.dumps(labelled[1]), json.dumps(blank_id),
+                                json.dumps(labelled[2])]) + "\n")
     result = _cli("eval", str(path), "--json", "--keep-going")
     assert result.returncode == 2, result.stderr
     assert "line 2: not valid JSON" in result.stderr and "line 4: id: must not be empty" in result.stderr
