@@ -170,8 +170,8 @@ def score_file(source: Path | IO[str], out: IO[str], model_path: str | None = No
     core = _core(model_path, config)
     unreadable = 0
     try:
-        for line, rec, result, _ in _scored(source, core, batch_size, keep_going):
-            if "error" in result:
+        for line, rec, result, transcript in _scored(source, core, batch_size, keep_going):
+            if transcript is None:
                 unreadable += 1
                 tqdm.write(f"not scored, written with its error: {result['error']}", file=sys.stderr)
             out.write(with_echogate(line, rec, result) + "\n")
