@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import subprocess
 import sys
@@ -330,6 +331,42 @@ def test_eval_command_reports_metrics(tmp_path):
     assert 0 <= report["groups"]["all"]["auroc"] <= 1 and report["unreadable"] == 0
 
 
+def test_eval_command_gives_thresholds_a_policy_can_take(tmp_path):
+    """The threshold eval offers for at most 10% of the human records, set as a policy's
+    tag_bot_origin, flags no more of them: evaluated again under that policy, the decisions
+    table counts exactly the humans and machines the threshold row said it would flag."""
+    words = "order parcel refund late sorry please thanks help account card delivery address week store item".split()
+    rng = random.Random(7)
+    apology = "I sincerely apologize for the inconvenience, and I completely understand your frustration. "
+    records = [{"id": f"r{i}", "label": "machine" if i % 3 == 0 else "human",
+                "text": (apology if i % 6 == 0 else "") + " ".join(rng.choices(words, k=6 + i % 9))} for i in range(45)]
+    path = _write(tmp_path / "l.jsonl", records)
+    result = _cli("eval", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    report = strict_json(result.stdout)
+    decisions = report["decisions"]
+    assert decisions["policy_version"] == "default-1"
+    assert sum(decisions["human"].values()) == 30 and sum(decisions["machine"].values()) == 15
+    rows = {row["max_human_share"]: row for row in report["thresholds"]}
+    assert sorted(rows) == [0.001, 0.01, 0.05, 0.1]
+    row = rows[0.1]
+    assert row["human_flagged"] <= 0.1
+    config = tmp_path / "echogate.yaml"
+    config.write_text(f"policy: {{version: from-eval, tag_bot_origin: {row['threshold']}, review_bot_origin: 1.0, "
+                      "block_bot_origin: 1.0, tag_repetitiveness: 1.0, block_repetitiveness: 1.0}\n")
+    result = _cli("eval", str(path), "--json", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    decisions = strict_json(result.stdout)["decisions"]
+    assert decisions["policy_version"] == "from-eval"
+    flagged = {label: sum(decisions[label].values()) - decisions[label]["accept"] for label in ("human", "machine")}
+    assert flagged == {"human": round(row["human_flagged"] * 30), "machine": round(row["machine_caught"] * 15)}
+    assert flagged["human"] <= 3 and flagged["machine"] > 0
+    table = _cli("eval", str(path), "--config", str(config)).stdout
+    assert "bot-origin thresholds (records)" in table and f"{row['threshold']:9.4f}" in table
+    counts = r"\s+".join(str(decisions["human"][d]) for d in ("accept", "tag", "review", "block"))
+    assert re.search(r"human\s+30\s+" + counts, table), table
+
+
 def test_eval_command_keeps_going_past_records_it_cannot_score(tmp_path):
     """--keep-going leaves unreadable records out, names each on stderr and counts them; the other
     records grade as in a file without them. The exit status is still 2."""
@@ -382,6 +419,7 @@ def test_eval_command_grades_turns_by_their_origin_and_short_texts_apart(tmp_pat
     assert result.returncode == 0, result.stderr
     report = strict_json(result.stdout)
     assert "all" not in report["groups"] and "reliability" not in report
+    assert "thresholds" not in report and "decisions" not in report  # no record is labelled
     scored = [json.loads(line)["echogate"] for line in _cli("score", str(path)).stdout.splitlines()]
     machine = [scored[0]["turns"][2]["bot_origin"], scored[1]["turns"][2]["bot_origin"]]
     human = [scored[0]["turns"][1]["bot_origin"], scored[1]["turns"][1]["bot_origin"]]

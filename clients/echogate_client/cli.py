@@ -10,7 +10,7 @@
   echogate review --target HOST:PORT --reviewer NAME   walk the human review queue
   echogate export --store URL --reviews OUT.jsonl      reviewers' labels as training data
   echogate score INPUT.jsonl > OUTPUT.jsonl         offline scoring, the server's code path
-  echogate eval INPUT.jsonl [--json]                accuracy on a labelled file
+  echogate eval INPUT.jsonl [--json] [--config F]   accuracy and policy thresholds on a labelled file
   echogate train --data DIR --out DIR               train the bot-origin model
 """
 from __future__ import annotations
@@ -113,11 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("eval", help="AUROC, TPR at 1%% FPR and calibration on a labelled JSONL file",
                        description="Grades each record's score by its `label` (human or machine) and each turn's by "
                                    "its own `origin` where it has one (groups named `turns`), overall, per `dataset` "
-                                   "and `generator`, and texts under 20 words apart (groups ending `<20w`).")
+                                   "and `generator`, and texts under 20 words apart (groups ending `<20w`). For "
+                                   "labelled records it also gives the bot-origin thresholds that flag at most "
+                                   "0.1%%, 1%%, 5%% and 10%% of their humans, and the decisions the policy gave each "
+                                   "label.")
     p.add_argument("file", type=_input_file,
                    help="JSONL file with `label` (human or machine) on records or `origin` on turns, or - for "
                         "standard input")
     p.add_argument("--model")
+    p.add_argument("--config", help="settings file whose policy decides (as for score); the default policy without")
     p.add_argument("--json", action="store_true")
     p.add_argument("--keep-going", action="store_true",
                    help="leave out records that cannot be scored, each named on stderr, and count them (`unreadable`); "
@@ -417,10 +421,11 @@ def _score(args) -> int:
 
 def _eval(args) -> int:
     from echogate.evaluation import without_nan
-    from echogate.offline import evaluate_file
+    from echogate.offline import DECISIONS, evaluate_file
 
     # None where one label leaves a metric undefined
-    report = without_nan(evaluate_file(args.file, model_path=args.model, keep_going=args.keep_going))
+    report = without_nan(evaluate_file(args.file, model_path=args.model, keep_going=args.keep_going,
+                                       config=args.config))
     status = 2 if report["unreadable"] else 0
     if report["unreadable"]:
         print(f"echogate eval: {_shown(args.file)}: {report['unreadable']} record(s) could not be scored and are left "
@@ -446,6 +451,22 @@ def _eval(args) -> int:
             for row in report[key]:
                 print(f"  {row['bin_low']:.1f}-{row['bin_high']:.1f} {row['count']:7d} {row['mean_prob']:.3f} "
                       f"{row['machine_share']:.3f}")
+    if "thresholds" in report:
+        print("\nbot-origin thresholds (records): the lowest that flags at most this share of the human records,\n"
+              "for a policy's tag_bot_origin, review_bot_origin or block_bot_origin")
+        print(f"  {'at most':>7s} {'threshold':>9s} {'humans flagged':>14s} {'machine caught':>14s}")
+        for row in report["thresholds"]:
+            threshold = f"{row['threshold']:9.4f}" if row["threshold"] is not None else f"{'none <= 1':>9s}"
+            print(f"  {row['max_human_share'] * 100:6g}% {threshold} {metric(row['human_flagged']):>14s} "
+                  f"{metric(row['machine_caught']):>14s}")
+    if "decisions" in report:
+        decisions = report["decisions"]
+        print(f"\ndecisions under policy {decisions['policy_version']} (records)")
+        print(f"  {'label':8s} {'n':>7s}" + "".join(f" {d:>7s}" for d in DECISIONS))
+        for label in ("human", "machine"):
+            if label in decisions:
+                counts = decisions[label]
+                print(f"  {label:8s} {sum(counts.values()):7d}" + "".join(f" {counts[d]:7d}" for d in DECISIONS))
     return status
 
 

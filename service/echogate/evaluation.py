@@ -9,6 +9,8 @@ import numpy as np
 
 
 SHORT_WORDS = 20  # texts under this many words are reported apart: they carry little evidence
+# shares of a file's human records for which `echogate eval` gives the threshold that flags no more
+THRESHOLD_FPRS = (0.001, 0.01, 0.05, 0.1)
 
 
 def word_count(texts) -> int:
@@ -40,6 +42,27 @@ def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float = 0.01) -> flo
         return float("nan")
     threshold = np.quantile(np.asarray(scores)[~labels], 1 - fpr, method="higher")
     return float((np.asarray(scores)[labels] > threshold).mean())
+
+
+def threshold_for_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float, decimals: int = 4) -> dict:
+    """The lowest threshold of `decimals` places that flags at most `fpr` of the human documents,
+    with the shares of humans and machines it flags.
+
+    Flagged means scored at or over the threshold, as a policy's thresholds compare, and rounding
+    is upwards, so a threshold copied into a policy keeps its promise on this data. The threshold
+    is None where none up to 1 keeps it (too many humans score 1). Needs a human document."""
+    labels = np.asarray(labels, bool)
+    scores = np.asarray(scores, float)
+    human = np.sort(scores[~labels])[::-1]
+    allowed = int(np.floor(fpr * human.size + 1e-9))  # humans it may flag (the epsilon: 0.29 * 100 is 28.99...)
+    # the smallest value of `decimals` places above the highest human score it must not flag
+    threshold = (np.floor(human[allowed] * 10**decimals) + 1) / 10**decimals
+    if threshold > 1:
+        return {"max_human_share": fpr, "threshold": None, "human_flagged": float("nan"),
+                "machine_caught": float("nan")}
+    machine = scores[labels]
+    return {"max_human_share": fpr, "threshold": float(threshold), "human_flagged": float((human >= threshold).mean()),
+            "machine_caught": float((machine >= threshold).mean()) if machine.size else float("nan")}
 
 
 def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> list[dict[str, float]]:

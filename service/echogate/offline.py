@@ -31,6 +31,9 @@ from echogate.validation import validate_batch
 from echogate_client.records import (RecordError, count_lines, read_jsonl_lines, transcript_from_record, turn_list,
                                      verdict_to_dict)
 
+# a verdict's decisions, mildest first, as `echogate eval` counts them
+DECISIONS = ("accept", "tag", "review", "block")
+
 # Offline files are the user's own: accept what the model can read (it cuts turns itself).
 OFFLINE_LIMITS = Limits(max_batch=100_000, max_turns=100_000, max_turn_bytes=10_000_000, max_id_bytes=100_000,
                         max_metadata_entries=100_000, max_metadata_bytes=100_000_000, max_message_bytes=2**31 - 1)
@@ -222,16 +225,29 @@ class _Labelled:
     def reliability(self) -> list[dict[str, float]]:
         return evaluation.reliability(np.array(self.labels, bool), np.array(self.probs, float))
 
+    def thresholds(self) -> list[dict]:
+        """evaluation.threshold_for_fpr at each of evaluation.THRESHOLD_FPRS; needs a human score."""
+        y, p = np.array(self.labels, bool), np.array(self.probs, float)
+        return [evaluation.threshold_for_fpr(y, p, fpr) for fpr in evaluation.THRESHOLD_FPRS]
 
-def evaluate_file(source: Path | IO[str], model_path: str | None = None, keep_going: bool = False) -> dict:
+
+def evaluate_file(source: Path | IO[str], model_path: str | None = None, keep_going: bool = False,
+                  config: str | None = None) -> dict:
     """Metrics on a labelled file, overall, per dataset and generator, and for short texts apart.
 
     A record's `label` (human or machine) grades its transcript score. A turn's own `origin`
     (human or machine, as in STAR, where a wizard either picked a template or typed) grades that
     turn's score, in groups prefixed `turns`: a file can measure the per-turn output as well.
-    With `keep_going`, records that cannot be scored are left out and counted (`unreadable`)."""
-    core = _core(model_path, None)
+    With `keep_going`, records that cannot be scored are left out and counted (`unreadable`).
+
+    For the labelled records the report also says what a platform sets its policy from: the
+    bot-origin thresholds that flag at most 0.1%, 1%, 5% and 10% of the file's human records
+    (`thresholds`), and the decisions the policy of `config` (the default policy without one)
+    gave each label (`decisions`). A model ranks a new source better than it is calibrated for
+    it, so thresholds read off the platform's own labelled sample beat the default ones."""
+    core = _core(model_path, config)
     records, turns = _Labelled(), _Labelled()
+    decisions = {label: dict.fromkeys(DECISIONS, 0) for label in ("human", "machine")}
     unreadable = 0
     try:
         for _, rec, result, transcript in _scored(source, core, 256, keep_going):
@@ -244,6 +260,7 @@ def evaluate_file(source: Path | IO[str], model_path: str | None = None, keep_go
             texts = [t.text for t in transcript.turns]
             if rec.get("label") in ("human", "machine"):
                 records.add(rec["label"], result["bot_origin"], evaluation.word_count(texts), dataset, generator)
+                decisions[rec["label"]][result["decision"]] += 1
             for turn, text, scored in zip(turn_list(rec)[1] or [], texts, result["turns"]):
                 if turn.get("origin") in ("human", "machine"):  # a record's generator need not have written it
                     turns.add(turn["origin"], scored["bot_origin"], evaluation.word_count([text]), dataset, None)
@@ -252,6 +269,10 @@ def evaluate_file(source: Path | IO[str], model_path: str | None = None, keep_go
     report = {"groups": {**records.groups(""), **turns.groups("turns")}, "unreadable": unreadable}
     if records.labels:
         report["reliability"] = records.reliability()
+        report["decisions"] = {"policy_version": core.policy.version,
+                               **{label: counts for label, counts in decisions.items() if sum(counts.values())}}
+    if not all(records.labels):  # some human record
+        report["thresholds"] = records.thresholds()
     if turns.labels:
         report["turn_reliability"] = turns.reliability()
     return report
