@@ -130,6 +130,37 @@ def test_the_scorer_explains_each_flagged_transcript_at_its_top_turn():
     assert all(s.phrase_turn == -1 and s.phrases == () for s in scorer.score(batch))
 
 
+def test_a_phrase_is_quoted_as_written_not_as_the_model_read_it():
+    """The model reads a run of digits as "0" and tokenised text joined up (echogate.text.model_texts);
+    the quote takes the text's own digits and spacing back. A cut or unfound phrase stays as it is."""
+    from echogate.explain import as_written
+
+    assert as_written("refund for Order #0-0-0", "a refund for Order #112-3456789-0012 now") == \
+        "refund for Order #112-3456789-0012"
+    assert as_written("i don't know.", "well i do n't know . ok") == "i do n't know ."
+    assert as_written("costs $0.0, right?", "it costs $25.00 , right ?") == "costs $25.00 , right ?"
+    cut = "order 0 and so on…"
+    assert as_written(cut, "order 12 and so on and on") == cut
+    assert as_written("not here 0", "elsewhere") == "not here 0"
+
+
+def test_the_scorer_quotes_numbers_and_tokenised_text_as_written():
+    """Each phrase the scorer quotes is wording of its turn as sent (normalised), digits included."""
+    from echogate.model import BotOriginModel
+    from echogate.scoring import Scorer
+    from echogate.settings import default_model_path
+
+    texts = ["Thank you for contacting Amazon. Your refund for Order #112-3456789-0012 has been processed.",
+             "I do n't know , I 'm sorry . I completely understand your frustration , and I will look into it .",
+             "Hi there! Please provide your Order ID 402-7781239-1182734. Could you share it?"]
+    scorer = Scorer(BotOriginModel(default_model_path()), explain_above=0.0)
+    out = scorer.score([Transcript(str(i), "s", (Turn(Role.AGENT, text),)) for i, text in enumerate(texts)])
+    phrases = [p for s in out for p in s.phrases]
+    assert all(s.phrases for s in out)
+    assert all(p in normalize(text) for s, text in zip(out, texts) for p in s.phrases), phrases
+    assert any("3456789" in p or "7781239" in p for p in phrases), phrases
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet=st.sampled_from("the delve a é😀 .,\n"), max_size=120), max_size=6))
 def test_phrases_are_whole_words_of_their_own_text(texts):

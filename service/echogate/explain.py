@@ -15,7 +15,9 @@ spreading took 0.33 and 5.0 ms).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -154,6 +156,64 @@ def weight_table(model_bytes: bytes) -> np.ndarray:
     if dtype is None or len(table.raw_data) != dtype.itemsize * int(np.prod(table.dims)):
         raise ValueError(f"the model has no int16 or int32 initializer {WEIGHT_TABLE!r} stored as raw data")
     return np.frombuffer(table.raw_data, dtype).reshape(tuple(table.dims))
+
+
+def as_written(phrase: str, text: str) -> str:
+    """The phrase as `text` spells it, where the model read `text` as echogate.text.model_texts
+    does: each "0" back to the run of digits it stands for, and the spaces a tokeniser had put
+    before punctuation and clitics back in place.
+
+    A reviewer reading "Order #0-0-0" cannot tell which order was meant; "Order #112-3456789-0012"
+    says. The phrase comes back as it is where it was cut (MAX_PHRASE_CHARS) or is not found.
+    Most phrases are found with string searches; a regular expression (compiled once per phrase)
+    only reads text that was tokenised, which the search for digits alone cannot place."""
+    if phrase.endswith("…") or phrase in text:
+        return phrase
+    found = _with_digits(phrase, text)
+    if found is None:
+        match = _written_pattern(phrase).search(text)
+        found = match.group() if match is not None else phrase
+    return found
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def _with_digits(phrase: str, text: str) -> str | None:
+    """The first span of `text` that reads as `phrase` with each "0" a run of digits; None where
+    there is none. The model's text has no digit but those zeros, so a piece between them is
+    matched as it is and each run taken whole."""
+    pieces = phrase.split("0")
+    if len(pieces) == 1:
+        return None
+    start = text.find(pieces[0])
+    while start != -1:
+        end = start + len(pieces[0])
+        for piece in pieces[1:]:
+            run = _DIGITS.match(text, end)
+            if run is None or not text.startswith(piece, run.end()):
+                break
+            end = run.end() + len(piece)
+        else:
+            return text[start:end]
+        start = text.find(pieces[0], start + 1)
+    return None
+
+
+# what model_texts' detokenising removes a space before: sentence punctuation and clitics
+_DETACHABLE = re.compile(r"[.,!?;:']|n't", re.IGNORECASE)
+
+
+@lru_cache(maxsize=4096)
+def _written_pattern(phrase: str) -> re.Pattern:
+    """A pattern for the texts the model would read as `phrase`, tokenised or not. Cached: a
+    tokenised corpus quotes its machine-like phrases ("how can i help you") again and again."""
+    parts, end = [], 0
+    for m in _DETACHABLE.finditer(phrase):
+        parts += [re.escape(phrase[end:m.start()]).replace("0", r"\d+"), " ?", re.escape(m.group())]
+        end = m.end()
+    parts.append(re.escape(phrase[end:]).replace("0", r"\d+"))
+    return re.compile("".join(parts))
 
 
 def _decode(raw: np.ndarray) -> str:

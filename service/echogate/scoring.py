@@ -18,6 +18,7 @@ import numpy as np
 from echogate import repetition
 from echogate.corpus import CorpusMemory, turn_keys
 from echogate.diversity import CorpusDiversity
+from echogate.explain import as_written
 from echogate.model import BotOriginModel, ModelOutputs
 from echogate.text import content_sha256_all, model_texts, normalize_all, pack_turns, role_codes
 from echogate.types import RepetitionStats, Scores, Transcript, TurnScore
@@ -83,7 +84,7 @@ class Scorer:
         doc_rep = out.transcript_repetitiveness.tolist()
         stats = [RepetitionStats(*row) for row in rep.transcript.tolist()]
         evidence = out.turn_ngrams.tolist()
-        explained = self._explain(model, out, turn_transcript, read)
+        explained = self._explain(model, out, turn_transcript, read, texts)
         hashes = content_sha256_all(roles, texts, counts)
         results, offset = [], 0
         for i, n in enumerate(counts):
@@ -97,9 +98,11 @@ class Scorer:
         return results
 
     def _explain(self, model: BotOriginModel, out: ModelOutputs, turn_transcript: np.ndarray,
-                 texts: list[str]) -> dict[int, tuple[int, tuple[str, ...]]]:
+                 read: list[str], texts: list[str]) -> dict[int, tuple[int, tuple[str, ...]]]:
         """{transcript: (its most machine-like turn with evidence, that turn's phrases)} for the
-        transcripts scored at or over explain_above, in one pass over those turns."""
+        transcripts scored at or over explain_above, in one pass over those turns. Phrases are
+        found in the texts as the model read them (`read`) and quoted as written (`texts`,
+        normalised): see explain.as_written."""
         flagged = np.flatnonzero(out.transcript_bot_origin >= self.explain_above)
         if flagged.size == 0:
             return {}
@@ -108,6 +111,10 @@ class Scorer:
         order = np.lexsort((-rank, turn_transcript))
         firsts = order[np.minimum(np.searchsorted(turn_transcript[order], flagged), order.size - 1)]
         firsts = firsts[(turn_transcript[firsts] == flagged) & (rank[firsts] >= 0)]
-        phrases = model.explainer.phrases([texts[r] for r in firsts])
+        rows = firsts.tolist()
+        phrases = model.explainer.phrases([read[r] for r in rows])
+        # a text the model read as written (most) quotes as it is
+        phrases = [p if read[r] is texts[r] or read[r] == texts[r] else tuple(as_written(x, texts[r]) for x in p)
+                   for r, p in zip(rows, phrases)]
         starts = np.searchsorted(turn_transcript, turn_transcript[firsts])
         return {int(turn_transcript[r]): (int(r - s), p) for r, s, p in zip(firsts, starts, phrases)}
