@@ -133,7 +133,7 @@ def test_the_scorer_explains_each_flagged_transcript_at_its_top_turn():
 def test_a_phrase_is_quoted_as_written_not_as_the_model_read_it():
     """The model reads a run of digits as "0" and tokenised text joined up (echogate.text.model_texts);
     the quote takes the text's own digits and spacing back. A cut or unfound phrase stays as it is."""
-    from echogate.explain import as_written
+    from echogate.explain import MAX_PHRASE_CHARS, as_written
 
     assert as_written("refund for Order #0-0-0", "a refund for Order #112-3456789-0012 now") == \
         "refund for Order #112-3456789-0012"
@@ -142,6 +142,8 @@ def test_a_phrase_is_quoted_as_written_not_as_the_model_read_it():
     cut = "order 0 and so on…"
     assert as_written(cut, "order 12 and so on and on") == cut
     assert as_written("not here 0", "elsewhere") == "not here 0"
+    long = as_written("order 0 please", "order " + "7" * 5000 + " please")
+    assert long == "order " + "7" * 73 + "…" and len(long) == MAX_PHRASE_CHARS
 
 
 def test_the_scorer_quotes_numbers_and_tokenised_text_as_written():

@@ -164,16 +164,18 @@ def as_written(phrase: str, text: str) -> str:
     before punctuation and clitics back in place.
 
     A reviewer reading "Order #0-0-0" cannot tell which order was meant; "Order #112-3456789-0012"
-    says. The phrase comes back as it is where it was cut (MAX_PHRASE_CHARS) or is not found.
-    Most phrases are found with string searches; a regular expression (compiled once per phrase)
-    only reads text that was tokenised, which the search for digits alone cannot place."""
+    says. The phrase comes back as it is where it was cut (MAX_PHRASE_CHARS) or is not found, and
+    is cut itself where its digits take it past MAX_PHRASE_CHARS (a run of a thousand digits is one
+    "0" to the model). Most phrases are found with string searches; a regular expression (compiled
+    once per phrase) only reads text that was tokenised, which the search for digits alone cannot
+    place."""
     if phrase.endswith("…") or phrase in text:
         return phrase
     found = _with_digits(phrase, text)
     if found is None:
         match = _written_pattern(phrase).search(text)
         found = match.group() if match is not None else phrase
-    return found
+    return found if len(found) <= MAX_PHRASE_CHARS else found[: MAX_PHRASE_CHARS - 1] + "…"
 
 
 _DIGITS = re.compile(r"\d+")

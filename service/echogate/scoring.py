@@ -114,7 +114,7 @@ class Scorer:
         rows = firsts.tolist()
         phrases = model.explainer.phrases([read[r] for r in rows])
         # a text the model read as written (most) quotes as it is
-        phrases = [p if read[r] is texts[r] or read[r] == texts[r] else tuple(as_written(x, texts[r]) for x in p)
+        phrases = [p if read[r] == texts[r] else tuple(as_written(x, texts[r]) for x in p)
                    for r, p in zip(rows, phrases)]
         starts = np.searchsorted(turn_transcript, turn_transcript[firsts])
         return {int(turn_transcript[r]): (int(r - s), p) for r, s, p in zip(firsts, starts, phrases)}
