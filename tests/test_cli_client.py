@@ -365,6 +365,7 @@ def test_eval_command_gives_thresholds_a_policy_can_take(tmp_path):
     assert "bot-origin thresholds (records)" in table and f"{row['threshold']:9.4f}" in table
     counts = r"\s+".join(str(decisions["human"][d]) for d in ("accept", "tag", "review", "block"))
     assert re.search(r"human\s+30\s+" + counts, table), table
+    assert "0.1%, 1%, 5% and 10%" in " ".join(_cli("eval", "--help").stdout.split())
 
 
 def test_eval_command_keeps_going_past_records_it_cannot_score(tmp_path):

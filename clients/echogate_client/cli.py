@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "its own `origin` where it has one (groups named `turns`), overall, per `dataset` "
                                    "and `generator`, and texts under 20 words apart (groups ending `<20w`). For "
                                    "labelled records it also gives the bot-origin thresholds that flag at most "
-                                   "0.1%%, 1%%, 5%% and 10%% of their humans, and the decisions the policy gave each "
+                                   "0.1%, 1%, 5% and 10% of their humans, and the decisions the policy gave each "
                                    "label.")
     p.add_argument("file", type=_input_file,
                    help="JSONL file with `label` (human or machine) on records or `origin` on turns, or - for "
