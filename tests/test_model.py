@@ -289,3 +289,48 @@ def test_a_number_weighs_nothing_whatever_its_digits():
     long_id, short_id = (Scorer(model).score([dialogue(n)])[0] for n in ("483-2918475-1928374", "1-2-3"))
     assert long_id.scores.bot_origin == short_id.scores.bot_origin
     assert long_id.content_sha256 != short_id.content_sha256
+
+
+def test_the_model_file_runs_on_its_documented_inputs():
+    """docs/model-file.md's recipe, followed with onnxruntime, NumPy and `re` alone (no echogate
+    code between the text and the graph), gives the scorer's bot-origin probabilities exactly, for
+    ASCII text whose normalisation is the whitespace step: digits, tokenised text, a customer-only
+    record and a single text included. turn_seen 0 is the scorer's first sight of each turn."""
+    import re
+
+    import onnxruntime as ort
+
+    from echogate.scoring import Scorer
+    from echogate.types import Role, Transcript, Turn
+
+    detached = re.compile(r" (?=[.,!?;:]+(?:\s|$)|(?:n't|'(?:s|m|re|ve|ll|d))\b)", re.IGNORECASE)
+    session = ort.InferenceSession(str(default_model_path()), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    role_weights, max_bytes = json.loads(meta["role_weights"]), int(meta["max_turn_bytes"])
+    dialogues = [[("customer", "hi,  where is order 12345?"),
+                  ("agent", "I completely understand your frustration , and I'm happy to help!")],
+                 [("agent", "Your refund of $25.00 was processed on 3/14.")],
+                 [("customer", "thanks"), ("system", "Chat transferred."), ("agent", "no problem, have a nice day")],
+                 [("customer", "i do n't know what to do\nreally")],
+                 [("agent", "x" * 5000)]]
+    roles = [role for d in dialogues for role, _ in d]
+    read = [detached.sub("", re.sub(r"\d+", "0", " ".join(text.split()))).encode()[:max_bytes]
+            for d in dialogues for _, text in d]
+    transcript = np.repeat(np.arange(len(dialogues)), [len(d) for d in dialogues]).astype(np.int64)
+    agent = np.array([role == "agent" for role in roles])
+    has_agent = np.bincount(transcript, weights=agent, minlength=len(dialogues)) > 0
+    outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {
+        "text_bytes": np.frombuffer(b"".join(read), np.uint8),
+        "turn_length": np.array([len(b) for b in read], np.int64),
+        "turn_transcript": transcript,
+        "turn_weight": np.array([role_weights.get(role, 0.0) for role in roles], np.float32),
+        "turn_seen": np.zeros(len(read), np.float32),
+        "transcript_count": np.array([len(dialogues)], np.int64),
+        "turn_repetition": np.zeros((len(read), 4), np.float32),
+        "turn_side": (agent | ~has_agent[transcript]).astype(np.float32),
+    })))
+    scored = Scorer(BotOriginModel(default_model_path())).score(
+        [Transcript(str(i), "s", tuple(Turn(Role(role), text) for role, text in d)) for i, d in enumerate(dialogues)])
+    assert outputs["transcript_bot_origin"].tolist() == [s.scores.bot_origin for s in scored]
+    assert outputs["turn_bot_origin"].tolist() == [t.bot_origin for s in scored for t in s.scores.turns]
+    assert len(set(outputs["transcript_bot_origin"].tolist())) == len(dialogues)  # not one constant
