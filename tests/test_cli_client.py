@@ -504,7 +504,9 @@ async def test_gate_command_prints_field_violations_by_line(tmp_path, server):
     path.write_text("\n" + path.read_text())
     result = await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address, "--batch-size", "2")
     assert result.returncode == 1
-    assert "INVALID_ARGUMENT" in result.stderr and "line 5: turns[0].text" in result.stderr, result.stderr
+    assert "INVALID_ARGUMENT: the server refused the batch of lines 4-5, 2 transcript(s) before it were gated" \
+        in result.stderr and "line 5: turns[0].text" in result.stderr, result.stderr
+    assert "transcripts[" not in result.stderr  # the batch-relative path is said by line only
 
 
 def test_sync_client_retries_until_the_server_is_up(tmp_path):

@@ -212,9 +212,16 @@ def _gate(args) -> int:
                 bar.update()
             bar.total = bar.n  # the count held blank lines too
     except grpc.RpcError as err:
-        print(f"echogate gate: {err.code().name}: {err.details()}", file=sys.stderr)
+        violations = field_violations(err)
         line_of = dict(recent)
-        for field, why in field_violations(err):
+        rejected = [line for i, line in line_of.items() if i >= gated]  # the batch in flight: the last one read
+        if violations and rejected:
+            # the server's own message names records by their place in the batch; the lines say it once
+            print(f"echogate gate: {err.code().name}: the server refused the batch of lines {rejected[0]}-"
+                  f"{rejected[-1]}, {gated} transcript(s) before it were gated:", file=sys.stderr)
+        else:
+            print(f"echogate gate: {err.code().name}: {err.details()}", file=sys.stderr)
+        for field, why in violations:
             print(f"  {_field_on_line(field, line_of, gated)}: {why}", file=sys.stderr)
         return 1
     finally:
