@@ -184,7 +184,9 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
 - **Origin versus collection.** In most files the label follows the dataset, so part of what
   any model learns here is the collection's topic and conventions. The held-out dialogue folds
   above show how much survives a change of collection; read scores on a new source as a
-  ranking first, and calibrate thresholds on a labelled sample of it (`echogate eval`).
+  ranking first, and set thresholds from a labelled sample of it: `echogate eval` gives the
+  bot-origin threshold that flags at most 0.1%, 1%, 5% or 10% of the sample's humans
+  (docs/policy.md).
 - **Short texts** (under 20 words) carry little evidence; their scores stay near the prior
   unless the corpus signal fires.
 - **The corpus signal cuts both ways on dialogues.** Human crowd-written collections (SGD,
