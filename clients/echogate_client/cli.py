@@ -428,7 +428,8 @@ def _score(args) -> int:
 
 def _eval(args) -> int:
     from echogate.evaluation import without_nan
-    from echogate.offline import DECISIONS, evaluate_file
+    from echogate.offline import evaluate_file
+    from echogate.types import Decision
 
     # None where one label leaves a metric undefined
     report = without_nan(evaluate_file(args.file, model_path=args.model, keep_going=args.keep_going,
@@ -469,11 +470,11 @@ def _eval(args) -> int:
     if "decisions" in report:
         decisions = report["decisions"]
         print(f"\ndecisions under policy {decisions['policy_version']} (records)")
-        print(f"  {'label':8s} {'n':>7s}" + "".join(f" {d:>7s}" for d in DECISIONS))
+        print(f"  {'label':8s} {'n':>7s}" + "".join(f" {d:>7s}" for d in Decision))
         for label in ("human", "machine"):
             if label in decisions:
                 counts = decisions[label]
-                print(f"  {label:8s} {sum(counts.values()):7d}" + "".join(f" {counts[d]:7d}" for d in DECISIONS))
+                print(f"  {label:8s} {sum(counts.values()):7d}" + "".join(f" {counts[d]:7d}" for d in Decision))
     return status
 
 

@@ -24,7 +24,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from echogate import _explain
 from echogate.features import BASE, FUNCTION_WORD_TABLE, MAX_ORDER, SHAPE_CLASSES, WORD_POWERS, HashSpec, hash_plans
-from echogate.text import pack_turns
+from echogate.text import CLITICS, DETACHED_PUNCTUATION, pack_turns
 
 WEIGHT_TABLE = "ngram_weights"  # the graph's initializer (echogate.training.graph)
 # the table's element types (onnx TensorProto.DataType) as NumPy reads their raw data: int16 since
@@ -202,8 +202,8 @@ def _with_digits(phrase: str, text: str) -> str | None:
     return None
 
 
-# what model_texts' detokenising removes a space before: sentence punctuation and clitics
-_DETACHABLE = re.compile(r"[.,!?;:']|n't", re.IGNORECASE)
+# what model_texts' detokenising removes a space before
+_DETACHABLE = re.compile(f"{DETACHED_PUNCTUATION}|{CLITICS}", re.IGNORECASE)
 
 
 @lru_cache(maxsize=4096)

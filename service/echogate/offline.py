@@ -26,13 +26,10 @@ from echogate.gate import GateCore
 from echogate.grpc_api import convert
 from echogate.metrics import Metrics
 from echogate.settings import Limits, Settings
-from echogate.types import Transcript, Verdict
+from echogate.types import Decision, Transcript, Verdict
 from echogate.validation import validate_batch
 from echogate_client.records import (RecordError, count_lines, read_jsonl_lines, transcript_from_record, turn_list,
                                      verdict_to_dict)
-
-# a verdict's decisions, mildest first, as `echogate eval` counts them
-DECISIONS = ("accept", "tag", "review", "block")
 
 # Offline files are the user's own: accept what the model can read (it cuts turns itself).
 OFFLINE_LIMITS = Limits(max_batch=100_000, max_turns=100_000, max_turn_bytes=10_000_000, max_id_bytes=100_000,
@@ -247,7 +244,7 @@ def evaluate_file(source: Path | IO[str], model_path: str | None = None, keep_go
     it, so thresholds read off the platform's own labelled sample beat the default ones."""
     core = _core(model_path, config)
     records, turns = _Labelled(), _Labelled()
-    decisions = {label: dict.fromkeys(DECISIONS, 0) for label in ("human", "machine")}
+    decisions = {label: dict.fromkeys(Decision, 0) for label in ("human", "machine")}  # mildest first
     unreadable = 0
     try:
         for _, rec, result, transcript in _scored(source, core, 256, keep_going):
@@ -271,7 +268,7 @@ def evaluate_file(source: Path | IO[str], model_path: str | None = None, keep_go
         report["reliability"] = records.reliability()
         report["decisions"] = {"policy_version": core.policy.version,
                                **{label: counts for label, counts in decisions.items() if sum(counts.values())}}
-    if not all(records.labels):  # some human record
+    if False in records.labels:  # a human record: thresholds are read off the humans' scores
         report["thresholds"] = records.thresholds()
     if turns.labels:
         report["turn_reliability"] = turns.reliability()

@@ -57,8 +57,12 @@ _CAPITALS, _SMALLS = bytes(range(65, 91)), bytes(range(97, 123))
 # echogate._text.normalization_flags' bits
 _NOT_PLAIN, _ODD_CASE_FLAG, _CAPITAL_RUN_FLAG = 1, 2, 4
 _DIGIT_RUN = re.compile(r"\d+")
+# What `detokenize` joins to the word before (regular-expression parts; echogate.explain reads
+# them too, to find a phrase of the joined text in the tokenised one): sentence punctuation, clitics
+DETACHED_PUNCTUATION = "[.,!?;:]"
+CLITICS = "n't|'(?:s|m|re|ve|ll|d)"
 # a space before a run of sentence punctuation that ends a word, or before a clitic ("n't", "'s")
-_DETACHED = re.compile(r" (?=[.,!?;:]+(?:\s|$)|(?:n't|'(?:s|m|re|ve|ll|d))\b)", re.IGNORECASE)
+_DETACHED = re.compile(rf" (?={DETACHED_PUNCTUATION}+(?:\s|$)|(?:{CLITICS})\b)", re.IGNORECASE)
 
 
 def shouted(text: str) -> bool:
