@@ -29,6 +29,7 @@ so fine-tuning all of it on every fold is out of reach here. Instead:
 A transcript is read as its agent turns joined by newlines (all turns where it has no agent turn):
 the agent side carries most of the evidence, and 128 tokens hold little more. The text is as the
 file has it: the encoder has its own tokeniser, so none of the n-gram model's normalisation applies.
+At the defaults this takes 28 minutes on 2 cores (about 5 GB); results in docs/benchmarks.md.
 """
 from __future__ import annotations
 
