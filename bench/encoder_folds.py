@@ -18,8 +18,8 @@ so fine-tuning all of it on every fold is out of reach here. Instead:
 - the frozen lower layers run once over the pool, and their output (up to `--tokens` tokens) is
   kept;
 - per fold, the top `--tuned-layers` layers and a linear head over the mean-pooled tokens are
-  fine-tuned on the pool's documents that the fold does not exclude, each group weighing the same
-  and the two labels weighing the same;
+  fine-tuned on the pool's documents that the fold does not exclude, weighed as the trainer weighs
+  documents (`document_weights`: every (file, label, kind) group the same, l2r and STAR more);
 - AUROC per fold and slice (transcripts, turns, l2r chunks) is printed next to two others: the
   shipped recipe's features and logistic fit trained on the same pool documents (weighted by the
   trainer's `document_weights`, without its lower-cased copies and matched pairs), read on the
@@ -29,7 +29,7 @@ so fine-tuning all of it on every fold is out of reach here. Instead:
 A transcript is read as its agent turns joined by newlines (all turns where it has no agent turn):
 the agent side carries most of the evidence, and 128 tokens hold little more. The text is as the
 file has it: the encoder has its own tokeniser, so none of the n-gram model's normalisation applies.
-At the defaults this takes 28 minutes on 2 cores (about 5 GB); results in docs/benchmarks.md.
+At the defaults this takes about 30 minutes on 2 cores (about 5 GB); results in docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -123,21 +123,11 @@ def batches(rows: np.ndarray, states: list[torch.Tensor], size: int, rng: np.ran
         yield chunk, x, mask
 
 
-def balanced_weights(docs: list[Doc], rows: np.ndarray) -> dict[int, float]:
-    """Each (file, label, kind) group weighs the same within its label; the two labels weigh the same."""
-    groups: dict[tuple, list[int]] = {}
-    for i in rows:
-        d = docs[i]
-        groups.setdefault((d.dataset, d.label, d.kind), []).append(i)
-    per_label = {label: sum(1 for k in groups if k[1] == label) for label in (0, 1)}
-    return {i: 1.0 / (len(members) * per_label[key[1]]) for key, members in groups.items() for i in members}
-
-
 def fine_tune(base: torch.nn.ModuleList, width: int, docs: list[Doc], states: list[torch.Tensor],
-              rows: np.ndarray, args: argparse.Namespace, rng: np.random.Generator) -> Head:
+              rows: np.ndarray, args: argparse.Namespace, rng: np.random.Generator, cfg: TrainConfig) -> Head:
+    """The top layers and head trained on `rows`, weighed as the trainer weighs documents (document_weights)."""
     head = Head(copy.deepcopy(base), width)
-    weights = balanced_weights(docs, rows)
-    scale = len(rows) / sum(weights.values())
+    weights = dict(zip(rows, document_weights([docs[i] for i in rows], cfg)))
     optimiser = torch.optim.AdamW([{"params": head.layers.parameters(), "lr": args.lr},
                                    {"params": head.out.parameters(), "lr": args.lr * 30}])
     head.train()
@@ -145,7 +135,7 @@ def fine_tune(base: torch.nn.ModuleList, width: int, docs: list[Doc], states: li
         total, started = 0.0, time.time()
         for chunk, x, mask in batches(rows, states, args.batch, rng):
             y = torch.tensor([float(docs[i].label) for i in chunk])
-            w = torch.tensor([weights[i] * scale for i in chunk])
+            w = torch.tensor([weights[i] for i in chunk], dtype=torch.float32)
             loss = (torch.nn.functional.binary_cross_entropy_with_logits(head(x, mask), y, reduction="none") * w).mean()
             optimiser.zero_grad()
             loss.backward()
@@ -230,7 +220,7 @@ def main() -> None:
     for name, (_, excluded) in folds.items():
         rows = train_pool[~excluded[train_pool]]
         print(f"{name}: fine-tuning on {len(rows)} documents", flush=True)
-        head = fine_tune(model.encoder.layer[frozen:], model.config.hidden_size, docs, states, rows, args, rng)
+        head = fine_tune(model.encoder.layer[frozen:], model.config.hidden_size, docs, states, rows, args, rng, cfg)
         test = tests[name]
         got = scores(head, states, test)
         ngram = ngrams.scores(rows, test)
