@@ -44,9 +44,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from echogate import evaluation
-from echogate.training.data import Doc, is_chunk
+from echogate.training.data import Doc
 from echogate.training.train import (TrainConfig, document_features, document_weights, fit, make_folds, read_scores,
-                                     training_docs)
+                                     report_kind, training_docs)
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "service" / "echogate" / "models" / "training_report.json"
@@ -55,10 +55,6 @@ REPORT = ROOT / "service" / "echogate" / "models" / "training_report.json"
 def encoder_text(doc: Doc) -> str:
     agent = [t for t, r in zip(doc.texts, doc.roles) if r == "agent"]
     return "\n".join(agent or doc.texts)
-
-
-def slice_of(doc: Doc) -> str:
-    return "chunks" if is_chunk(doc.dataset) else f"{doc.kind}s"
 
 
 def sample_groups(docs: list[Doc], rows: np.ndarray, per_group: int, rng: np.random.Generator) -> np.ndarray:
@@ -175,8 +171,7 @@ class NgramPool:
 
 
 def shipped_auroc() -> dict[tuple[str, str], float]:
-    rows = json.loads(REPORT.read_text())["validation"]
-    return {(r["fold"], r["slice"]): r["auroc"] for r in rows if "fold" in r and "slice" in r}
+    return {(r["fold"], r["slice"]): r["auroc"] for r in json.loads(REPORT.read_text())["validation"]}
 
 
 def main() -> None:
@@ -225,7 +220,7 @@ def main() -> None:
         got = scores(head, states, test)
         ngram = ngrams.scores(rows, test)
         for slice_name in ("transcripts", "turns", "chunks"):
-            sel = np.array([slice_of(docs[i]) == slice_name for i in test])
+            sel = np.array([f"{report_kind(docs[i])}s" == slice_name for i in test])
             if sel.any() and len(set(labels[test][sel])) == 2:
                 ref = shipped.get((name, slice_name))
                 y = labels[test][sel]

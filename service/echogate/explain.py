@@ -24,7 +24,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from echogate import _explain
 from echogate.features import BASE, FUNCTION_WORD_TABLE, MAX_ORDER, SHAPE_CLASSES, WORD_POWERS, HashSpec, hash_plans
-from echogate.text import CLITICS, DETACHED_PUNCTUATION, pack_turns
+from echogate.text import CLITICS, DETACHED_PUNCTUATION, DIGIT_MARK, DIGIT_RUN, pack_turns
 
 WEIGHT_TABLE = "ngram_weights"  # the graph's initializer (echogate.training.graph)
 # the table's element types (onnx TensorProto.DataType) as NumPy reads their raw data: int16 since
@@ -178,21 +178,18 @@ def as_written(phrase: str, text: str) -> str:
     return found if len(found) <= MAX_PHRASE_CHARS else found[: MAX_PHRASE_CHARS - 1] + "…"
 
 
-_DIGITS = re.compile(r"\d+")
-
-
 def _with_digits(phrase: str, text: str) -> str | None:
     """The first span of `text` that reads as `phrase` with each "0" a run of digits; None where
     there is none. The model's text has no digit but those zeros, so a piece between them is
     matched as it is and each run taken whole."""
-    pieces = phrase.split("0")
+    pieces = phrase.split(DIGIT_MARK)
     if len(pieces) == 1:
         return None
     start = text.find(pieces[0])
     while start != -1:
         end = start + len(pieces[0])
         for piece in pieces[1:]:
-            run = _DIGITS.match(text, end)
+            run = DIGIT_RUN.match(text, end)
             if run is None or not text.startswith(piece, run.end()):
                 break
             end = run.end() + len(piece)
@@ -212,9 +209,9 @@ def _written_pattern(phrase: str) -> re.Pattern:
     tokenised corpus quotes its machine-like phrases ("how can i help you") again and again."""
     parts, end = [], 0
     for m in _DETACHABLE.finditer(phrase):
-        parts += [re.escape(phrase[end:m.start()]).replace("0", r"\d+"), " ?", re.escape(m.group())]
+        parts += [re.escape(phrase[end:m.start()]).replace(DIGIT_MARK, DIGIT_RUN.pattern), " ?", re.escape(m.group())]
         end = m.end()
-    parts.append(re.escape(phrase[end:]).replace("0", r"\d+"))
+    parts.append(re.escape(phrase[end:]).replace(DIGIT_MARK, DIGIT_RUN.pattern))
     return re.compile("".join(parts))
 
 

@@ -56,7 +56,10 @@ _CAPITAL_RUN = re.compile("[A-Z]{3}")
 _CAPITALS, _SMALLS = bytes(range(65, 91)), bytes(range(97, 123))
 # echogate._text.normalization_flags' bits
 _NOT_PLAIN, _ODD_CASE_FLAG, _CAPITAL_RUN_FLAG = 1, 2, 4
-_DIGIT_RUN = re.compile(r"\d+")
+# model_texts reads every run of digits as DIGIT_MARK, as _text.mask_digit_runs does for ASCII texts
+# (echogate.explain reads both, to quote the digits back)
+DIGIT_RUN = re.compile(r"\d+")
+DIGIT_MARK = "0"
 # What `detokenize` joins to the word before (regular-expression parts; echogate.explain reads
 # them too, to find a phrase of the joined text in the tokenised one): sentence punctuation, clitics
 DETACHED_PUNCTUATION = "[.,!?;:]"
@@ -165,7 +168,7 @@ def model_texts(normalized: list[str]) -> list[str]:
     if None in out:
         for i, text in enumerate(normalized):
             if out[i] is None:
-                out[i] = detokenize(_DIGIT_RUN.sub("0", text))
+                out[i] = detokenize(DIGIT_RUN.sub(DIGIT_MARK, text))
                 changed = changed or out[i] != text
     return out if changed else normalized
 

@@ -554,12 +554,18 @@ def simulate_seen(docs: list[Doc], role_weights: dict[str, float], seed: int, st
     return feature
 
 
+def report_kind(doc: Doc) -> str:
+    """Which slice of a fold reports the document (the slice is named this plus "s"): a chunk cut
+    from a paragraph apart from the single texts ("turn") and dialogues ("transcript")."""
+    return "chunk" if is_chunk(doc.dataset) else doc.kind
+
+
 def report_rows(docs: list[Doc], probs: np.ndarray, fold: str) -> list[dict]:
     """Validation rows for one held-out fold: by kind (paragraph chunks apart from the single
     texts they were cut from), short texts, and per generator."""
     rows = []
     y = np.array([d.label for d in docs])
-    kinds = np.array(["chunk" if is_chunk(d.dataset) else d.kind for d in docs])
+    kinds = np.array([report_kind(d) for d in docs])
     for kind in ("transcript", "turn", "chunk"):
         sel = kinds == kind
         if sel.any():
