@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from echogate import evaluation
 from echogate.training.data import Doc
 from echogate.training.train import (TrainConfig, document_features, document_weights, fit, fold_pool,
-                                     lowercased_features, make_folds, matched_pairs, read_scores, report_kind,
+                                     lowercased_features, make_folds, matched_pairs, read_scores, report_slice,
                                      training_docs, training_pairs, training_set)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def teach(args: argparse.Namespace, docs: list[Doc], folds: dict, cfg: TrainConf
     train_pool = sample_groups(docs, np.arange(len(docs)), settings.train_per_group, rng)
     names = args.folds.split(",")
     plans = {name: (train_pool[~folds[name][1][train_pool]], graded & ~folds[name][1]) for name in names}
-    needed = np.flatnonzero(graded | np.isin(np.arange(len(docs)), train_pool))
+    needed = np.union1d(np.flatnonzero(graded), train_pool)
     print(f"{len(docs)} documents; {graded.sum()} to grade; {len(needed)} through the frozen layers", flush=True)
     states: list = [None] * len(docs)
     for i, s in zip(needed, frozen_states(model, tokenizer, [encoder_text(docs[i]) for i in needed],
@@ -134,12 +134,11 @@ def learn(args: argparse.Namespace, docs: list[Doc], folds: dict, cfg: TrainConf
     for (fold, mix), clf in zip(jobs, models):
         test = folds[fold][0]
         raw[fold, mix] = read_scores(clf, x[test], transcript[test], cfg.transcript_count_power, pooled[test])
-        if mix != mixes[-1]:
-            continue
-        test_docs = [d for d, s in zip(docs, test) if s]
-        kinds = np.array([f"{report_kind(d)}s" for d in test_docs])
-        for name in sorted(set(kinds)):
-            sel = kinds == name
+    for fold in fold_names:
+        test = folds[fold][0]
+        slices = np.array([report_slice(d) for d, s in zip(docs, test) if s])
+        for name in sorted(set(slices)):
+            sel = slices == name
             labels = y[test][sel]
             if len(set(labels)) < 2:
                 continue

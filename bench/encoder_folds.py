@@ -46,7 +46,7 @@ from transformers import AutoModel, AutoTokenizer
 from echogate import evaluation
 from echogate.training.data import Doc
 from echogate.training.train import (TrainConfig, document_features, document_weights, fit, make_folds, read_scores,
-                                     report_kind, training_docs)
+                                     REPORT_SLICES, report_slice, training_docs)
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "service" / "echogate" / "models" / "training_report.json"
@@ -229,8 +229,8 @@ def main() -> None:
         test = tests[name]
         got = scores(head, states, test)
         ngram = ngrams.scores(rows, test)
-        for slice_name in ("transcripts", "turns", "chunks"):
-            sel = np.array([f"{report_kind(docs[i])}s" == slice_name for i in test])
+        for slice_name in REPORT_SLICES:
+            sel = np.array([report_slice(docs[i]) == slice_name for i in test])
             if sel.any() and len(set(labels[test][sel])) == 2:
                 ref = shipped.get((name, slice_name))
                 y = labels[test][sel]

@@ -261,7 +261,8 @@ Optional `--config overrides.json` sets any `TrainConfig` field. Training took
 install and machine give the same file (bot-origin-0.16.0 rebuilt byte for byte). The fit stops
 before it converges, so other library releases, and the same releases on another CPU, move the
 weights: bot-origin-0.16.0's configuration retrained with these versions on an AMD EPYC VM gave
-another file, its held-out macro AUROC 0.8738 against 0.8742 but single folds up to 0.025 apart
-(spc_vs_sgd dialogues 0.785 and cucom_vs_taskmaster4 0.869 against 0.810 and 0.852 above). Read differences of that size
-between models trained on different machines as noise.
+another file, its held-out macro AUROC 0.8738 against the shipped build's 0.8742 but single folds
+up to 0.025 apart (spc_vs_sgd dialogues 0.785 and cucom_vs_taskmaster4 0.869, against the shipped
+build's 0.810 and 0.852). Read differences of that size between models trained on different
+machines as noise.
 """

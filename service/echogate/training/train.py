@@ -554,10 +554,13 @@ def simulate_seen(docs: list[Doc], role_weights: dict[str, float], seed: int, st
     return feature
 
 
-def report_kind(doc: Doc) -> str:
-    """Which slice of a fold reports the document (the slice is named this plus "s"): a chunk cut
-    from a paragraph apart from the single texts ("turn") and dialogues ("transcript")."""
-    return "chunk" if is_chunk(doc.dataset) else doc.kind
+REPORT_SLICES = ("transcripts", "turns", "chunks")
+
+
+def report_slice(doc: Doc) -> str:
+    """Which of REPORT_SLICES reports the document in a fold: chunks cut from a paragraph apart
+    from the single texts ("turns") and dialogues ("transcripts")."""
+    return "chunks" if is_chunk(doc.dataset) else f"{doc.kind}s"
 
 
 def report_rows(docs: list[Doc], probs: np.ndarray, fold: str) -> list[dict]:
@@ -565,14 +568,14 @@ def report_rows(docs: list[Doc], probs: np.ndarray, fold: str) -> list[dict]:
     texts they were cut from), short texts, and per generator."""
     rows = []
     y = np.array([d.label for d in docs])
-    kinds = np.array([report_kind(d) for d in docs])
-    for kind in ("transcript", "turn", "chunk"):
-        sel = kinds == kind
+    slices = np.array([report_slice(d) for d in docs])
+    for name in REPORT_SLICES:
+        sel = slices == name
         if sel.any():
-            rows.append({"fold": fold, "slice": f"{kind}s", **evaluation.summary(y[sel], probs[sel])})
+            rows.append({"fold": fold, "slice": name, **evaluation.summary(y[sel], probs[sel])})
             short = sel & np.array([evaluation.word_count(d.texts) < evaluation.SHORT_WORDS for d in docs])
             if short.any():
-                rows.append({"fold": fold, "slice": f"{kind}s<{evaluation.SHORT_WORDS}w",
+                rows.append({"fold": fold, "slice": f"{name}<{evaluation.SHORT_WORDS}w",
                              **evaluation.summary(y[short], probs[short])})
     gens = sorted({d.generator for d in docs if d.label == 1 and d.generator and not d.generator.startswith("template:")})
     if len(gens) > 1:
