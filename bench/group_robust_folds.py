@@ -30,6 +30,7 @@ this takes 2 minutes for the features and about 8 minutes per fold, with 20-23 G
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from itertools import combinations
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def main() -> None:
                 pair_rows = (scaled, pair_rows[1], pair_rows[2])
         clf = fit(features, targets, weights, cfg, pair_rows)
         if scale is not None:
-            clf.coef_ = clf.coef_ * scale[None, :]
+            clf = dataclasses.replace(clf, weights=clf.weights * scale)
         return clf
 
     # computed here, one fold after another, so one binary copy of a fold's features is held at a time

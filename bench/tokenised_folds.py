@@ -76,7 +76,7 @@ def main() -> None:
         out = {}
         for rewrite, change in REWRITES.items():
             rewritten = [dataclasses.replace(d, texts=tuple(map(change, d.texts))) for d in held]
-            scores = clf.decision_function(document_features(rewritten, cfg)[1])
+            scores = clf.evidence(document_features(rewritten, cfg)[1])
             out[rewrite] = {kind: evaluation.auroc(labels[kinds == kind], scores[kinds == kind])
                             for kind in ("turn", "transcript") if len(set(labels[kinds == kind])) == 2}
         return name, out

@@ -102,7 +102,7 @@ def test_pairs_teach_the_style_feature_that_topic_hides():
     pairs = (np.arange(n + 50, n + 100), np.arange(n, n + 50))
     plain = fit(x, label, np.ones(n), cfg)
     paired = fit(x, label, np.ones(n), cfg, pair_rows(both, pairs, total_weight=float(n)))
-    assert paired.coef_[0][1] > 2 * plain.coef_[0][1] > 0
+    assert paired.weights[1] > 2 * plain.weights[1] > 0
 
 
 def test_features_read_as_the_graph_reads_and_only_matched_content_trains_byte_ngrams_in_full():
@@ -232,7 +232,7 @@ def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path, powers):
     raw = read_scores(clf, x, transcript, count_power, pooled)
     meta = {"model_version": "test", "normalization": NORMALIZATION_VERSION, "role_weights": json.dumps(ROLE_WEIGHTS),
             "max_turn_bytes": "4096"}
-    onnx.save(build_graph(spec, clf.coef_[0], Calibration(1.0, 0.0),
+    onnx.save(build_graph(spec, clf.weights, Calibration(1.0, 0.0),
                           Calibration(1.0, 0.0, 0.0, count_power, turn_count_power), RepetitionHead((0.0,) * 4, 0.0),
                           meta, 64),
               tmp_path / "m.onnx")
@@ -247,7 +247,7 @@ def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path, powers):
     np.testing.assert_allclose(np.log(p / (1 - p)), raw, atol=2e-3)
     # at 0.5 over whole counts every text reads as the model scores it, less the intercept; the
     # powers under test move transcripts only
-    evidence = clf.decision_function(x) - clf.intercept_[0]
+    evidence = clf.evidence(x)
     np.testing.assert_allclose(read_scores(clf, x, transcript, 0.5, featurize(docs, spec, ROLE_WEIGHTS)[2]),
                                evidence, rtol=1e-5)
     assert raw[2] == evidence[2] and not np.allclose(raw[:2], evidence[:2], atol=1e-2)

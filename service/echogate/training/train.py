@@ -31,7 +31,6 @@ import onnx
 import scipy.sparse as sp
 from joblib import Parallel, delayed
 from scipy.optimize import minimize
-from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
 from echogate import evaluation
@@ -41,6 +40,7 @@ from echogate.text import NORMALIZATION_VERSION, model_texts, normalize_all, pac
 from echogate.training.card import render as render_card
 from echogate.training.data import Doc, chunk_docs, is_chunk, load_docs, source_dataset
 from echogate.training.graph import Calibration, build_graph, seen_scale
+from echogate.training.logistic import LinearFit, fit_logistic
 from echogate.training.repetition import train_head
 
 log = logging.getLogger(__name__)
@@ -454,12 +454,10 @@ def pair_rows(x: sp.csr_matrix, pairs: tuple[np.ndarray, np.ndarray], total_weig
 
 
 def fit(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cfg: TrainConfig,
-        pairs: tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None = None) -> LogisticRegression:
+        pairs: tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None = None) -> LinearFit:
     if pairs is not None and pairs[1].size:
         x, y, w = sp.vstack([x, pairs[0]]).tocsr(), np.concatenate([y, pairs[1]]), np.concatenate([w, pairs[2]])
-    clf = LogisticRegression(C=cfg.c, max_iter=cfg.max_iter, solver="lbfgs")
-    clf.fit(x, y, sample_weight=w)
-    return clf
+    return fit_logistic(x, y, w, cfg.c, cfg.max_iter)
 
 
 def training_pairs(x: sp.csr_matrix, w: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
@@ -585,7 +583,7 @@ def report_rows(docs: list[Doc], probs: np.ndarray, fold: str) -> list[dict]:
     return rows
 
 
-def read_scores(clf: LogisticRegression, x: sp.csr_matrix, transcript: np.ndarray, count_power: float,
+def read_scores(clf: LinearFit, x: sp.csr_matrix, transcript: np.ndarray, count_power: float,
                 pooled: np.ndarray) -> np.ndarray:
     """Raw scores of rows of `x` as the graph computes them (see graph.Calibration): a text's
     n-gram sum, without the model's intercept, over sqrt(its n-gram count) for a single text, as
@@ -593,7 +591,7 @@ def read_scores(clf: LogisticRegression, x: sp.csr_matrix, transcript: np.ndarra
     pooled counts, see featurize). A row of `x` holds its n-gram counts over sqrt(their total), so the row sums
     to sqrt(total), and its score times that is the n-gram sum."""
     count = np.maximum(np.square(np.asarray(x.sum(axis=1)).ravel()), 1.0)
-    evidence = clf.decision_function(x) - clf.intercept_[0]
+    evidence = clf.evidence(x)
     return np.where(transcript, evidence * np.sqrt(count) / np.maximum(pooled, 1.0) ** count_power, evidence)
 
 
@@ -605,7 +603,7 @@ def cross_validate(x_train: sp.csr_matrix, x_lower: sp.csr_matrix | None, x: sp.
     over `pooled` ** cfg.transcript_count_power: see read_scores), from a model trained on the
     other rows' training features (`x_train`, `x_lower`: see training_set) that never saw them
     (nor any pair with a held-out member)."""
-    def one(excluded: np.ndarray) -> LogisticRegression:
+    def one(excluded: np.ndarray) -> LinearFit:
         train_rows = usable & ~excluded
         return fit(*training_set(x_train, x_lower, y, w, train_rows, cfg), cfg,
                    training_pairs(x_train, w, pairs, train_rows, cfg))
@@ -670,10 +668,10 @@ def calibrate_and_report(docs: list[Doc], folds: dict[str, tuple[np.ndarray, np.
 
 
 def training_libraries() -> dict[str, str]:
-    """Versions of what the fit depends on, for the report. Two runs on one install gave the same
-    file byte for byte, but 0.5.0's config retrained on a fresh install a session later gave
-    other weights (held-out macro AUROC 0.788, not 0.777): an L-BFGS stopped early carries small
-    numerical differences far, so a rebuild should start from these versions."""
+    """Versions of what the fit depends on, for the report. An L-BFGS stopped early carries small
+    numerical differences far: 0.5.0's config retrained on a fresh install gave other weights
+    (held-out macro AUROC 0.788, not 0.777), so a rebuild should start from these versions. The
+    CPU no longer matters (logistic.fit_logistic), as long as it has AVX2 and FMA."""
     return {"python": platform.python_version(),
             **{name: metadata.version(name) for name in ("numpy", "scipy", "scikit-learn", "onnx")}}
 
@@ -714,7 +712,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
 
     final = fit(*training_set(x_train, x_lower, y, w, usable, cfg), cfg, training_pairs(x_train, w, pairs, usable, cfg))
     model = build_graph(
-        cfg.hash_spec, final.coef_[0], calib["turn"], calib["transcript"], head,
+        cfg.hash_spec, final.weights, calib["turn"], calib["transcript"], head,
         metadata={"model_version": cfg.version, "normalization": NORMALIZATION_VERSION,
                   "role_weights": json.dumps(cfg.role_weights), "max_turn_bytes": str(MAX_TURN_BYTES)},
         seen_full_bytes=cfg.seen_full_bytes,

@@ -1,0 +1,121 @@
+"""Weighted, L2-regularised logistic regression fitted by L-BFGS, with the same arithmetic on every
+x86-64 CPU with AVX2 and FMA, so `echogate train` fits the same weights wherever it runs.
+
+Why not scikit-learn's LogisticRegression: its L-BFGS (scipy's L-BFGS-B) takes its dot products
+from OpenBLAS, whose kernel and thread split are picked for the CPU at hand, and NumPy picks
+AVX-512 or AVX2 loops the same way. The trainer stops the fit before it converges
+(TrainConfig.max_iter), and over 300 iterations those last-bit differences grow into another
+model: one held-out fold of the same data, code and library versions read 0.828, 0.842, 0.852
+and 0.869 AUROC on four CPU code paths (docs/benchmarks.md). Here:
+
+- every dot product and sum is NumPy's pairwise sum of an element-wise product, which adds in
+  the same order whatever the vector width;
+- products with the features are scipy's sparse kernels (plain C++, built for the baseline), in
+  single precision as the features are stored (as scikit-learn ran them: a double-precision copy
+  of a fold's features would not fit two folds at a time in 24 GB);
+- the loss is scipy.special's log_expit and expit, which call the C library's exp and log1p:
+  glibc picks one variant for every CPU with AVX2 and FMA (x86-64-v3, every x86 server CPU since
+  about 2015), another without them.
+
+The objective is scikit-learn's, so C reads as LogisticRegression's C:
+  (1/S) sum_i w_i log(1 + exp(-s_i z_i)) + |coef|^2 / (2 C S),  S = sum_i w_i,
+with z = x coef + intercept, s = +1 for label 1 and -1 for label 0, the intercept not penalised.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import expit, log_expit
+
+# L-BFGS keeps this many correction pairs (scipy's L-BFGS-B default, which the model shipped with
+# through bot-origin-0.16.0)
+MEMORY = 10
+# Armijo's sufficient decrease, and how far the backtracking line search may halve a step
+ARMIJO = 1e-4
+MAX_HALVINGS = 40
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    """A fitted linear scorer: weights over the feature columns and an intercept."""
+    weights: np.ndarray
+    intercept: float
+    iterations: int
+
+    def evidence(self, x: sp.csr_matrix) -> np.ndarray:
+        """x . weights, without the intercept: the graph's raw score of each row (see graph.Calibration)."""
+        return x @ self.weights
+
+
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """a . b as NumPy's pairwise sum of the products: BLAS's ddot adds in an order that depends on the CPU."""
+    return float(np.add.reduce(a * b))
+
+
+def fit_logistic(x: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray, c: float, max_iter: int,
+                 tol: float = 1e-4) -> LinearFit:
+    """Minimise the objective above from zero weights for at most `max_iter` L-BFGS iterations,
+    stopping earlier once no gradient component exceeds `tol` (scikit-learn's stopping rule)."""
+    x = sp.csr_matrix(x, dtype=np.float32)
+    sign = np.where(np.asarray(y) > 0, 1.0, -1.0)
+    total = float(np.add.reduce(sample_weight))
+    share = np.asarray(sample_weight, np.float64) / total
+    penalty = 1.0 / (c * total)
+    n = x.shape[1]
+
+    def value_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        coef = theta[:n]
+        margin = sign * ((x @ coef.astype(np.float32)).astype(np.float64) + theta[n])
+        value = -dot(share, log_expit(margin)) + 0.5 * penalty * dot(coef, coef)
+        residual = -share * sign * expit(-margin)
+        gradient = np.empty_like(theta)
+        gradient[:n] = (x.T @ residual.astype(np.float32)).astype(np.float64) + penalty * coef
+        gradient[n] = np.add.reduce(residual)
+        return value, gradient
+
+    theta = np.zeros(n + 1)
+    value, gradient = value_and_gradient(theta)
+    history: deque[tuple[np.ndarray, np.ndarray, float]] = deque(maxlen=MEMORY)
+    iteration = 0
+    while iteration < max_iter and np.abs(gradient).max() > tol:
+        iteration += 1
+        direction = -two_loop(gradient, history)
+        slope = dot(gradient, direction)
+        if slope >= 0:  # not a descent direction (a stale curvature pair): restart from steepest descent
+            history.clear()
+            direction, slope = -gradient, -dot(gradient, gradient)
+        step = 1.0 if history else 1.0 / np.sqrt(dot(gradient, gradient))
+        for _ in range(MAX_HALVINGS):
+            candidate = theta + step * direction
+            new_value, new_gradient = value_and_gradient(candidate)
+            if new_value <= value + ARMIJO * step * slope:
+                break
+            step *= 0.5
+        else:
+            break  # no step decreases the objective: as converged as this arithmetic allows
+        s, g_change = candidate - theta, new_gradient - gradient
+        curvature = dot(s, g_change)
+        if curvature > 1e-10 * dot(g_change, g_change):  # keep the pair only where it is a valid (positive) curvature
+            history.append((s, g_change, 1.0 / curvature))
+        theta, value, gradient = candidate, new_value, new_gradient
+    return LinearFit(theta[:n].copy(), float(theta[n]), iteration)
+
+
+def two_loop(gradient: np.ndarray, history: deque[tuple[np.ndarray, np.ndarray, float]]) -> np.ndarray:
+    """The inverse-Hessian estimate times `gradient`, from the stored correction pairs (Nocedal's
+    two-loop recursion), scaled by the newest pair's curvature."""
+    q = gradient.copy()
+    alphas = []
+    for s, g_change, rho in reversed(history):
+        alpha = rho * dot(s, q)
+        q -= alpha * g_change
+        alphas.append(alpha)
+    if history:
+        s, g_change, rho = history[-1]
+        q *= 1.0 / (rho * dot(g_change, g_change))
+    for (s, g_change, rho), alpha in zip(history, reversed(alphas)):
+        q += (alpha - rho * dot(g_change, q)) * s
+    return q
