@@ -217,7 +217,7 @@ async def main():
     settings = Settings(host="127.0.0.1", port=0, metrics_port=0, store={{"url": {str(tmp_path / "s.db")!r}}})
     async with EchogateServer(settings) as server:
         [verdict] = await server.core.score([Transcript("t", "s", (Turn(Role.AGENT,
-            "I completely understand your frustration, and I would be more than happy to assist you today."),))])
+            "Thank you for reaching out! I'd be happy to help you with your refund request today."),))])
     print(verdict.reasons[0])
 asyncio.run(main())
 """

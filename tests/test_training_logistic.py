@@ -73,7 +73,7 @@ def run_problem(env: dict[str, str]) -> str:
 def test_fit_logistic_gives_the_same_bits_on_every_cpu_code_path():
     """Each run stands for another CPU: OpenBLAS told to use an older core's kernels and one
     thread, NumPy kept to its baseline loops, the C library told the CPU has no AVX-512.
-    scikit-learn's L-BFGS moved with the first two (docs/benchmarks.md); this fit must not."""
+    scikit-learn's L-BFGS moves with OpenBLAS's kernels (docs/benchmarks.md); this fit must not."""
     import numpy._core._multiarray_umath as umath  # which dispatched loop sets NumPy would pick here
 
     present = [name for name in umath.__cpu_dispatch__ if umath.__cpu_features__.get(name)]

@@ -123,7 +123,8 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   simulated as `echogate score` sees it: each dataset shuffled into streams of
   {cfg.get('stream_size', 0):,} records, each stream starting with an empty memory.
 - Trained on: {train_on}. Logistic regression, C={cfg['c']}, L-BFGS stopped at {cfg['max_iter']} iterations (an early
-  stop that regularises; see TrainConfig.max_iter), classes balanced so that every
+  stop that regularises; see TrainConfig.max_iter) in `echogate.training.logistic`, whose
+  arithmetic is the same on every CPU with AVX2 and FMA; classes balanced so that every
   (dataset, label, kind) group weighs the same{weighting}.{pairing}{chunking}{byte_rule}{lowering} Seed {cfg['seed']}.
 
 ## Repetitiveness output
@@ -257,12 +258,19 @@ Optional `--config overrides.json` sets any `TrainConfig` field. Training took
 {libraries}. Memory is the tight part: with 285,676 documents the machine's used memory peaked at
 21.6 GB (bot-origin-0.16.0's configuration with C 1.0, the same matrices: two fold processes of
 8-11 GB beside the 7 GB main process; the run took 3,920 s in a slow spell of the same VM);
-`{{"jobs": 1}}` fits one held-out fold at a time, in less memory and more time. Two runs on one
-install and machine give the same file (bot-origin-0.16.0 rebuilt byte for byte). The fit stops
-before it converges, so other library releases, and the same releases on another CPU, move the
-weights: bot-origin-0.16.0's configuration retrained with these versions on an AMD EPYC VM gave
-another file, its held-out macro AUROC 0.8738 against the shipped build's 0.8742 but single folds
-up to 0.025 apart (spc_vs_sgd dialogues 0.785 and cucom_vs_taskmaster4 0.869, against the shipped
-build's 0.810 and 0.852). Read differences of that size between models trained on different
-machines as noise.
+`{{"jobs": 1}}` fits one held-out fold at a time, in less memory and more time. The fit stops
+before it converges, so the smallest numerical difference takes it elsewhere. Up to
+bot-origin-0.16.0 the CPU was such a difference: scikit-learn's L-BFGS took its sums from OpenBLAS
+and NumPy code picked for the CPU, and one held-out fold (cucom_vs_taskmaster4 dialogues) read
+0.828, 0.842, 0.852 and 0.869 AUROC from the same data, code and library versions on four CPU code
+paths. Since 0.17.0 the trainer's own L-BFGS (`echogate.training.logistic`) adds in one order on
+every CPU: `bench/fit_determinism.py` fits that fold to the same weights, bit for bit, under
+OpenBLAS's Haswell and Prescott kernels, one thread, NumPy's baseline loops and a C library
+without AVX-512, where scikit-learn's fit of it moved under both OpenBLAS settings (its dialogues
+0.735-0.760 AUROC after 100 iterations). Other releases of NumPy, SciPy or
+the C library, or a CPU without AVX2 and FMA (the C library's exp and log1p run other code there),
+can still move the weights: start from the versions above, and read differences of up to 0.04 on
+one dialogue fold between such builds as noise. Only the weights were checked this way. The
+calibration's and the repetitiveness head's few parameters are fitted to convergence, so another
+CPU should move them by less than the file's float32 precision; that was not measured.
 """
