@@ -75,9 +75,7 @@ def fit_once(fitter: str, iterations: int, cache: Path) -> dict:
     import scipy.sparse as sp
 
     from echogate import evaluation
-    from scipy.special import log_expit
-
-    from echogate.training.logistic import LinearFit, dot, fit_logistic
+    from echogate.training.logistic import LinearFit, LogisticObjective, fit_logistic
     from echogate.training.train import read_scores
 
     x, arrays = sp.load_npz(cache / "train.npz"), np.load(cache / "arrays.npz")
@@ -90,9 +88,7 @@ def fit_once(fitter: str, iterations: int, cache: Path) -> dict:
                                                                                 sample_weight=arrays["w"])
         model = LinearFit(clf.coef_[0], float(clf.intercept_[0]), int(clf.n_iter_[0]))
     seconds = time.perf_counter() - start
-    y, w, c = arrays["y"], arrays["w"], float(arrays["c"])
-    margin = np.where(y > 0, 1.0, -1.0) * ((x @ model.weights.astype(np.float32)).astype(np.float64) + model.intercept)
-    objective = (-dot(w, log_expit(margin)) + 0.5 * dot(model.weights, model.weights) / c) / float(np.add.reduce(w))
+    objective = LogisticObjective(x, arrays["y"], arrays["w"], float(arrays["c"])).value(model.weights, model.intercept)
     transcript = arrays["transcript"]
     raw = read_scores(model, sp.load_npz(cache / "test.npz"), transcript, float(arrays["count_power"]),
                       arrays["pooled"])
@@ -119,7 +115,8 @@ def main() -> None:
     if not (cache / "arrays.npz").exists():
         build_cache(args.data, args.fold, cache)
     print(f"{args.fold}, {args.iterations} iterations at most; held-out AUROC of raw scores", flush=True)
-    print(f"{'fitter':13s} {'code path':50s} {'weights':12s} {'iter':>4s} {'objective':>10s} {'dialogues':>9s} {'turns':>6s} {'s':>5s}")
+    print(f"{'fitter':13s} {'code path':50s} {'weights':12s} {'iter':>4s} {'objective':>10s} {'dialogues':>9s} "
+          f"{'turns':>6s} {'s':>5s}")
     for fitter in args.fitters.split(","):
         for path, env in code_paths().items():
             done = subprocess.run([sys.executable, __file__, "--fold", args.fold, "--iterations", str(args.iterations),

@@ -55,29 +55,42 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.add.reduce(a * b))
 
 
+class LogisticObjective:
+    """The objective above over one training set: its value at any weights, and its gradient
+    where the fit needs it. Also what bench/fit_determinism.py reads a stopped fit by."""
+
+    def __init__(self, x: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray, c: float):
+        self.x = sp.csr_matrix(x, dtype=np.float32)
+        self.sign = np.where(np.asarray(y) > 0, 1.0, -1.0)
+        total = float(np.add.reduce(sample_weight))
+        self.share = np.asarray(sample_weight, np.float64) / total
+        self.penalty = 1.0 / (c * total)
+
+    def margins(self, weights: np.ndarray, intercept: float) -> np.ndarray:
+        return self.sign * ((self.x @ weights.astype(np.float32)).astype(np.float64) + intercept)
+
+    def value(self, weights: np.ndarray, intercept: float, margins: np.ndarray | None = None) -> float:
+        margins = self.margins(weights, intercept) if margins is None else margins
+        return -dot(self.share, log_expit(margins)) + 0.5 * self.penalty * dot(weights, weights)
+
+    def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """At theta = (weights..., intercept)."""
+        weights, intercept = theta[:-1], theta[-1]
+        margins = self.margins(weights, intercept)
+        residual = -self.share * self.sign * expit(-margins)
+        gradient = np.empty_like(theta)
+        gradient[:-1] = (self.x.T @ residual.astype(np.float32)).astype(np.float64) + self.penalty * weights
+        gradient[-1] = np.add.reduce(residual)
+        return self.value(weights, intercept, margins), gradient
+
+
 def fit_logistic(x: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray, c: float, max_iter: int,
                  tol: float = 1e-4) -> LinearFit:
     """Minimise the objective above from zero weights for at most `max_iter` L-BFGS iterations,
     stopping earlier once no gradient component exceeds `tol` (scikit-learn's stopping rule)."""
-    x = sp.csr_matrix(x, dtype=np.float32)
-    sign = np.where(np.asarray(y) > 0, 1.0, -1.0)
-    total = float(np.add.reduce(sample_weight))
-    share = np.asarray(sample_weight, np.float64) / total
-    penalty = 1.0 / (c * total)
-    n = x.shape[1]
-
-    def value_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        coef = theta[:n]
-        margin = sign * ((x @ coef.astype(np.float32)).astype(np.float64) + theta[n])
-        value = -dot(share, log_expit(margin)) + 0.5 * penalty * dot(coef, coef)
-        residual = -share * sign * expit(-margin)
-        gradient = np.empty_like(theta)
-        gradient[:n] = (x.T @ residual.astype(np.float32)).astype(np.float64) + penalty * coef
-        gradient[n] = np.add.reduce(residual)
-        return value, gradient
-
-    theta = np.zeros(n + 1)
-    value, gradient = value_and_gradient(theta)
+    objective = LogisticObjective(x, y, sample_weight, c)
+    theta = np.zeros(objective.x.shape[1] + 1)
+    value, gradient = objective.value_and_gradient(theta)
     history: deque[tuple[np.ndarray, np.ndarray, float]] = deque(maxlen=MEMORY)
     iteration = 0
     while iteration < max_iter and np.abs(gradient).max() > tol:
@@ -90,7 +103,7 @@ def fit_logistic(x: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray, c: 
         step = 1.0 if history else 1.0 / np.sqrt(dot(gradient, gradient))
         for _ in range(MAX_HALVINGS):
             candidate = theta + step * direction
-            new_value, new_gradient = value_and_gradient(candidate)
+            new_value, new_gradient = objective.value_and_gradient(candidate)
             if new_value <= value + ARMIJO * step * slope:
                 break
             step *= 0.5
@@ -101,7 +114,7 @@ def fit_logistic(x: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray, c: 
         if curvature > 1e-10 * dot(g_change, g_change):  # keep the pair only where it is a valid (positive) curvature
             history.append((s, g_change, 1.0 / curvature))
         theta, value, gradient = candidate, new_value, new_gradient
-    return LinearFit(theta[:n].copy(), float(theta[n]), iteration)
+    return LinearFit(theta[:-1].copy(), float(theta[-1]), iteration)
 
 
 def two_loop(gradient: np.ndarray, history: deque[tuple[np.ndarray, np.ndarray, float]]) -> np.ndarray:
