@@ -7,19 +7,20 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
-from echogate.training.logistic import fit_logistic
+from echogate.training.logistic import CURVATURE, SUFFICIENT_DECREASE, Trial, fit_logistic, wolfe_search
 
 # A weighted problem with more features than rows, so the fit is far from converged after a few
 # dozen iterations: where the trainer stops it, and where differing last bits would show.
 PROBLEM = """
 import hashlib, numpy as np, scipy.sparse as sp
-from echogate.training.logistic import fit_logistic
+from echogate.training.logistic import CURVATURE, SUFFICIENT_DECREASE, Trial, fit_logistic, wolfe_search
 rng = np.random.default_rng(7)
 n, d, per_row = 3000, 20000, 30
 x = sp.csr_matrix((rng.random(n * per_row).astype(np.float32),
@@ -61,6 +62,40 @@ def test_fit_logistic_stops_at_max_iter_and_scores_every_row():
     fitted = fit_logistic(x, y, np.ones(500), c=100.0, max_iter=5)
     assert fitted.iterations == 5
     assert fitted.evidence(x).shape == (500,) and np.abs(fitted.weights).max() > 0
+
+
+def parabola(minimum: float) -> tuple[Trial, list[float], Callable[[float], Trial]]:
+    """(step - minimum)^2 along a line, its start at step 0, and the steps the search evaluated."""
+    tried: list[float] = []
+
+    def evaluate(step: float) -> Trial:
+        tried.append(step)
+        return Trial(step, (step - minimum) ** 2, 2 * (step - minimum), np.array([step]), np.array([0.0]))
+    return Trial(0.0, minimum ** 2, -2 * minimum, np.zeros(1), np.zeros(1)), tried, evaluate
+
+
+def meets_wolfe_conditions(start: Trial, trial: Trial) -> bool:
+    return (trial.value <= start.value + SUFFICIENT_DECREASE * trial.step * start.slope
+            and abs(trial.slope) <= -CURVATURE * start.slope)
+
+
+@pytest.mark.parametrize("minimum, first_step", [(100.0, 1.0), (1.0, 1000.0), (3.0, 2.0)])
+def test_line_search_lengthens_a_short_step_and_shortens_a_long_one(minimum, first_step):
+    """A step that still descends steeply is lengthened (an Armijo-only search would take step 1
+    towards a minimum at 100, and L-BFGS would move a hundredth as far as it could), one that
+    overshoots is cut back, and one that meets both conditions is taken as it is."""
+    start, tried, evaluate = parabola(minimum)
+    accepted = wolfe_search(evaluate, start, first_step)
+    assert accepted is not None and meets_wolfe_conditions(start, accepted), tried
+    assert len(tried) <= 6, tried
+    if minimum == 3.0:
+        assert tried == [2.0]
+
+
+def test_line_search_gives_up_where_no_step_decreases_the_value():
+    def rising(step: float) -> Trial:
+        return Trial(step, 1.0 + step, -1e-12, np.array([step]), np.zeros(1))  # claims descent but rises
+    assert wolfe_search(rising, Trial(0.0, 1.0, -1e-12, np.zeros(1), np.zeros(1)), 1.0) is None
 
 
 def run_problem(env: dict[str, str]) -> str:

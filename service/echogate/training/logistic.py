@@ -23,7 +23,9 @@ with z = x coef + intercept, s = +1 for label 1 and -1 for label 0, the intercep
 """
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,9 +35,16 @@ from scipy.special import expit, log_expit
 # L-BFGS keeps this many correction pairs (scipy's L-BFGS-B default, which the model shipped with
 # through bot-origin-0.16.0)
 MEMORY = 10
-# Armijo's sufficient decrease, and how far the backtracking line search may halve a step
-ARMIJO = 1e-4
-MAX_HALVINGS = 40
+# The line search's Wolfe conditions, as scipy's L-BFGS-B sets them for MINPACK-2's dcsrch: the
+# value must fall by at least SUFFICIENT_DECREASE of what the slope promises, and the slope must
+# flatten to at most CURVATURE of its size at the start. A step that is still descending steeply is
+# lengthened, up to EXTRAPOLATION times per evaluation, so the fit moves as far per iteration as
+# scipy's did: after 100 iterations of one fold, an Armijo-only search that never lengthens a step
+# stood at 0.272, scipy's at 0.235-0.250 and this one at 0.238 (docs/benchmarks.md).
+SUFFICIENT_DECREASE = 1e-3
+CURVATURE = 0.9
+EXTRAPOLATION = 4.0
+MAX_EVALUATIONS = 20
 
 
 @dataclass(frozen=True)
@@ -100,21 +109,81 @@ def fit_logistic(x: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray, c: 
         if slope >= 0:  # not a descent direction (a stale curvature pair): restart from steepest descent
             history.clear()
             direction, slope = -gradient, -dot(gradient, gradient)
-        step = 1.0 if history else 1.0 / np.sqrt(dot(gradient, gradient))
-        for _ in range(MAX_HALVINGS):
-            candidate = theta + step * direction
-            new_value, new_gradient = objective.value_and_gradient(candidate)
-            if new_value <= value + ARMIJO * step * slope:
-                break
-            step *= 0.5
-        else:
+        accepted = wolfe_search(along(objective, theta, direction), Trial(0.0, value, slope, theta, gradient),
+                                1.0 if history else 1.0 / np.sqrt(dot(gradient, gradient)))
+        if accepted is None:
             break  # no step decreases the objective: as converged as this arithmetic allows
+        candidate, new_value, new_gradient = accepted.theta, accepted.value, accepted.gradient
         s, g_change = candidate - theta, new_gradient - gradient
         curvature = dot(s, g_change)
         if curvature > 1e-10 * dot(g_change, g_change):  # keep the pair only where it is a valid (positive) curvature
             history.append((s, g_change, 1.0 / curvature))
         theta, value, gradient = candidate, new_value, new_gradient
     return LinearFit(theta[:-1].copy(), float(theta[-1]), iteration)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point the line search evaluated: its step along the direction, the objective there, and
+    the objective's slope along the direction there."""
+    step: float
+    value: float
+    slope: float
+    theta: np.ndarray
+    gradient: np.ndarray
+
+
+def along(objective: LogisticObjective, theta: np.ndarray, direction: np.ndarray) -> Callable[[float], Trial]:
+    """The objective at theta + step * direction, as a function of the step, for the line search."""
+    def evaluate(step: float) -> Trial:
+        candidate = theta + step * direction
+        value, gradient = objective.value_and_gradient(candidate)
+        return Trial(step, value, dot(gradient, direction), candidate, gradient)
+    return evaluate
+
+
+def wolfe_search(evaluate: Callable[[float], Trial], start: Trial, step: float) -> Trial | None:
+    """A step from `start` that meets the Wolfe conditions above (Nocedal and Wright's Algorithms
+    3.5 and 3.6 in one loop), or failing that within MAX_EVALUATIONS, the lowest point that meets
+    the sufficient decrease; None where no point does. `low` is the lowest such point so far, and
+    `high` the other end of an interval known to hold an acceptable step (None until one is found).
+    Only Python's scalar arithmetic chooses steps, so they are the same on every CPU."""
+    low, high = start, None
+    for _ in range(MAX_EVALUATIONS):
+        trial = evaluate(step)
+        if trial.value > start.value + SUFFICIENT_DECREASE * trial.step * start.slope or trial.value >= low.value:
+            high = trial
+        elif abs(trial.slope) <= -CURVATURE * start.slope:
+            return trial
+        elif high is None and trial.slope < 0:  # still descending steeply beyond every step tried: go further
+            step = min(max(cubic_minimum(low, trial, trial.step * EXTRAPOLATION), 1.1 * trial.step),
+                       EXTRAPOLATION * trial.step)
+            low = trial
+            continue
+        else:
+            if high is None or trial.slope * (high.step - low.step) >= 0:
+                high = low
+            low = trial
+        # the next trial: the cubic's minimiser, kept a tenth of the interval off either end so the
+        # interval shrinks by at least that much each time
+        inner = 0.1 * abs(high.step - low.step)
+        step = min(max(cubic_minimum(low, high, 0.5 * (low.step + high.step)), min(low.step, high.step) + inner),
+                   max(low.step, high.step) - inner)
+    return None if low is start else low
+
+
+def cubic_minimum(a: Trial, b: Trial, fallback: float) -> float:
+    """The minimiser of the cubic through two trials' values and slopes (Nocedal and Wright, eq. 3.59),
+    or `fallback` where that cubic has none."""
+    d1 = a.slope + b.slope - 3.0 * (a.value - b.value) / (a.step - b.step)
+    radicand = d1 * d1 - a.slope * b.slope
+    if radicand < 0:
+        return fallback
+    d2 = math.copysign(math.sqrt(radicand), b.step - a.step)
+    denominator = b.slope - a.slope + 2.0 * d2
+    if denominator == 0:
+        return fallback
+    return b.step - (b.step - a.step) * (b.slope + d2 - d1) / denominator
 
 
 def two_loop(gradient: np.ndarray, history: deque[tuple[np.ndarray, np.ndarray, float]]) -> np.ndarray:
