@@ -123,8 +123,9 @@ was written by a machine (an LLM or a scripted bot) rather than a person.
   simulated as `echogate score` sees it: each dataset shuffled into streams of
   {cfg.get('stream_size', 0):,} records, each stream starting with an empty memory.
 - Trained on: {train_on}. Logistic regression, C={cfg['c']}, L-BFGS stopped at {cfg['max_iter']} iterations (an early
-  stop that regularises; see TrainConfig.max_iter) in `echogate.training.logistic`, whose
-  arithmetic is the same on every CPU with AVX2 and FMA; classes balanced so that every
+  stop that regularises; see TrainConfig.max_iter) in `echogate.training.logistic`, whose line
+  search asks scipy's L-BFGS-B's Wolfe conditions of each step and whose arithmetic is the same
+  on every CPU with AVX2 and FMA; classes balanced so that every
   (dataset, label, kind) group weighs the same{weighting}.{pairing}{chunking}{byte_rule}{lowering} Seed {cfg['seed']}.
 
 ## Repetitiveness output
@@ -204,7 +205,7 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
 - **A bot whose every reply is a person's wording goes unseen by the transcript score.** A
   pre-LLM retrieval bot answers with what human agents once wrote. `bench/retrieval_bot.py` builds
   one from SGD's and Taskmaster-4's human dialogues. Mixed with the human originals, its
-  dialogues rank at 0.50 / 0.50 AUROC on the transcript score (bot-origin-0.17.0). Its agent turns
+  dialogues rank at 0.50 / 0.50 AUROC on the transcript score (bot-origin-0.18.0). Its agent turns
   rank at 0.62 / 0.64, and the share of its agent side seen before at 0.84 / 0.77: the corpus
   signal is the only evidence against it. That signal stays out of a dialogue's score for the
   reason above (docs/benchmarks.md).
@@ -267,7 +268,10 @@ paths. Since 0.17.0 the trainer's own L-BFGS (`echogate.training.logistic`) adds
 every CPU: `bench/fit_determinism.py` fits that fold to the same weights, bit for bit, under
 OpenBLAS's Haswell and Prescott kernels, one thread, NumPy's baseline loops and a C library
 without AVX-512, where scikit-learn's fit of it moved under both OpenBLAS settings (its dialogues
-0.735-0.760 AUROC after 100 iterations). Other releases of NumPy, SciPy or
+0.735-0.760 AUROC after 100 iterations). Since 0.18.0 its line search also lengthens a step that
+still descends steeply, as scipy's does: after 100 iterations that fold's objective stands at
+0.238 (0.17.0's search, which only shortened steps: 0.272; scikit-learn's: 0.235-0.250), with the
+same bits under all four paths. Other releases of NumPy, SciPy or
 the C library, or a CPU without AVX2 and FMA (the C library's exp and log1p run other code there),
 can still move the weights: start from the versions above, and read differences of up to 0.04 on
 one dialogue fold between such builds as noise. Only the weights were checked this way. The
