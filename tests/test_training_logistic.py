@@ -79,17 +79,16 @@ def meets_wolfe_conditions(start: Trial, trial: Trial) -> bool:
             and abs(trial.slope) <= -CURVATURE * start.slope)
 
 
-@pytest.mark.parametrize("minimum, first_step", [(100.0, 1.0), (1.0, 1000.0), (3.0, 2.0)])
-def test_line_search_lengthens_a_short_step_and_shortens_a_long_one(minimum, first_step):
+@pytest.mark.parametrize("minimum, first_step, most_evaluations", [(100.0, 1.0, 3), (1.0, 1000.0, 4), (3.0, 2.0, 1)])
+def test_line_search_lengthens_a_short_step_and_shortens_a_long_one(minimum, first_step, most_evaluations):
     """A step that still descends steeply is lengthened (an Armijo-only search would take step 1
     towards a minimum at 100, and L-BFGS would move a hundredth as far as it could), one that
-    overshoots is cut back, and one that meets both conditions is taken as it is."""
+    overshoots is cut back by interpolation (halving would take ten evaluations from 1000), and one
+    that meets both conditions is taken as it is."""
     start, tried, evaluate = parabola(minimum)
     accepted = wolfe_search(evaluate, start, first_step)
     assert accepted is not None and meets_wolfe_conditions(start, accepted), tried
-    assert len(tried) <= 6, tried
-    if minimum == 3.0:
-        assert tried == [2.0]
+    assert len(tried) <= most_evaluations, tried
 
 
 def test_line_search_gives_up_where_no_step_decreases_the_value():
