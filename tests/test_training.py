@@ -14,13 +14,17 @@ from echogate import evaluation
 from echogate.features import HashSpec, ngram_hashes
 from echogate.model import BotOriginModel
 from echogate.text import NORMALIZATION_VERSION, model_texts, normalize_all, pack_turns
+from echogate.training.card import render as render_card
 from echogate.training.data import Doc, chunk_docs, content_key, sentence_chunks
 from echogate.training.graph import Calibration, build_graph
 from echogate.training.repetition import RepetitionHead
 from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, document_weights, featurize, fit, fit_calibration,
                                      in_collection_fold, lowercased, make_folds, matched_pairs, pair_rows, read_scores,
-                                     report_rows, split_training_features, training_pairs, training_set)
+                                     report_rows, split_training_features, training_cpu, training_pairs,
+                                     training_set)
 from tests.conftest import strict_json
+
+SHIPPED_REPORT = Path(__file__).resolve().parents[1] / "service/echogate/models/training_report.json"
 
 
 def doc(label: int, content: str | None, dataset: str = "l2r") -> Doc:
@@ -186,11 +190,24 @@ def test_the_in_collection_check_holds_out_whole_conversations_of_the_support_co
 def test_the_shipped_training_report_is_strict_json():
     """Folds with one label (BANKING77, short slices) have no AUROC: the report writes null there,
     as the trainer's writer (allow_nan=False after evaluation.without_nan) must, not a bare NaN."""
-    path = Path(__file__).resolve().parents[1] / "service/echogate/models/training_report.json"
-    report = strict_json(path.read_text())
+    report = strict_json(SHIPPED_REPORT.read_text())
     banking = next(r for r in report["validation"] if r["fold"] == "banking77" and r["slice"] == "turns")
     assert banking["auroc"] is None and banking["mean_prob_human"] > 0
     assert evaluation.without_nan({"a": [float("nan"), 0.5], "b": (1, float("nan"))}) == {"a": [None, 0.5], "b": [1, None]}
+
+
+@pytest.mark.parametrize("flags, avx2_fma", [("fpu sse2 fma avx avx2 avx512f", True), ("fpu sse2 avx avx2", False)])
+def test_the_report_names_the_cpu_and_whether_the_fit_runs_as_on_the_shipped_files(tmp_path, flags, avx2_fma):
+    """Without AVX2 and FMA the C library's exp and log1p run other code, so a retrain can leave
+    the shipped weights: the report and the card say which CPU built the file."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Example CPU 9000\nflags\t\t: {flags}\n\n"
+                       "processor\t: 1\nmodel name\t: Example CPU 9000\nflags\t\t: fpu\n")
+    cpu = training_cpu(cpuinfo)
+    assert cpu == {"model": "Example CPU 9000", "avx2_fma": avx2_fma}
+    assert training_cpu(tmp_path / "absent")["avx2_fma"] is None
+    card = render_card({**json.loads(SHIPPED_REPORT.read_text()), "cpu": cpu})
+    assert f"on 2 cores of Example CPU 9000 ({'with' if avx2_fma else 'without'} AVX2 and FMA) for" in card
 
 
 def test_calibration_learns_the_corpus_weight_or_keeps_the_one_it_is_given():

@@ -75,6 +75,10 @@ def render(report: dict) -> str:
         f"| {_f(r['ece'])} |" for r in rep["validation"])
     head = ", ".join(f"{name} {w:.2f}" for name, w in zip(TURN_FEATURES, rep["head"]["weights"]))
     libraries = ", ".join(f"{name} {v}" for name, v in report["libraries"].items())
+    cpu = report.get("cpu")  # reports before bot-origin-0.18.0 do not record it
+    on_cpu = f" of {cpu['model']}" if cpu else ""
+    if cpu and cpu["avx2_fma"] is not None:
+        on_cpu += f" ({'with' if cpu['avx2_fma'] else 'without'} AVX2 and FMA)"
     return f"""# Model card: {cfg['version']}
 
 `bot_origin.onnx` estimates how likely each turn, and each transcript, of a support conversation
@@ -255,7 +259,7 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
 cp /tmp/model/* service/echogate/models/
 ```
 Optional `--config overrides.json` sets any `TrainConfig` field. Training took
-{report['train_seconds']:.0f} s on 2 cores for {report['documents']:,} documents, within a 24 GB machine, with
+{report['train_seconds']:.0f} s on 2 cores{on_cpu} for {report['documents']:,} documents, within a 24 GB machine, with
 {libraries}. Memory is the tight part: with 285,676 documents the machine's used memory peaked at
 21.6 GB (bot-origin-0.16.0's configuration with C 1.0, the same matrices: two fold processes of
 8-11 GB beside the 7 GB main process; the run took 3,920 s in a slow spell of the same VM);

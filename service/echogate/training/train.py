@@ -681,6 +681,22 @@ def training_libraries() -> dict[str, str]:
             **{name: metadata.version(name) for name in ("numpy", "scipy", "scikit-learn", "onnx")}}
 
 
+def training_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, object]:
+    """The CPU the fit ran on, for the report: its model name and whether it has AVX2 and FMA. With
+    both, the weights match any other such CPU's (logistic.fit_logistic); without them the C
+    library's exp and log1p run other code, and a retrain can leave the shipped file's weights.
+    `avx2_fma` is None where the system does not say (no /proc/cpuinfo)."""
+    try:
+        fields: dict[str, str] = {}
+        for line in cpuinfo.read_text().splitlines():  # the first processor's fields are every core's
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return {"model": platform.processor() or platform.machine(), "avx2_fma": None}
+    return {"model": fields.get("model name", platform.machine()),
+            "avx2_fma": {"avx2", "fma"} <= set(fields.get("flags", "").split())}
+
+
 def training_docs(data_dir: Path, cfg: TrainConfig) -> list[Doc]:
     """The shared files' documents (data.load_docs) and the chunks cut from cfg.chunk_datasets."""
     docs = load_docs(data_dir, cfg.max_turn_docs_per_dataset, cfg.seed)
@@ -689,6 +705,10 @@ def training_docs(data_dir: Path, cfg: TrainConfig) -> list[Doc]:
 
 def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     t0 = time.time()
+    cpu = training_cpu()
+    if cpu["avx2_fma"] is False:
+        log.warning("%s has no AVX2 or no FMA: the C library's exp and log1p run other code here, so these "
+                    "weights can differ from a build on a CPU with both (such as the shipped file's)", cpu["model"])
     docs = training_docs(data_dir, cfg)
     log.info("loaded %d documents from %s", len(docs), data_dir)
     x_train, x, pooled = document_features(docs, cfg)
@@ -724,7 +744,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx.save(model, out_dir / "bot_origin.onnx")
-    report = {"config": asdict(cfg), "libraries": training_libraries(),
+    report = {"config": asdict(cfg), "libraries": training_libraries(), "cpu": cpu,
               "calibration": {k: asdict(v) for k, v in calib.items()}, "macro_auroc": macro,
               "validation": rows,
               "repetition": {"head": asdict(head), "validation": repetition_rows},
