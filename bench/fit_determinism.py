@@ -51,7 +51,8 @@ def build_cache(data: Path, fold: str, cache: Path) -> None:
     import scipy.sparse as sp
 
     from echogate.training.train import (TrainConfig, document_features, document_weights, lowercased_features,
-                                         make_folds, matched_pairs, training_docs, training_pairs, training_set)
+                                         make_folds, matched_pairs, training_docs, training_pairs, training_set,
+                                         with_pairs)
 
     cfg = TrainConfig()
     docs = training_docs(data, cfg)
@@ -59,12 +60,12 @@ def build_cache(data: Path, fold: str, cache: Path) -> None:
     y, w = np.array([d.label for d in docs]), document_weights(docs, cfg)
     test, excluded = make_folds(docs)[fold]
     rows = ~excluded
-    features, labels, weights = training_set(x_train, lowercased_features(docs, cfg), y, w, rows, cfg)
-    pair_x, pair_y, pair_w = training_pairs(x_train, w, matched_pairs(docs), rows, cfg)
+    features, labels, weights = with_pairs(*training_set(x_train, lowercased_features(docs, cfg), y, w, rows, cfg),
+                                           training_pairs(x_train, w, matched_pairs(docs), rows, cfg))
     cache.mkdir(parents=True, exist_ok=True)
-    sp.save_npz(cache / "train.npz", sp.vstack([features, pair_x]).tocsr(), compressed=False)
+    sp.save_npz(cache / "train.npz", features, compressed=False)
     sp.save_npz(cache / "test.npz", x[test].tocsr(), compressed=False)
-    np.savez(cache / "arrays.npz", y=np.concatenate([labels, pair_y]), w=np.concatenate([weights, pair_w]),
+    np.savez(cache / "arrays.npz", y=labels, w=weights,
              test_y=y[test], transcript=np.array([d.kind == "transcript" for d in docs])[test],
              pooled=pooled[test], c=cfg.c, count_power=cfg.transcript_count_power)
 

@@ -113,12 +113,11 @@ def fit_logistic(x: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray, c: 
                                 1.0 if history else 1.0 / np.sqrt(dot(gradient, gradient)))
         if accepted is None:
             break  # no step decreases the objective: as converged as this arithmetic allows
-        candidate, new_value, new_gradient = accepted.theta, accepted.value, accepted.gradient
-        s, g_change = candidate - theta, new_gradient - gradient
+        s, g_change = accepted.theta - theta, accepted.gradient - gradient
         curvature = dot(s, g_change)
         if curvature > 1e-10 * dot(g_change, g_change):  # keep the pair only where it is a valid (positive) curvature
             history.append((s, g_change, 1.0 / curvature))
-        theta, value, gradient = candidate, new_value, new_gradient
+        theta, value, gradient = accepted.theta, accepted.value, accepted.gradient
     return LinearFit(theta[:-1].copy(), float(theta[-1]), iteration)
 
 

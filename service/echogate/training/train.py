@@ -458,11 +458,18 @@ def pair_rows(x: sp.csr_matrix, pairs: tuple[np.ndarray, np.ndarray], total_weig
     return rows, y, np.full(len(y), total_weight / max(len(y), 1))
 
 
-def fit(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cfg: TrainConfig,
-        pairs: tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None = None) -> LinearFit:
-    if pairs is not None and pairs[1].size:
-        x, y, w = sp.vstack([x, pairs[0]]).tocsr(), np.concatenate([y, pairs[1]]), np.concatenate([w, pairs[2]])
-    return fit_logistic(x, y, w, cfg.c, cfg.max_iter)
+Rows = tuple[sp.csr_matrix, np.ndarray, np.ndarray]  # features, labels, weights
+
+
+def fit(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cfg: TrainConfig, pairs: Rows | None = None) -> LinearFit:
+    return fit_logistic(*with_pairs(x, y, w, pairs), cfg.c, cfg.max_iter)
+
+
+def with_pairs(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, pairs: Rows | None) -> Rows:
+    """The rows a fit sees: the training set's, then the matched-pair rows (training_pairs) below them."""
+    if pairs is None or not pairs[1].size:
+        return x, y, w
+    return sp.vstack([x, pairs[0]]).tocsr(), np.concatenate([y, pairs[1]]), np.concatenate([w, pairs[2]])
 
 
 def training_pairs(x: sp.csr_matrix, w: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
@@ -675,8 +682,8 @@ def calibrate_and_report(docs: list[Doc], folds: dict[str, tuple[np.ndarray, np.
 def training_libraries() -> dict[str, str]:
     """Versions of what the fit depends on, for the report. An L-BFGS stopped early carries small
     numerical differences far: 0.5.0's config retrained on a fresh install gave other weights
-    (held-out macro AUROC 0.788, not 0.777), so a rebuild should start from these versions. The
-    CPU no longer matters (logistic.fit_logistic), as long as it has AVX2 and FMA."""
+    (held-out macro AUROC 0.788, not 0.777), so a rebuild should start from these versions (and a
+    CPU like training_cpu's)."""
     return {"python": platform.python_version(),
             **{name: metadata.version(name) for name in ("numpy", "scipy", "scikit-learn", "onnx")}}
 
