@@ -20,7 +20,7 @@ from echogate.training.logistic import CURVATURE, SUFFICIENT_DECREASE, Trial, fi
 # dozen iterations: where the trainer stops it, and where differing last bits would show.
 PROBLEM = """
 import hashlib, numpy as np, scipy.sparse as sp
-from echogate.training.logistic import CURVATURE, SUFFICIENT_DECREASE, Trial, fit_logistic, wolfe_search
+from echogate.training.logistic import fit_logistic
 rng = np.random.default_rng(7)
 n, d, per_row = 3000, 20000, 30
 x = sp.csr_matrix((rng.random(n * per_row).astype(np.float32),
