@@ -267,7 +267,9 @@ class TrainConfig:
     # against 0.518 / 0.718); macro 0.770 against 0.800, in_collection_support unchanged (AUROC
     # 1.000, TPR 0.997). Template dialogues rank high on their wording alone; a transcript's repeated
     # turns still raise its turns' scores (the single-text calibration keeps the signal) and its
-    # repetitiveness.
+    # repetitiveness. Re-measured on 0.19.0's folds with three forms of the signal
+    # (bench/dialogue_corpus_signal.py): the weight that lifts the retrieval-bot stand-in by 0.13
+    # costs cucom_vs_taskmaster4 0.08 (docs/benchmarks.md).
     transcript_seen_weight: float | None = 0.0
     # A dialogue's raw score divides its n-gram sum by (its pooled n-gram count) ** this (Calibration.count_power);
     # single texts keep the 0.5 the model trains at. At 0.5 a dialogue's score grows with its
