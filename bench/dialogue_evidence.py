@@ -32,7 +32,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from echogate import evaluation
-from echogate.training.train import (TrainConfig, cross_validate, document_features, document_weights,
+from echogate.training.train import (TrainConfig, TrainingRows, cross_validate, document_features, document_weights,
                                      in_collection_fold, lowercased_features, make_folds, matched_pairs,
                                      training_docs)
 
@@ -51,8 +51,9 @@ def fold_scores(data: Path, path: Path) -> dict[str, dict[str, np.ndarray]]:
         folds = {n: m for n, m in make_folds(docs).items() if n in DIALOGUE_FOLDS}
         folds[REPORT_ONLY] = in_collection_fold(docs)
         transcript = np.array([d.kind == "transcript" for d in docs])
-        raw = cross_validate(x_train, lowercased_features(docs, cfg), x, y, document_weights(docs, cfg), folds,
-                             np.ones(len(docs), bool), matched_pairs(docs), transcript, pooled, cfg)
+        training = TrainingRows.build(x_train, lowercased_features(docs, cfg), matched_pairs(docs), cfg)
+        raw = cross_validate(training, x, y, document_weights(docs, cfg), folds, np.ones(len(docs), bool), transcript,
+                             pooled, cfg)
         words = np.array([d.words for d in docs])
         arrays = {}
         for name, (test, _) in folds.items():

@@ -18,10 +18,10 @@ from echogate.training.card import render as render_card
 from echogate.training.data import Doc, chunk_docs, content_key, sentence_chunks
 from echogate.training.graph import Calibration, build_graph
 from echogate.training.repetition import RepetitionHead
-from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, document_weights, featurize, fit, fit_calibration,
-                                     in_collection_fold, lowercased, make_folds, matched_pairs, pair_rows, read_scores,
-                                     report_rows, split_training_features, training_cpu, training_pairs,
-                                     training_set)
+from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, TrainingRows, document_weights, featurize, fit,
+                                     fit_calibration, in_collection_fold, lowercased, make_folds, matched_pairs,
+                                     pair_rows, read_scores, report_rows, split_training_features, training_cpu,
+                                     training_pairs, training_set, with_pairs)
 from tests.conftest import strict_json
 
 SHIPPED_REPORT = Path(__file__).resolve().parents[1] / "service/echogate/models/training_report.json"
@@ -86,6 +86,33 @@ def test_lower_cased_copies_split_each_training_documents_weight():
                 training_set(x, x_lower, y, w, rows, TrainConfig(lowercase_share=0.0))):
         np.testing.assert_array_equal(off[0].toarray(), np.eye(3)[rows])
         assert off[2].tolist() == [1.0, 4.0]
+
+
+@pytest.mark.parametrize("lowercase_share, pair_weight", [(0.5, 1.0), (0.0, 1.0), (0.5, 0.0), (0.0, 0.0)])
+def test_training_rows_select_exactly_the_rows_the_pieces_build(lowercase_share, pair_weight):
+    """TrainingRows.select is one index into rows stacked once; it must hand a fit the same
+    matrix, bit for bit and in the same order, as training_set, training_pairs and with_pairs
+    build from pieces, labels and weights too, or a retrain would fit other weights. Masks that
+    keep every pair, some, or none (with_pairs then adds no rows)."""
+    rng = np.random.default_rng(7)
+    n = 60
+    x_train = sp.random(n, 40, density=0.2, format="csr", dtype=np.float32, random_state=rng)
+    x_lower = sp.random(n, 40, density=0.2, format="csr", dtype=np.float32, random_state=rng)
+    y, w = rng.integers(0, 2, n), rng.random(n) + 0.5
+    pairs = (np.arange(0, 20, 2), np.arange(1, 20, 2))
+    cfg = TrainConfig(lowercase_share=lowercase_share, pair_weight=pair_weight)
+    training = TrainingRows.build(x_train, x_lower, pairs, cfg)
+    everything, half, unpaired = np.ones(n, bool), rng.random(n) < 0.5, np.arange(n) >= 20
+    for rows in (everything, half, unpaired):
+        want = with_pairs(*training_set(x_train, x_lower, y, w, rows, cfg),
+                          training_pairs(x_train, w, pairs, rows, cfg))
+        got = training.select(y, w, rows)
+        for a, b in ((got[0].data, want[0].data), (got[0].indices, want[0].indices),
+                     (got[0].indptr, want[0].indptr), (got[1], want[1]), (got[2], want[2])):
+            assert a.dtype.kind == b.dtype.kind and np.array_equal(a, b)
+        assert got[0].shape == want[0].shape
+    if pair_weight:  # the half mask keeps some pairs, so the pair rows' index is exercised
+        assert training.select(y, w, half)[0].shape[0] > half.sum() * (2 if lowercase_share else 1)
 
 
 def test_pairs_teach_the_style_feature_that_topic_hides():

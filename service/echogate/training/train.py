@@ -477,6 +477,56 @@ def with_pairs(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, pairs: Rows | Non
     return sp.vstack([x, pairs[0]]).tocsr(), np.concatenate([y, pairs[1]]), np.concatenate([w, pairs[2]])
 
 
+@dataclass(frozen=True)
+class TrainingRows:
+    """Every row a fit can train on, stacked once: the documents' training features, their
+    lower-cased copies' when cfg.lowercase_share keeps them, and every matched pair's
+    difference row, then every pair's negation (pair_rows).
+
+    `select` gives a fit's rows with one index into this matrix, the same rows in the same
+    order as with_pairs(*training_set(...), training_pairs(...)) builds from pieces (the pieces
+    stay for the benches that change one of them). The pieces held each fold's training matrix
+    two to three times over in every fold process while they were sliced and stacked; one
+    index holds it once, and the fold processes share this matrix from disk (fold_pool)."""
+
+    x: sp.csr_matrix
+    documents: int
+    lowercase_share: float  # 0: no lower-cased rows
+    pair_weight: float  # 0: no pair rows
+    pairs: tuple[np.ndarray, np.ndarray]
+
+    @classmethod
+    def build(cls, x_train: sp.csr_matrix, x_lower: sp.csr_matrix | None, pairs: tuple[np.ndarray, np.ndarray],
+              cfg: TrainConfig) -> TrainingRows:
+        share = cfg.lowercase_share if x_lower is not None and cfg.lowercase_share > 0 else 0.0
+        pair_weight = cfg.pair_weight if cfg.pair_weight > 0 and pairs[0].size else 0.0
+        blocks = [x_train] + ([x_lower] if share else [])
+        if pair_weight:
+            diff = x_train[pairs[0]] - x_train[pairs[1]]
+            blocks += [diff, -diff]
+        return cls(sp.vstack(blocks, format="csr"), x_train.shape[0], share, pair_weight, pairs)
+
+    def select(self, y: np.ndarray, w: np.ndarray, rows: np.ndarray) -> Rows:
+        """(features, labels, weights) of the documents `rows` (a mask), lower-cased copies and
+        the pairs both of whose documents are among them: training_set, then training_pairs."""
+        docs = np.flatnonzero(rows)
+        index, labels, weights = [docs], [y[rows]], [w[rows]]
+        if self.lowercase_share:
+            index.append(self.documents + docs)
+            labels.append(y[rows])
+            weights = [w[rows] * (1.0 - self.lowercase_share), w[rows] * self.lowercase_share]
+        if self.pair_weight:
+            machine, human = self.pairs
+            kept = np.flatnonzero(rows[machine] & rows[human])
+            if kept.size:
+                start = self.documents * len(index)
+                index += [start + kept, start + len(machine) + kept]
+                labels.append(np.repeat([1, 0], kept.size))
+                total = self.pair_weight * float(w[np.union1d(machine[kept], human[kept])].sum())
+                weights.append(np.full(2 * kept.size, total / (2 * kept.size)))
+        return self.x[np.concatenate(index)], np.concatenate(labels), np.concatenate(weights)
+
+
 def training_pairs(x: sp.csr_matrix, w: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
                    cfg: TrainConfig) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
     """The difference rows of the pairs whose two documents are both among the training `rows`,
@@ -612,18 +662,15 @@ def read_scores(clf: LinearFit, x: sp.csr_matrix, transcript: np.ndarray, count_
     return np.where(transcript, evidence * np.sqrt(count) / np.maximum(pooled, 1.0) ** count_power, evidence)
 
 
-def cross_validate(x_train: sp.csr_matrix, x_lower: sp.csr_matrix | None, x: sp.csr_matrix, y: np.ndarray,
-                   w: np.ndarray, folds: dict[str, tuple[np.ndarray, np.ndarray]], usable: np.ndarray,
-                   pairs: tuple[np.ndarray, np.ndarray], transcript: np.ndarray, pooled: np.ndarray,
-                   cfg: TrainConfig) -> dict[str, np.ndarray]:
+def cross_validate(training: TrainingRows, x: sp.csr_matrix, y: np.ndarray, w: np.ndarray,
+                   folds: dict[str, tuple[np.ndarray, np.ndarray]], usable: np.ndarray, transcript: np.ndarray,
+                   pooled: np.ndarray, cfg: TrainConfig) -> dict[str, np.ndarray]:
     """Raw scores of each fold's held-out rows (read as the model reads them, `x`, transcripts
     over `pooled` ** cfg.transcript_count_power: see read_scores), from a model trained on the
-    other rows' training features (`x_train`, `x_lower`: see training_set) that never saw them
-    (nor any pair with a held-out member)."""
+    other rows' training features (`training`) that never saw them (nor any pair with a
+    held-out member)."""
     def one(excluded: np.ndarray) -> LinearFit:
-        train_rows = usable & ~excluded
-        return fit(*training_set(x_train, x_lower, y, w, train_rows, cfg), cfg,
-                   training_pairs(x_train, w, pairs, train_rows, cfg))
+        return fit(*training.select(y, w, usable & ~excluded), cfg)
 
     # the models come back and score here, so `x` never travels to the workers
     models = fold_pool(cfg.jobs)(delayed(one)(excluded) for _, excluded in folds.values())
@@ -724,18 +771,17 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     docs = training_docs(data_dir, cfg)
     log.info("loaded %d documents from %s", len(docs), data_dir)
     x_train, x, pooled = document_features(docs, cfg)
-    x_lower = lowercased_features(docs, cfg)
+    training = TrainingRows.build(x_train, lowercased_features(docs, cfg), matched_pairs(docs), cfg)
+    del x_train  # `training` holds its rows
     y = np.array([d.label for d in docs])
     w = document_weights(docs, cfg)
     files = np.array([source_dataset(d.dataset) for d in docs])  # a chunk trains where its file does
 
     folds = {name: masks for name, masks in make_folds(docs).items() if masks[0].any()}
     usable = np.isin(files, cfg.train_datasets) if cfg.train_datasets else np.ones(len(docs), bool)
-    pairs = matched_pairs(docs)
     report_only = {"in_collection_support": in_collection_fold(docs)}
     transcript = np.array([d.kind == "transcript" for d in docs])
-    fold_raw = cross_validate(x_train, x_lower, x, y, w, {**folds, **report_only}, usable, pairs, transcript, pooled,
-                              cfg)
+    fold_raw = cross_validate(training, x, y, w, {**folds, **report_only}, usable, transcript, pooled, cfg)
     seen = simulate_seen(docs, cfg.role_weights, cfg.seed, cfg.stream_size, cfg.seen_full_bytes)
     rows, calib = calibrate_and_report(docs, folds, fold_raw, seen, report_only, cfg.transcript_seen_weight,
                                        (cfg.transcript_count_power, cfg.transcript_turn_count_power))
@@ -747,7 +793,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     head, repetition_rows = train_head(docs, cfg.seed)
     log.info("repetitiveness head: %s", head)
 
-    final = fit(*training_set(x_train, x_lower, y, w, usable, cfg), cfg, training_pairs(x_train, w, pairs, usable, cfg))
+    final = fit(*training.select(y, w, usable), cfg)
     model = build_graph(
         cfg.hash_spec, final.weights, calib["turn"], calib["transcript"], head,
         metadata={"model_version": cfg.version, "normalization": NORMALIZATION_VERSION,
