@@ -260,10 +260,11 @@ cp /tmp/model/* service/echogate/models/
 ```
 Optional `--config overrides.json` sets any `TrainConfig` field. Training took
 {report['train_seconds']:.0f} s on 2 cores{on_cpu} for {report['documents']:,} documents, within a 24 GB machine, with
-{libraries}. Memory is the tight part: with 285,676 documents the machine's used memory peaked at
-21.6 GB (bot-origin-0.16.0's configuration with C 1.0, the same matrices: two fold processes of
-8-11 GB beside the 7 GB main process; the run took 3,920 s in a slow spell of the same VM);
-`{{"jobs": 1}}` fits one held-out fold at a time, in less memory and more time. The fit stops
+{libraries}. With 285,676 documents the machine's used memory peaked at 15.2 GB (bot-origin-0.19.0's
+configuration retrained on an Intel Xeon: two fold processes of about 7 GB resident, part of it
+the training rows they share from disk, beside the 7 GB main process; 21.4 GB before the trainer
+stacked its training rows once, `TrainingRows`); `{{"jobs": 1}}` fits one held-out fold at a
+time, in less memory and more time. The fit stops
 before it converges, so the smallest numerical difference takes it elsewhere. Up to
 bot-origin-0.16.0 the CPU was such a difference: scikit-learn's L-BFGS took its sums from OpenBLAS
 and NumPy code picked for the CPU, and one held-out fold (cucom_vs_taskmaster4 dialogues) read
@@ -282,6 +283,9 @@ one dialogue fold between such builds as noise. Only the weights were checked th
 calibration's and the repetitiveness head's few parameters are fitted to convergence, so another
 CPU should move them by less than the file's float32 precision. For the repetitiveness head that
 was measured: fitted on an Intel Xeon (bot-origin-0.18.0) and on an AMD EPYC (0.19.0), its
-parameters differ by at most 4e-15 and round to the same float32 values. The calibration's were
-not compared.
+parameters differ by at most 4e-15 and round to the same float32 values. The whole file was
+checked too: bot-origin-0.19.0, built on an AMD EPYC, retrained on an Intel Xeon with AVX-512 to
+the same bytes (SHA-256 849e889c...; its calibration and repetitiveness head differ from the AMD
+fit by at most 4e-15 and round to the same float32 values, and every held-out AUROC and TPR in
+its report is equal).
 """

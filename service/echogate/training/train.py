@@ -310,7 +310,9 @@ class TrainConfig:
     # not taken.
     role_weights: dict[str, float] = field(default_factory=lambda: dict(ROLE_WEIGHTS))
     # Processes fitting held-out folds at once (the model does not depend on it). Each holds its
-    # fold's training rows while it fits: a few GB, twice that with lowercase_share.
+    # fold's training rows once while it fits (TrainingRows.select); the machine's used memory
+    # peaked at 15.2 GB at 2 on the shipped data (21.4 GB while each fold built its rows from
+    # pieces: docs/benchmarks.md).
     jobs: int = 2
 
     @property
