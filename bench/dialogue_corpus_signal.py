@@ -49,14 +49,12 @@ from onnx import numpy_helper
 from dialogue_evidence import DIALOGUE_FOLDS, REPORT_ONLY, fold_scores
 from retrieval_bot import FILES, SEED, bot_stream
 from echogate import evaluation
-from echogate.corpus import CorpusMemory, turn_keys
 from echogate.offline import score_file
 from echogate.settings import default_model_path
-from echogate.text import model_texts, normalize_all, pack_turns
 from echogate.training.data import Doc, load_docs, read_records
 from echogate.training.graph import seen_scale
-from echogate.training.train import (MAX_TURN_BYTES, TrainConfig, apply_calibration, fit_calibration,
-                                     in_collection_fold, make_folds, simulate_seen, training_docs)
+from echogate.training.train import (TrainConfig, apply_calibration, fit_calibration, in_collection_fold, make_folds,
+                                     simulate_seen, simulated_streams, training_docs)
 
 ROOT = Path(__file__).resolve().parents[1]
 Signal = Callable[[list[Doc], int], np.ndarray]  # (documents, stream size) -> one value per document
@@ -64,27 +62,15 @@ Signal = Callable[[list[Doc], int], np.ndarray]  # (documents, stream size) -> o
 
 def agent_share(docs: list[Doc], seed: int, stream_size: int, full_bytes: int) -> np.ndarray:
     """Per document, the length-scaled share of its agent turns seen before in its stream: the
-    streams of train.simulate_seen (the same seeded shuffle per dataset), (count > 0) in place of
-    log1p(count), agent turns only."""
-    rng = np.random.default_rng(seed)
-    dataset = np.array([d.dataset for d in docs])
+    trainer's streams (train.simulated_streams), (count > 0) in place of log1p(count), agent
+    turns only."""
     feature = np.zeros(len(docs))
-    for name in sorted(set(dataset)):
-        order = rng.permutation(np.flatnonzero(dataset == name))
-        for start in range(0, len(order), stream_size):
-            chunk = order[start : start + stream_size]
-            roles = [r for i in chunk for r in docs[i].roles]
-            texts = normalize_all([t for i in chunk for t in docs[i].texts])
-            packed = pack_turns(texts, MAX_TURN_BYTES)
-            counts = [len(docs[i].texts) for i in chunk]
-            read = model_texts(texts)
-            lengths = (packed if read is texts else pack_turns(read, MAX_TURN_BYTES)).lengths
-            prior = CorpusMemory().observe([str(i) for i in chunk], turn_keys(packed, roles), counts)
-            seen = (prior > 0) * seen_scale(lengths, full_bytes)
-            agent = np.array([r == "agent" for r in roles], np.float64)
-            doc = np.repeat(np.arange(len(chunk)), counts)
-            feature[chunk] = np.bincount(doc, weights=agent * seen, minlength=len(chunk)) / np.maximum(
-                np.bincount(doc, weights=agent, minlength=len(chunk)), 1e-6)
+    for stream in simulated_streams(docs, seed, stream_size):
+        seen = (stream.prior > 0) * seen_scale(stream.model_lengths, full_bytes)
+        agent = np.array([r == "agent" for r in stream.roles], np.float64)
+        doc = np.repeat(np.arange(len(stream.docs)), stream.turns)
+        feature[stream.docs] = np.bincount(doc, weights=agent * seen, minlength=len(stream.docs)) / np.maximum(
+            np.bincount(doc, weights=agent, minlength=len(stream.docs)), 1e-6)
     return feature
 
 

@@ -22,6 +22,7 @@ import tempfile
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -586,19 +587,25 @@ def calibrated(cal: dict[str, Calibration], kinds: np.ndarray, raw: np.ndarray, 
                     apply_calibration(cal["transcript"], raw, seen))
 
 
-def simulate_seen(docs: list[Doc], role_weights: dict[str, float], seed: int, stream_size: int,
-                  seen_full_bytes: int) -> np.ndarray:
-    """The corpus signal each document would get in a stream, as the calibration in the graph reads it.
+@dataclass(frozen=True)
+class SimulatedStream:
+    """One stream of simulate_seen's: its documents, their turns' roles in order, each turn's
+    count in the stream before it (CorpusMemory.observe) and its length as the model reads it,
+    and how many turns each document has."""
 
-    Each dataset's documents are shuffled and cut into streams of `stream_size` (a
-    customer's file, or a day of one source); each stream starts with an empty
-    CorpusMemory, exactly as `echogate score` does, and a turn gets log1p(prior count) scaled
-    by graph.seen_scale; a document gets the turn's value for a single turn, the role-weighted
-    mean for a transcript.
-    """
+    docs: np.ndarray
+    roles: list[str]
+    prior: np.ndarray
+    model_lengths: np.ndarray
+    turns: np.ndarray
+
+
+def simulated_streams(docs: list[Doc], seed: int, stream_size: int) -> Iterator[SimulatedStream]:
+    """Each dataset's documents shuffled (seeded) and cut into streams of `stream_size` (a
+    customer's file, or a day of one source), each counted from an empty CorpusMemory, exactly
+    as `echogate score` counts a file."""
     rng = np.random.default_rng(seed)
     dataset = np.array([d.dataset for d in docs])
-    feature = np.zeros(len(docs))
     for name in sorted(set(dataset)):
         order = rng.permutation(np.flatnonzero(dataset == name))
         for start in range(0, len(order), stream_size):
@@ -606,18 +613,30 @@ def simulate_seen(docs: list[Doc], role_weights: dict[str, float], seed: int, st
             roles = [r for i in chunk for r in docs[i].roles]
             texts = normalize_all([t for i in chunk for t in docs[i].texts])
             packed = pack_turns(texts, MAX_TURN_BYTES)
-            counts = [len(docs[i].texts) for i in chunk]
+            turns = np.array([len(docs[i].texts) for i in chunk])
             # keys from the normalised turns, the length scale from the turns as the model reads them
             read = model_texts(texts)
             model_lengths = (packed if read is texts else pack_turns(read, MAX_TURN_BYTES)).lengths
-            seen = np.log1p(CorpusMemory().observe([str(i) for i in chunk], turn_keys(packed, roles),
-                                                   counts)) * seen_scale(model_lengths, seen_full_bytes)
-            weight = np.array([role_weights.get(r, 0.0) for r in roles])
-            doc = np.repeat(np.arange(len(chunk)), counts)
-            pooled = np.bincount(doc, weights=weight * seen, minlength=len(chunk)) / np.maximum(
-                np.bincount(doc, weights=weight, minlength=len(chunk)), 1e-6)
-            # a single text's signal is its own turn's, whatever its role weight (as in the graph)
-            feature[chunk] = np.where(np.array(counts) == 1, seen[np.cumsum(counts) - 1], pooled)
+            prior = CorpusMemory().observe([str(i) for i in chunk], turn_keys(packed, roles), turns.tolist())
+            yield SimulatedStream(chunk, roles, prior, model_lengths, turns)
+
+
+def simulate_seen(docs: list[Doc], role_weights: dict[str, float], seed: int, stream_size: int,
+                  seen_full_bytes: int) -> np.ndarray:
+    """The corpus signal each document would get in a stream, as the calibration in the graph reads it.
+
+    In simulated_streams, a turn gets log1p(prior count) scaled by graph.seen_scale; a
+    document gets the turn's value for a single turn, the role-weighted mean for a transcript.
+    """
+    feature = np.zeros(len(docs))
+    for stream in simulated_streams(docs, seed, stream_size):
+        seen = np.log1p(stream.prior) * seen_scale(stream.model_lengths, seen_full_bytes)
+        weight = np.array([role_weights.get(r, 0.0) for r in stream.roles])
+        doc = np.repeat(np.arange(len(stream.docs)), stream.turns)
+        pooled = np.bincount(doc, weights=weight * seen, minlength=len(stream.docs)) / np.maximum(
+            np.bincount(doc, weights=weight, minlength=len(stream.docs)), 1e-6)
+        # a single text's signal is its own turn's, whatever its role weight (as in the graph)
+        feature[stream.docs] = np.where(stream.turns == 1, seen[np.cumsum(stream.turns) - 1], pooled)
     return feature
 
 
