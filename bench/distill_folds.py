@@ -38,9 +38,9 @@ import scipy.sparse as sp
 
 from echogate import evaluation
 from echogate.training.data import Doc
-from echogate.training.train import (TrainConfig, document_features, document_weights, fit, fold_pool,
+from echogate.training.train import (TrainConfig, TrainingRows, document_features, document_weights, fit, fold_pool,
                                      lowercased_features, make_folds, matched_pairs, read_scores, report_slice,
-                                     training_docs, training_pairs, training_set)
+                                     training_docs)
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL_BY_COLLECTION = ("sgd", "taskmaster4", "cucom_ecommerce", "synthetic_persona_chat")
@@ -86,16 +86,14 @@ def teach(args: argparse.Namespace, docs: list[Doc], folds: dict, cfg: TrainConf
     print(f"wrote {args.teachers}", flush=True)
 
 
-def graded_training_set(x_train: sp.csr_matrix, x_lower: sp.csr_matrix | None, y: np.ndarray, w: np.ndarray,
-                        target: np.ndarray, rows: np.ndarray, cfg: TrainConfig
-                        ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-    """training_set with a graded `target` (nan: the label) for each document: a graded document
-    trains as two rows, machine weighing w x target and human w x (1 - target)."""
-    x, labels, weights = training_set(x_train, x_lower, y, w, rows, cfg)
-    index = np.flatnonzero(rows)
-    index = np.tile(index, len(labels) // len(index))  # the lower-cased copies follow in the same order
-    t = target[index]
+def graded_documents(training: TrainingRows, y: np.ndarray, w: np.ndarray, target: np.ndarray, rows: np.ndarray
+                     ) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    """TrainingRows.documents_of with a graded `target` (nan: the label) for each document: a
+    graded document trains as two rows, machine weighing w x target and human w x (1 - target)."""
+    index, labels, weights = training.document_index(y, w, rows)
+    t = target[index % training.documents]  # a lower-cased copy's row holds its document's target
     graded = ~np.isnan(t)
+    x = training.x[index]
     return (sp.vstack([x, x[graded]]).tocsr(),
             np.concatenate([np.where(graded, 1, labels), np.zeros(graded.sum(), labels.dtype)]),
             np.concatenate([np.where(graded, weights * np.nan_to_num(t), weights), weights[graded] * (1 - t[graded])]))
@@ -107,10 +105,9 @@ def learn(args: argparse.Namespace, docs: list[Doc], folds: dict, cfg: TrainConf
     teachers = np.load(args.teachers)
     assert int(teachers["documents"]) == len(docs), "the teachers' npz was written for other documents"
     x_train, x, pooled = document_features(docs, cfg)
-    x_lower = lowercased_features(docs, cfg)
+    training = TrainingRows.build(x_train, lowercased_features(docs, cfg), matched_pairs(docs), cfg)
     y = np.array([d.label for d in docs])
     w = document_weights(docs, cfg)
-    pairs = matched_pairs(docs)
     transcript = np.array([d.kind == "transcript" for d in docs])
 
     fold_names, mixes = args.folds.split(","), [float(m) for m in args.mix.split(",")]
@@ -122,9 +119,9 @@ def learn(args: argparse.Namespace, docs: list[Doc], folds: dict, cfg: TrainConf
 
     def one(fold: str, mix: float | None):
         rows = ~folds[fold][1]
-        data = (training_set(x_train, x_lower, y, w, rows, cfg) if mix is None
-                else graded_training_set(x_train, x_lower, y, w, targets[fold, mix], rows, cfg))
-        return fit(*data, cfg, training_pairs(x_train, w, pairs, rows, cfg))
+        data = (training.documents_of(y, w, rows) if mix is None
+                else graded_documents(training, y, w, targets[fold, mix], rows))
+        return fit(*data, cfg, training.pairs_of(w, rows))
 
     print(f"{'fold':34s} {'slice':12s} {'n':>6s}  AUROC (TPR at 1% FPR): labels, then mix "
           + ", ".join(map(str, mixes)), flush=True)

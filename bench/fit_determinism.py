@@ -4,7 +4,7 @@
       [--iterations 300] [--cache /tmp/fit_determinism]
 
 One fold's training rows and held-out rows are built once with the trainer's own functions
-(`training_docs`, `document_features`, `training_set`, `training_pairs`, `make_folds`) and cached.
+(`training_docs`, `document_features`, `TrainingRows`, `make_folds`) and cached.
 Then each fitter, the trainer's (`echogate.training.logistic.fit_logistic`) and scikit-learn's
 LogisticRegression (lbfgs, what bot-origin-0.16.0 and earlier trained with), fits them in a fresh
 process for every code path below. Each code path stands for another CPU: OpenBLAS told to run an
@@ -50,9 +50,8 @@ def build_cache(data: Path, fold: str, cache: Path) -> None:
     import numpy as np
     import scipy.sparse as sp
 
-    from echogate.training.train import (TrainConfig, document_features, document_weights, lowercased_features,
-                                         make_folds, matched_pairs, training_docs, training_pairs, training_set,
-                                         with_pairs)
+    from echogate.training.train import (TrainConfig, TrainingRows, document_features, document_weights,
+                                         lowercased_features, make_folds, matched_pairs, training_docs)
 
     cfg = TrainConfig()
     docs = training_docs(data, cfg)
@@ -60,8 +59,8 @@ def build_cache(data: Path, fold: str, cache: Path) -> None:
     y, w = np.array([d.label for d in docs]), document_weights(docs, cfg)
     test, excluded = make_folds(docs)[fold]
     rows = ~excluded
-    features, labels, weights = with_pairs(*training_set(x_train, lowercased_features(docs, cfg), y, w, rows, cfg),
-                                           training_pairs(x_train, w, matched_pairs(docs), rows, cfg))
+    training = TrainingRows.build(x_train, lowercased_features(docs, cfg), matched_pairs(docs), cfg)
+    features, labels, weights = training.select(y, w, rows)
     cache.mkdir(parents=True, exist_ok=True)
     sp.save_npz(cache / "train.npz", features, compressed=False)
     sp.save_npz(cache / "test.npz", x[test].tocsr(), compressed=False)

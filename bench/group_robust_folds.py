@@ -40,9 +40,8 @@ from joblib import delayed
 
 from echogate import evaluation
 from echogate.training.data import is_chunk, source_dataset
-from echogate.training.train import (TrainConfig, document_features, document_weights, fit, fold_pool,
-                                     lowercased_features, make_folds, matched_pairs, read_scores, training_docs,
-                                     training_pairs, training_set)
+from echogate.training.train import (TrainConfig, TrainingRows, document_features, document_weights, fit, fold_pool,
+                                     lowercased_features, make_folds, matched_pairs, read_scores, training_docs)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRIOR = 1e-4  # a document rate's smoothing in the penalty: about one document in 10,000
@@ -96,10 +95,9 @@ def main() -> None:
     cfg = TrainConfig()
     docs = training_docs(args.data, cfg)
     x_train, x, pooled = document_features(docs, cfg)
-    x_lower = lowercased_features(docs, cfg)
+    training = TrainingRows.build(x_train, lowercased_features(docs, cfg), matched_pairs(docs), cfg)
     y = np.array([d.label for d in docs])
     w = document_weights(docs, cfg)
-    matched = matched_pairs(docs)
     files = np.array([source_dataset(d.dataset) for d in docs])
     kinds = np.array([d.kind for d in docs])
     # the penalty's collections split l2r and STAR by domain; the invariance rows pair whole files
@@ -112,8 +110,8 @@ def main() -> None:
 
     def one(excluded: np.ndarray, scale: np.ndarray | None):
         rows = ~excluded
-        features, targets, weights = training_set(x_train, x_lower, y, w, rows, cfg)
-        pair_rows = training_pairs(x_train, w, matched, rows, cfg)
+        features, targets, weights = training.documents_of(y, w, rows)
+        pair_rows = training.pairs_of(w, rows)
         if args.method == "invariance":
             extra = invariance_rows(x_train, y, w, kinds, collections, rows, labels, kind_names, args.pairs,
                                     args.weight, args.seed)

@@ -28,9 +28,8 @@ from joblib import delayed
 
 from echogate import evaluation
 from echogate.training.data import is_chunk
-from echogate.training.train import (TrainConfig, document_features, document_weights, fit, fold_pool,
-                                     lowercased_features, make_folds, matched_pairs, training_docs, training_pairs,
-                                     training_set)
+from echogate.training.train import (TrainConfig, TrainingRows, document_features, document_weights, fit, fold_pool,
+                                     lowercased_features, make_folds, matched_pairs, training_docs)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,10 +58,9 @@ def main() -> None:
         cfg = dataclasses.replace(cfg, lowercase_share=args.lowercase_share)
     docs = training_docs(args.data, cfg)
     x_train, _, _ = document_features(docs, cfg)
-    x_lower = lowercased_features(docs, cfg)
+    training = TrainingRows.build(x_train, lowercased_features(docs, cfg), matched_pairs(docs), cfg)
     y = np.array([d.label for d in docs])
     w = document_weights(docs, cfg)
-    pairs = matched_pairs(docs)
     # the model trains on l2r's paragraph chunks as the trainer's does; the rewrites are judged on whole texts
     whole = np.array([not is_chunk(d.dataset) for d in docs])
     folds = {name: (test & whole, excluded) for name, (test, excluded) in make_folds(docs).items()
@@ -70,7 +68,7 @@ def main() -> None:
 
     def one(name: str, test: np.ndarray, excluded: np.ndarray) -> tuple[str, dict]:
         rows = ~excluded
-        clf = fit(*training_set(x_train, x_lower, y, w, rows, cfg), cfg, training_pairs(x_train, w, pairs, rows, cfg))
+        clf = fit(*training.select(y, w, rows), cfg)
         held = [docs[i] for i in np.flatnonzero(test)]
         kinds, labels = np.array([d.kind for d in held]), y[test]
         out = {}

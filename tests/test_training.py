@@ -20,8 +20,7 @@ from echogate.training.graph import Calibration, build_graph
 from echogate.training.repetition import RepetitionHead
 from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, TrainingRows, document_weights, featurize, fit,
                                      fit_calibration, in_collection_fold, lowercased, make_folds, matched_pairs,
-                                     pair_rows, read_scores, report_rows, split_training_features, training_cpu,
-                                     training_pairs, training_set, with_pairs)
+                                     pair_rows, read_scores, report_rows, split_training_features, training_cpu)
 from tests.conftest import strict_json
 
 SHIPPED_REPORT = Path(__file__).resolve().parents[1] / "service/echogate/models/training_report.json"
@@ -61,15 +60,16 @@ def test_pair_rows_are_signed_differences_with_the_given_weight():
     assert y.tolist() == [1, 0] and w.tolist() == [2.0, 2.0]
 
 
-def test_training_pairs_drop_pairs_with_a_member_outside_training():
+def test_pair_rows_drop_pairs_with_a_member_outside_training():
     x = sp.csr_matrix(np.eye(4))
     w = np.array([1.0, 2.0, 3.0, 4.0])
     pairs = (np.array([1, 3]), np.array([0, 2]))
-    cfg = TrainConfig(pair_weight=0.5)
-    rows, y, weight = training_pairs(x, w, pairs, np.array([True, True, True, False]), cfg)
-    np.testing.assert_array_equal(rows.toarray()[0], [-1.0, 1.0, 0.0, 0.0])  # only the pair (1, 0) is left
-    assert y.size == 2 and weight.sum() == 0.5 * (1.0 + 2.0)
-    assert training_pairs(x, w, pairs, np.ones(4, bool), TrainConfig(pair_weight=0.0)) is None
+    training = TrainingRows.build(x, None, pairs, TrainConfig(pair_weight=0.5))
+    rows, labels, weight = training.pairs_of(w, np.array([True, True, True, False]))
+    np.testing.assert_array_equal(rows.toarray(), [[-1.0, 1.0, 0.0, 0.0], [1.0, -1.0, 0.0, 0.0]])  # only (1, 0)
+    assert labels.tolist() == [1, 0] and weight.sum() == 0.5 * (1.0 + 2.0)
+    assert training.pairs_of(w, np.array([False, True, False, True])) is None  # each pair has a member out
+    assert TrainingRows.build(x, None, pairs, TrainConfig(pair_weight=0.0)).pairs_of(w, np.ones(4, bool)) is None
 
 
 def test_lower_cased_copies_split_each_training_documents_weight():
@@ -79,40 +79,54 @@ def test_lower_cased_copies_split_each_training_documents_weight():
 
     x, x_lower = sp.csr_matrix(np.eye(3)), sp.csr_matrix(2 * np.eye(3))
     y, w, rows = np.array([0, 1, 1]), np.array([1.0, 2.0, 4.0]), np.array([True, False, True])
-    xs, ys, ws = training_set(x, x_lower, y, w, rows, TrainConfig(lowercase_share=0.25))
+    no_pairs = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    training = TrainingRows.build(x, x_lower, no_pairs, TrainConfig(lowercase_share=0.25))
+    xs, ys, ws = training.documents_of(y, w, rows)
     np.testing.assert_array_equal(xs.toarray(), [[1, 0, 0], [0, 0, 1], [2, 0, 0], [0, 0, 2]])
     assert ys.tolist() == [0, 1, 0, 1] and ws.tolist() == [0.75, 3.0, 0.25, 1.0]  # each document's total kept
-    for off in (training_set(x, None, y, w, rows, TrainConfig(lowercase_share=0.25)),
-                training_set(x, x_lower, y, w, rows, TrainConfig(lowercase_share=0.0))):
-        np.testing.assert_array_equal(off[0].toarray(), np.eye(3)[rows])
-        assert off[2].tolist() == [1.0, 4.0]
+    for off in (TrainingRows.build(x, None, no_pairs, TrainConfig(lowercase_share=0.25)),
+                TrainingRows.build(x, x_lower, no_pairs, TrainConfig(lowercase_share=0.0))):
+        xs, _, ws = off.documents_of(y, w, rows)
+        np.testing.assert_array_equal(xs.toarray(), np.eye(3)[rows])
+        assert ws.tolist() == [1.0, 4.0]
 
 
 @pytest.mark.parametrize("lowercase_share, pair_weight", [(0.5, 1.0), (0.0, 1.0), (0.5, 0.0), (0.0, 0.0)])
-def test_training_rows_select_exactly_the_rows_the_pieces_build(lowercase_share, pair_weight):
-    """TrainingRows.select is one index into rows stacked once; it must hand a fit the same
-    matrix, bit for bit and in the same order, as training_set, training_pairs and with_pairs
-    build from pieces, labels and weights too, or a retrain would fit other weights. Masks that
-    keep every pair, some, or none (with_pairs then adds no rows)."""
+def test_training_rows_select_is_the_documents_then_the_pairs_in_one_index(lowercase_share, pair_weight):
+    """TrainingRows.select takes a fit's rows with one index; it must hand a fit the same matrix,
+    bit for bit and in the same order, as the documents' rows stacked with the pairs' (what
+    fit(*documents_of(...), cfg, pairs_of(...)) trains on), labels and weights too, or the
+    trainer and the benches that change one part would fit other problems. Masks that keep
+    every pair, some, or none."""
     rng = np.random.default_rng(7)
     n = 60
     x_train = sp.random(n, 40, density=0.2, format="csr", dtype=np.float32, random_state=rng)
     x_lower = sp.random(n, 40, density=0.2, format="csr", dtype=np.float32, random_state=rng)
     y, w = rng.integers(0, 2, n), rng.random(n) + 0.5
     pairs = (np.arange(0, 20, 2), np.arange(1, 20, 2))
-    cfg = TrainConfig(lowercase_share=lowercase_share, pair_weight=pair_weight)
-    training = TrainingRows.build(x_train, x_lower, pairs, cfg)
+    training = TrainingRows.build(x_train, x_lower, pairs, TrainConfig(lowercase_share=lowercase_share,
+                                                                       pair_weight=pair_weight))
     everything, half, unpaired = np.ones(n, bool), rng.random(n) < 0.5, np.arange(n) >= 20
     for rows in (everything, half, unpaired):
-        want = with_pairs(*training_set(x_train, x_lower, y, w, rows, cfg),
-                          training_pairs(x_train, w, pairs, rows, cfg))
+        documents, paired = training.documents_of(y, w, rows), training.pairs_of(w, rows)
+        want = documents if paired is None else (sp.vstack([documents[0], paired[0]]).tocsr(),
+                                                 np.concatenate([documents[1], paired[1]]),
+                                                 np.concatenate([documents[2], paired[2]]))
         got = training.select(y, w, rows)
         for a, b in ((got[0].data, want[0].data), (got[0].indices, want[0].indices),
                      (got[0].indptr, want[0].indptr), (got[1], want[1]), (got[2], want[2])):
             assert a.dtype.kind == b.dtype.kind and np.array_equal(a, b)
         assert got[0].shape == want[0].shape
-    if pair_weight:  # the half mask keeps some pairs, so the pair rows' index is exercised
-        assert training.select(y, w, half)[0].shape[0] > half.sum() * (2 if lowercase_share else 1)
+        # the documents' rows are the documents' own features, the lower-cased copies below them
+        np.testing.assert_array_equal(documents[0][: rows.sum()].toarray(), x_train[rows].toarray())
+        if lowercase_share:
+            np.testing.assert_array_equal(documents[0][rows.sum():].toarray(), x_lower[rows].toarray())
+        if paired is not None:  # each kept pair's difference, then its negation
+            machine, human = pairs
+            kept = rows[machine] & rows[human]
+            diff = (x_train[machine[kept]] - x_train[human[kept]]).toarray()
+            np.testing.assert_array_equal(paired[0].toarray(), np.vstack([diff, -diff]))
+    assert (training.pairs_of(w, half) is not None) == bool(pair_weight)  # the half mask keeps some pairs
 
 
 def test_pairs_teach_the_style_feature_that_topic_hides():

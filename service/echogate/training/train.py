@@ -246,7 +246,7 @@ class TrainConfig:
     # document's weight and the original the rest (0 turns it off). Some chat logs and older
     # dialogue corpora, and the bots trained on them, write in lower case throughout; a model
     # that learnt only from cased text loses the evidence capitals carried there. See
-    # training_set and bench/tokenised_folds.py --lowercase-share. Raw-score AUROC of held-out l2r
+    # TrainingRows and bench/tokenised_folds.py --lowercase-share. Raw-score AUROC of held-out l2r
     # (GPT-3-Turbo, Gemini, Llama-3) and STAR (turns 0, 1; dialogues 0, 1) folds, as written |
     # lower-cased, share 0 / 0.3 / 0.5:
     #   l2r   0.787 0.893 0.759 | 0.761 0.816 0.767 / 0.792 0.892 0.757 | 0.796 0.880 0.752 /
@@ -400,7 +400,7 @@ def lowercased(docs: list[Doc]) -> list[Doc]:
 
 
 def lowercased_features(docs: list[Doc], cfg: TrainConfig) -> sp.csr_matrix | None:
-    """What the documents' lower-cased copies train on (training_set's `x_lower`); None when
+    """What the documents' lower-cased copies train on (TrainingRows.build's `x_lower`); None when
     cfg.lowercase_share turns the copies off. Copies are never scored, so what the model reads
     of them is not built (a matrix as large as the training one)."""
     if cfg.lowercase_share <= 0:
@@ -408,19 +408,6 @@ def lowercased_features(docs: list[Doc], cfg: TrainConfig) -> sp.csr_matrix | No
     lower = lowercased(docs)
     byte_x, masked_x, _ = featurize(lower, cfg.hash_spec, cfg.role_weights)
     return trained_features(byte_x, masked_x, lower, cfg.byte_ngram_datasets, cfg.other_byte_ngram_scale)
-
-
-def training_set(x_train: sp.csr_matrix, x_lower: sp.csr_matrix | None, y: np.ndarray, w: np.ndarray,
-                 rows: np.ndarray, cfg: TrainConfig) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-    """(features, labels, weights) that `rows` train on: each document as written and, when
-    `x_lower` holds the lower-cased documents' training features, lower-cased too, the two
-    splitting the document's weight by cfg.lowercase_share. Splitting rather than adding keeps
-    every group's total weight, so the regularisation reads the same."""
-    if x_lower is None or cfg.lowercase_share <= 0:
-        return x_train[rows], y[rows], w[rows]
-    share = cfg.lowercase_share
-    return (sp.vstack([x_train[rows], x_lower[rows]]).tocsr(), np.concatenate([y[rows], y[rows]]),
-            np.concatenate([w[rows] * (1.0 - share), w[rows] * share]))
 
 
 def group_weights(docs: list[Doc]) -> np.ndarray:
@@ -461,9 +448,13 @@ def pair_rows(x: sp.csr_matrix, pairs: tuple[np.ndarray, np.ndarray], total_weig
     """
     machine, human = pairs
     diff = x[machine] - x[human]
-    rows = sp.vstack([diff, -diff]).tocsr()
-    y = np.repeat([1, 0], len(machine))
-    return rows, y, np.full(len(y), total_weight / max(len(y), 1))
+    return sp.vstack([diff, -diff]).tocsr(), *pair_targets(len(machine), total_weight)
+
+
+def pair_targets(pairs: int, total_weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """pair_rows' labels and weights: machine for each difference, then human for each
+    negation, every row an equal share of `total_weight`."""
+    return np.repeat([1, 0], pairs), np.full(2 * pairs, total_weight / max(2 * pairs, 1))
 
 
 Rows = tuple[sp.csr_matrix, np.ndarray, np.ndarray]  # features, labels, weights
@@ -474,7 +465,7 @@ def fit(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cfg: TrainConfig, pairs:
 
 
 def with_pairs(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, pairs: Rows | None) -> Rows:
-    """The rows a fit sees: the training set's, then the matched-pair rows (training_pairs) below them."""
+    """The rows a fit sees: the training set's, then the matched-pair rows below them."""
     if pairs is None or not pairs[1].size:
         return x, y, w
     return sp.vstack([x, pairs[0]]).tocsr(), np.concatenate([y, pairs[1]]), np.concatenate([w, pairs[2]])
@@ -483,14 +474,16 @@ def with_pairs(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, pairs: Rows | Non
 @dataclass(frozen=True)
 class TrainingRows:
     """Every row a fit can train on, stacked once: the documents' training features, their
-    lower-cased copies' when cfg.lowercase_share keeps them, and every matched pair's
-    difference row, then every pair's negation (pair_rows).
+    lower-cased copies' when cfg.lowercase_share keeps them, then every matched pair's rows
+    (pair_rows: each difference, then each negation).
 
-    `select` gives a fit's rows with one index into this matrix, the same rows in the same
-    order as with_pairs(*training_set(...), training_pairs(...)) builds from pieces (the pieces
-    stay for the benches that change one of them). The pieces held each fold's training matrix
-    two to three times over in every fold process while they were sliced and stacked; one
-    index holds it once, and the fold processes share this matrix from disk (fold_pool)."""
+    A fit's rows are indices into this matrix: each document as written and, lower-cased, again,
+    the two splitting the document's weight by lowercase_share (splitting rather than adding
+    keeps every group's total weight, so the regularisation reads the same); then the rows of
+    the pairs both of whose documents are in training, weighing pair_weight times those
+    documents' own weight. `select` takes them with one index. Sliced and stacked piece by
+    piece, each fold process held its training matrix two to three times over; one index holds
+    it once, and the fold processes share this matrix from disk (fold_pool)."""
 
     x: sp.csr_matrix
     documents: int
@@ -503,43 +496,41 @@ class TrainingRows:
               cfg: TrainConfig) -> TrainingRows:
         share = cfg.lowercase_share if x_lower is not None and cfg.lowercase_share > 0 else 0.0
         pair_weight = cfg.pair_weight if cfg.pair_weight > 0 and pairs[0].size else 0.0
-        blocks = [x_train] + ([x_lower] if share else [])
-        if pair_weight:
-            diff = x_train[pairs[0]] - x_train[pairs[1]]
-            blocks += [diff, -diff]
+        blocks = [x_train] + ([x_lower] if share else []) + ([pair_rows(x_train, pairs, 0.0)[0]] if pair_weight else [])
         return cls(sp.vstack(blocks, format="csr"), x_train.shape[0], share, pair_weight, pairs)
 
-    def select(self, y: np.ndarray, w: np.ndarray, rows: np.ndarray) -> Rows:
-        """(features, labels, weights) of the documents `rows` (a mask), lower-cased copies and
-        the pairs both of whose documents are among them: training_set, then training_pairs."""
+    def document_index(self, y: np.ndarray, w: np.ndarray, rows: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row index, labels, weights) of the documents `rows` (a mask) and their lower-cased
+        copies; row i % self.documents is the document a row holds."""
         docs = np.flatnonzero(rows)
-        index, labels, weights = [docs], [y[rows]], [w[rows]]
-        if self.lowercase_share:
-            index.append(self.documents + docs)
-            labels.append(y[rows])
-            weights = [w[rows] * (1.0 - self.lowercase_share), w[rows] * self.lowercase_share]
-        if self.pair_weight:
-            machine, human = self.pairs
-            kept = np.flatnonzero(rows[machine] & rows[human])
-            if kept.size:
-                start = self.documents * len(index)
-                index += [start + kept, start + len(machine) + kept]
-                labels.append(np.repeat([1, 0], kept.size))
-                total = self.pair_weight * float(w[np.union1d(machine[kept], human[kept])].sum())
-                weights.append(np.full(2 * kept.size, total / (2 * kept.size)))
-        return self.x[np.concatenate(index)], np.concatenate(labels), np.concatenate(weights)
+        if not self.lowercase_share:
+            return docs, y[rows], w[rows]
+        return (np.concatenate([docs, self.documents + docs]), np.concatenate([y[rows], y[rows]]),
+                np.concatenate([w[rows] * (1.0 - self.lowercase_share), w[rows] * self.lowercase_share]))
 
+    def pair_index(self, w: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row index, labels, weights) of the pairs both of whose documents are among `rows`."""
+        machine, human = self.pairs
+        kept = np.flatnonzero(rows[machine] & rows[human]) if self.pair_weight else np.zeros(0, np.int64)
+        start = self.documents * (2 if self.lowercase_share else 1)
+        total = self.pair_weight * float(w[np.union1d(machine[kept], human[kept])].sum())
+        return (np.concatenate([start + kept, start + len(machine) + kept]), *pair_targets(kept.size, total))
 
-def training_pairs(x: sp.csr_matrix, w: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], rows: np.ndarray,
-                   cfg: TrainConfig) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray] | None:
-    """The difference rows of the pairs whose two documents are both among the training `rows`,
-    weighing cfg.pair_weight times those paired documents' own weight."""
-    if cfg.pair_weight <= 0:
-        return None
-    keep = rows[pairs[0]] & rows[pairs[1]]
-    machine, human = pairs[0][keep], pairs[1][keep]
-    paired = np.union1d(machine, human)
-    return pair_rows(x, (machine, human), cfg.pair_weight * float(w[paired].sum()))
+    def documents_of(self, y: np.ndarray, w: np.ndarray, rows: np.ndarray) -> Rows:
+        index, labels, weights = self.document_index(y, w, rows)
+        return self.x[index], labels, weights
+
+    def pairs_of(self, w: np.ndarray, rows: np.ndarray) -> Rows | None:
+        index, labels, weights = self.pair_index(w, rows)
+        return (self.x[index], labels, weights) if index.size else None
+
+    def select(self, y: np.ndarray, w: np.ndarray, rows: np.ndarray) -> Rows:
+        """What a fit of the documents `rows` trains on: documents_of's rows, then pairs_of's,
+        in one index (the two as fit(*documents_of(...), cfg, pairs_of(...)) stacks them)."""
+        parts = (self.document_index(y, w, rows), self.pair_index(w, rows))
+        return (self.x[np.concatenate([p[0] for p in parts])], np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]))
 
 
 def fit_calibration(raw: np.ndarray, seen: np.ndarray, y: np.ndarray, fold: np.ndarray,
