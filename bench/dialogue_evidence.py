@@ -32,8 +32,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from echogate import evaluation
-from echogate.training.train import (TrainConfig, TrainingRows, cross_validate, document_features, document_weights,
-                                     in_collection_fold, lowercased_features, make_folds, matched_pairs,
+from echogate.training.train import (TrainConfig, TrainingData, cross_validate, in_collection_fold, make_folds,
                                      training_docs)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,21 +45,17 @@ def fold_scores(data: Path, path: Path) -> dict[str, dict[str, np.ndarray]]:
     if not path.exists():
         cfg = TrainConfig()
         docs = training_docs(data, cfg)
-        x_train, x, pooled = document_features(docs, cfg)
-        y = np.array([d.label for d in docs])
+        run = TrainingData.build(docs, cfg)
         folds = {n: m for n, m in make_folds(docs).items() if n in DIALOGUE_FOLDS}
         folds[REPORT_ONLY] = in_collection_fold(docs)
-        transcript = np.array([d.kind == "transcript" for d in docs])
-        training = TrainingRows.build(x_train, lowercased_features(docs, cfg), matched_pairs(docs), cfg)
-        raw = cross_validate(training, x, y, document_weights(docs, cfg), folds, np.ones(len(docs), bool), transcript,
-                             pooled, cfg)
+        raw = cross_validate(run, folds, np.ones(len(docs), bool), cfg)
         words = np.array([d.words for d in docs])
         arrays = {}
         for name, (test, _) in folds.items():
-            held = transcript[test]
+            held = run.transcript[test]
             rows = np.flatnonzero(test)[held]
-            arrays.update({f"{name}/raw": raw[name][held], f"{name}/pooled": pooled[rows], f"{name}/y": y[rows],
-                           f"{name}/words": words[rows]})
+            arrays.update({f"{name}/raw": raw[name][held], f"{name}/pooled": run.pooled[rows],
+                           f"{name}/y": run.y[rows], f"{name}/words": words[rows]})
         np.savez(path, **arrays)
     saved = np.load(path)
     return {name: {k: saved[f"{name}/{k}"] for k in ("raw", "pooled", "y", "words")}

@@ -38,9 +38,8 @@ import scipy.sparse as sp
 
 from echogate import evaluation
 from echogate.training.data import Doc
-from echogate.training.train import (TrainConfig, TrainingRows, document_features, document_weights, fit, fold_pool,
-                                     lowercased_features, make_folds, matched_pairs, read_scores, report_slice,
-                                     training_docs)
+from echogate.training.train import (TrainConfig, TrainingData, TrainingRows, fit, fold_pool, make_folds, read_scores,
+                                     report_slice, training_docs)
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL_BY_COLLECTION = ("sgd", "taskmaster4", "cucom_ecommerce", "synthetic_persona_chat")
@@ -104,11 +103,8 @@ def learn(args: argparse.Namespace, docs: list[Doc], folds: dict, cfg: TrainConf
 
     teachers = np.load(args.teachers)
     assert int(teachers["documents"]) == len(docs), "the teachers' npz was written for other documents"
-    x_train, x, pooled = document_features(docs, cfg)
-    training = TrainingRows.build(x_train, lowercased_features(docs, cfg), matched_pairs(docs), cfg)
-    y = np.array([d.label for d in docs])
-    w = document_weights(docs, cfg)
-    transcript = np.array([d.kind == "transcript" for d in docs])
+    run = TrainingData.build(docs, cfg)
+    training, x, pooled, y, w, transcript = run.rows, run.x, run.pooled, run.y, run.w, run.transcript
 
     fold_names, mixes = args.folds.split(","), [float(m) for m in args.mix.split(",")]
     targets = {}  # nan (not graded) stays nan

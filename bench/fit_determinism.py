@@ -50,23 +50,18 @@ def build_cache(data: Path, fold: str, cache: Path) -> None:
     import numpy as np
     import scipy.sparse as sp
 
-    from echogate.training.train import (TrainConfig, TrainingRows, document_features, document_weights,
-                                         lowercased_features, make_folds, matched_pairs, training_docs)
+    from echogate.training.train import TrainConfig, TrainingData, make_folds, training_docs
 
     cfg = TrainConfig()
     docs = training_docs(data, cfg)
-    x_train, x, pooled = document_features(docs, cfg)
-    y, w = np.array([d.label for d in docs]), document_weights(docs, cfg)
+    run = TrainingData.build(docs, cfg)
     test, excluded = make_folds(docs)[fold]
-    rows = ~excluded
-    training = TrainingRows.build(x_train, lowercased_features(docs, cfg), matched_pairs(docs), cfg)
-    features, labels, weights = training.select(y, w, rows)
+    features, labels, weights = run.rows.select(run.y, run.w, ~excluded)
     cache.mkdir(parents=True, exist_ok=True)
     sp.save_npz(cache / "train.npz", features, compressed=False)
-    sp.save_npz(cache / "test.npz", x[test].tocsr(), compressed=False)
-    np.savez(cache / "arrays.npz", y=labels, w=weights,
-             test_y=y[test], transcript=np.array([d.kind == "transcript" for d in docs])[test],
-             pooled=pooled[test], c=cfg.c, count_power=cfg.transcript_count_power)
+    sp.save_npz(cache / "test.npz", run.x[test].tocsr(), compressed=False)
+    np.savez(cache / "arrays.npz", y=labels, w=weights, test_y=run.y[test], transcript=run.transcript[test],
+             pooled=run.pooled[test], c=cfg.c, count_power=cfg.transcript_count_power)
 
 
 def fit_once(fitter: str, iterations: int, cache: Path) -> dict:

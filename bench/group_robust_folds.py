@@ -40,8 +40,7 @@ from joblib import delayed
 
 from echogate import evaluation
 from echogate.training.data import is_chunk, source_dataset
-from echogate.training.train import (TrainConfig, TrainingRows, document_features, document_weights, fit, fold_pool,
-                                     lowercased_features, make_folds, matched_pairs, read_scores, training_docs)
+from echogate.training.train import TrainConfig, TrainingData, fit, fold_pool, make_folds, read_scores, training_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 PRIOR = 1e-4  # a document rate's smoothing in the penalty: about one document in 10,000
@@ -49,8 +48,9 @@ LABELS = {"human": 0, "machine": 1}
 
 
 def collection_scales(x: sp.csr_matrix, groups: np.ndarray, rows: np.ndarray, alpha: float) -> np.ndarray:
-    """Per column, (second-highest / highest document rate over the groups of `rows`) ** alpha."""
-    present = x[rows].copy()
+    """Per column, (second-highest / highest document rate over the groups of `rows`) ** alpha, `x`
+    TrainingRows.x (its first rows are the documents', in order) and `rows` a mask of documents."""
+    present = x[np.flatnonzero(rows)]  # a copy
     present.data[:] = 1.0
     group_ids, of_row = np.unique(groups[rows], return_inverse=True)
     member = sp.csr_matrix((np.ones(of_row.size), (of_row, np.arange(of_row.size))),
@@ -64,7 +64,8 @@ def collection_scales(x: sp.csr_matrix, groups: np.ndarray, rows: np.ndarray, al
 def invariance_rows(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, kinds: np.ndarray, collections: np.ndarray,
                     rows: np.ndarray, labels: tuple[int, ...], kind_names: tuple[str, ...], pairs: int, weight: float,
                     seed: int) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-    """The symmetric difference rows (see the module docstring) among the training `rows`."""
+    """The symmetric difference rows (see the module docstring) among the training `rows` (a mask of
+    documents), `x` TrainingRows.x (its first rows are the documents', in order)."""
     rng = np.random.default_rng(seed)
     first, second = [], []
     for label in labels:
@@ -94,10 +95,8 @@ def main() -> None:
     args = parser.parse_args()
     cfg = TrainConfig()
     docs = training_docs(args.data, cfg)
-    x_train, x, pooled = document_features(docs, cfg)
-    training = TrainingRows.build(x_train, lowercased_features(docs, cfg), matched_pairs(docs), cfg)
-    y = np.array([d.label for d in docs])
-    w = document_weights(docs, cfg)
+    run = TrainingData.build(docs, cfg)
+    training, x, pooled, y, w = run.rows, run.x, run.pooled, run.y, run.w
     files = np.array([source_dataset(d.dataset) for d in docs])
     kinds = np.array([d.kind for d in docs])
     # the penalty's collections split l2r and STAR by domain; the invariance rows pair whole files
@@ -113,7 +112,7 @@ def main() -> None:
         features, targets, weights = training.documents_of(y, w, rows)
         pair_rows = training.pairs_of(w, rows)
         if args.method == "invariance":
-            extra = invariance_rows(x_train, y, w, kinds, collections, rows, labels, kind_names, args.pairs,
+            extra = invariance_rows(training.x, y, w, kinds, collections, rows, labels, kind_names, args.pairs,
                                     args.weight, args.seed)
             features = sp.vstack([features, extra[0]]).tocsr()
             targets, weights = np.r_[targets, extra[1]], np.r_[weights, extra[2]]
@@ -130,7 +129,7 @@ def main() -> None:
         return clf
 
     # computed here, one fold after another, so one binary copy of a fold's features is held at a time
-    scales = [collection_scales(x_train, penalty_groups, ~excluded, args.alpha) if args.method == "penalty" else None
+    scales = [collection_scales(training.x, penalty_groups, ~excluded, args.alpha) if args.method == "penalty" else None
               for _, excluded in folds.values()]
     transcript = kinds == "transcript"
     print(f"raw-score AUROC per held-out fold, method {args.method}")

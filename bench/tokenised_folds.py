@@ -28,8 +28,8 @@ from joblib import delayed
 
 from echogate import evaluation
 from echogate.training.data import is_chunk
-from echogate.training.train import (TrainConfig, TrainingRows, document_features, document_weights, fit, fold_pool,
-                                     lowercased_features, make_folds, matched_pairs, training_docs)
+from echogate.training.train import (TrainConfig, TrainingData, document_features, fit, fold_pool, make_folds,
+                                     training_docs)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,10 +57,8 @@ def main() -> None:
     if args.lowercase_share is not None:
         cfg = dataclasses.replace(cfg, lowercase_share=args.lowercase_share)
     docs = training_docs(args.data, cfg)
-    x_train, _, _ = document_features(docs, cfg)
-    training = TrainingRows.build(x_train, lowercased_features(docs, cfg), matched_pairs(docs), cfg)
-    y = np.array([d.label for d in docs])
-    w = document_weights(docs, cfg)
+    run = TrainingData.build(docs, cfg)
+    training, y, w = run.rows, run.y, run.w
     # the model trains on l2r's paragraph chunks as the trainer's does; the rewrites are judged on whole texts
     whole = np.array([not is_chunk(d.dataset) for d in docs])
     folds = {name: (test & whole, excluded) for name, (test, excluded) in make_folds(docs).items()

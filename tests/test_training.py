@@ -3,6 +3,8 @@ are built, and that they teach style."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from echogate.training.repetition import RepetitionHead
 from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, TrainingRows, document_weights, featurize, fit,
                                      fit_calibration, in_collection_fold, lowercased, make_folds, matched_pairs,
                                      pair_rows, read_scores, report_rows, split_training_features, training_cpu)
-from tests.conftest import strict_json
+from tests.conftest import DATASETS, needs_datasets, strict_json
 
 SHIPPED_REPORT = Path(__file__).resolve().parents[1] / "service/echogate/models/training_report.json"
 
@@ -97,7 +99,7 @@ def test_training_rows_select_is_the_documents_then_the_pairs_in_one_index(lower
     bit for bit and in the same order, as the documents' rows stacked with the pairs' (what
     fit(*documents_of(...), cfg, pairs_of(...)) trains on), labels and weights too, or the
     trainer and the benches that change one part would fit other problems. Masks that keep
-    every pair, some, or none."""
+    every pair, some, or none; a mask of every document (the final fit) gets the matrix itself."""
     rng = np.random.default_rng(7)
     n = 60
     x_train = sp.random(n, 40, density=0.2, format="csr", dtype=np.float32, random_state=rng)
@@ -117,6 +119,7 @@ def test_training_rows_select_is_the_documents_then_the_pairs_in_one_index(lower
                      (got[0].indptr, want[0].indptr), (got[1], want[1]), (got[2], want[2])):
             assert a.dtype.kind == b.dtype.kind and np.array_equal(a, b)
         assert got[0].shape == want[0].shape
+        assert (got[0] is training.x) == (rows is everything)  # a fit of every row shares the matrix, no copy
         # the documents' rows are the documents' own features, the lower-cased copies below them
         np.testing.assert_array_equal(documents[0][: rows.sum()].toarray(), x_train[rows].toarray())
         if lowercase_share:
@@ -309,3 +312,45 @@ def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path, powers):
     np.testing.assert_allclose(read_scores(clf, x, transcript, 0.5, featurize(docs, spec, ROLE_WEIGHTS)[2]),
                                evidence, rtol=1e-5)
     assert raw[2] == evidence[2] and not np.allclose(raw[:2], evidence[:2], atol=1e-2)
+
+
+def _echogate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "echogate_client.cli", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+@needs_datasets
+def test_echogate_train_end_to_end_writes_a_model_that_scores_and_the_same_bytes_in_one_process_or_two(tmp_path):
+    """`echogate train` on a sample of every shared file (150 records each, a 16,384-weight table,
+    30 iterations: seconds, where the shipped run takes most of an hour) goes through every step of
+    the real one: folds, calibration, the repetitiveness head, the final fit, the graph, the report
+    and the card. The model it writes loads and scores through `echogate eval`, the server's code
+    path, ranking the texts it trained on; and a run with its folds in one process writes the same
+    bytes as one with two (the trainer is seeded, and a fold's fit does not depend on its process)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in sorted(DATASETS.glob("*.jsonl")):
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        (data / path.name).write_text("".join(lines[:: max(len(lines) // 150, 1)][:150]), encoding="utf-8")
+    small = {"table_size": 1 << 14, "max_iter": 30, "stream_size": 100}
+    runs = {}
+    for jobs in (2, 1):
+        config = tmp_path / f"config{jobs}.json"
+        config.write_text(json.dumps({**small, "jobs": jobs}))
+        out = tmp_path / f"model{jobs}"
+        done = _echogate("train", "--data", str(data), "--out", str(out), "--config", str(config))
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[jobs] = out
+    out = runs[2]
+    assert (out / "bot_origin.onnx").read_bytes() == (runs[1] / "bot_origin.onnx").read_bytes()
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["config"]["table_size"] == 1 << 14 and report["documents"] > 8 * 100
+    folds = {row["fold"] for row in report["validation"]}
+    assert {"cucom_vs_taskmaster4", "spc_vs_sgd", "star_unseen_domains_0", "in_collection_support"} <= folds
+    assert 0.5 < report["macro_auroc"] <= 1.0
+    assert report["config"]["version"] in (out / "MODEL_CARD.md").read_text()
+    model = BotOriginModel(out / "bot_origin.onnx")
+    assert model.version == report["config"]["version"]
+    scored = _echogate("eval", "--model", str(out / "bot_origin.onnx"), "--json", str(data / "l2r.jsonl"))
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    assert json.loads(scored.stdout)["groups"]["all"]["auroc"] > 0.9

@@ -527,10 +527,40 @@ class TrainingRows:
 
     def select(self, y: np.ndarray, w: np.ndarray, rows: np.ndarray) -> Rows:
         """What a fit of the documents `rows` trains on: documents_of's rows, then pairs_of's,
-        in one index (the two as fit(*documents_of(...), cfg, pairs_of(...)) stacks them)."""
+        in one index (the two as fit(*documents_of(...), cfg, pairs_of(...)) stacks them).
+
+        A fit of every row in order (the shipped model's) gets `x` itself rather than a copy:
+        3.6 GB less for the trainer's final fit. The matrix is shared, so it is not to be
+        changed in place."""
         parts = (self.document_index(y, w, rows), self.pair_index(w, rows))
-        return (self.x[np.concatenate([p[0] for p in parts])], np.concatenate([p[1] for p in parts]),
+        index = np.concatenate([p[0] for p in parts])
+        whole = index.size == self.x.shape[0] and bool((index == np.arange(index.size)).all())
+        return (self.x if whole else self.x[index], np.concatenate([p[1] for p in parts]),
                 np.concatenate([p[2] for p in parts]))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A run's documents and all that its fits and held-out scoring read of them, built once.
+
+    `train` starts from here, and so do the benches that refit its folds (bench/*_folds.py,
+    bench/dialogue_evidence.py, bench/fit_determinism.py): they fit and score the documents,
+    features and weights the trainer does."""
+
+    docs: list[Doc]
+    rows: TrainingRows  # what fits train on
+    x: sp.csr_matrix  # what the model reads of each document when it scores it (split_training_features)
+    pooled: np.ndarray  # the count a transcript's raw score is read over (featurize)
+    y: np.ndarray  # labels, 1 machine
+    w: np.ndarray  # document_weights
+    transcript: np.ndarray  # a dialogue rather than a single text
+
+    @classmethod
+    def build(cls, docs: list[Doc], cfg: TrainConfig) -> TrainingData:
+        x_train, x, pooled = document_features(docs, cfg)
+        rows = TrainingRows.build(x_train, lowercased_features(docs, cfg), matched_pairs(docs), cfg)
+        return cls(docs, rows, x, pooled, np.array([d.label for d in docs]), document_weights(docs, cfg),
+                   np.array([d.kind == "transcript" for d in docs]))
 
 
 def fit_calibration(raw: np.ndarray, seen: np.ndarray, y: np.ndarray, fold: np.ndarray,
@@ -674,22 +704,24 @@ def read_scores(clf: LinearFit, x: sp.csr_matrix, transcript: np.ndarray, count_
     return np.where(transcript, evidence * np.sqrt(count) / np.maximum(pooled, 1.0) ** count_power, evidence)
 
 
-def cross_validate(training: TrainingRows, x: sp.csr_matrix, y: np.ndarray, w: np.ndarray,
-                   folds: dict[str, tuple[np.ndarray, np.ndarray]], usable: np.ndarray, transcript: np.ndarray,
-                   pooled: np.ndarray, cfg: TrainConfig) -> dict[str, np.ndarray]:
-    """Raw scores of each fold's held-out rows (read as the model reads them, `x`, transcripts
-    over `pooled` ** cfg.transcript_count_power: see read_scores), from a model trained on the
-    other rows' training features (`training`) that never saw them (nor any pair with a
+def cross_validate(data: TrainingData, folds: dict[str, tuple[np.ndarray, np.ndarray]], usable: np.ndarray,
+                   cfg: TrainConfig) -> dict[str, np.ndarray]:
+    """Raw scores of each fold's held-out rows (read as the model reads them, data.x, transcripts
+    over data.pooled ** cfg.transcript_count_power: see read_scores), from a model trained on the
+    other `usable` rows' training features (data.rows) that never saw them (nor any pair with a
     held-out member)."""
+    training, y, w = data.rows, data.y, data.w
+
     def one(excluded: np.ndarray) -> LinearFit:
         return fit(*training.select(y, w, usable & ~excluded), cfg)
 
-    # the models come back and score here, so `x` never travels to the workers
+    # the models come back and score here, so data.x never travels to the workers
     models = fold_pool(cfg.jobs)(delayed(one)(excluded) for _, excluded in folds.values())
     scores = {}
     progress = tqdm(models, total=len(folds), desc="held-out folds", unit="fold")
     for (name, (test, _)), clf in zip(folds.items(), progress):
-        scores[name] = read_scores(clf, x[test], transcript[test], cfg.transcript_count_power, pooled[test])
+        scores[name] = read_scores(clf, data.x[test], data.transcript[test], cfg.transcript_count_power,
+                                   data.pooled[test])
     return scores
 
 
@@ -782,18 +814,13 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
                     "weights can differ from a build on a CPU with both (such as the shipped file's)", cpu["model"])
     docs = training_docs(data_dir, cfg)
     log.info("loaded %d documents from %s", len(docs), data_dir)
-    x_train, x, pooled = document_features(docs, cfg)
-    training = TrainingRows.build(x_train, lowercased_features(docs, cfg), matched_pairs(docs), cfg)
-    del x_train  # `training` holds its rows
-    y = np.array([d.label for d in docs])
-    w = document_weights(docs, cfg)
+    data = TrainingData.build(docs, cfg)
     files = np.array([source_dataset(d.dataset) for d in docs])  # a chunk trains where its file does
 
     folds = {name: masks for name, masks in make_folds(docs).items() if masks[0].any()}
     usable = np.isin(files, cfg.train_datasets) if cfg.train_datasets else np.ones(len(docs), bool)
     report_only = {"in_collection_support": in_collection_fold(docs)}
-    transcript = np.array([d.kind == "transcript" for d in docs])
-    fold_raw = cross_validate(training, x, y, w, {**folds, **report_only}, usable, transcript, pooled, cfg)
+    fold_raw = cross_validate(data, {**folds, **report_only}, usable, cfg)
     seen = simulate_seen(docs, cfg.role_weights, cfg.seed, cfg.stream_size, cfg.seen_full_bytes)
     rows, calib = calibrate_and_report(docs, folds, fold_raw, seen, report_only, cfg.transcript_seen_weight,
                                        (cfg.transcript_count_power, cfg.transcript_turn_count_power))
@@ -805,7 +832,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     head, repetition_rows = train_head(docs, cfg.seed)
     log.info("repetitiveness head: %s", head)
 
-    final = fit(*training.select(y, w, usable), cfg)
+    final = fit(*data.rows.select(data.y, data.w, usable), cfg)
     model = build_graph(
         cfg.hash_spec, final.weights, calib["turn"], calib["transcript"], head,
         metadata={"model_version": cfg.version, "normalization": NORMALIZATION_VERSION,
