@@ -4,7 +4,7 @@
 
 Issue #3 quotes, on its hidden evaluation, character 2-5-gram TF-IDF + logistic regression trained
 on all of the shared data. This fits that detector on each fold of `echogate train` (the same
-documents, the same held-out masks: echogate.training.train.make_folds and in_collection_fold)
+documents, the same held-out masks: echogate.training.folds.make_folds and in_collection_fold)
 and prints its AUROC and TPR at 1% FPR beside the shipped model's from its training report.
 The folds stand in for the hidden groups. Comparing the reference's figures here with its
 figures on the hidden groups (in the issue) shows which fold behaves like which group, and so
@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 
 from echogate import evaluation
 from echogate.training.data import load_docs
-from echogate.training.train import headline_slice, in_collection_fold, make_folds
+from echogate.training.folds import headline_slice, in_collection_fold, make_folds
 
 ROOT = Path(__file__).resolve().parents[1]
 

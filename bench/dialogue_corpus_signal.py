@@ -12,7 +12,7 @@ the trade at each weight, for three signals, each turn's part scaled by its leng
 (graph.seen_scale) as the trainer simulates it in streams of its files:
 
 - `count`, the shipped form: the role-weighted mean over turns of log1p(how often the turn was
-  seen before in the stream) (train.simulate_seen);
+  seen before in the stream) (calibration.simulate_seen);
 - `agent_count`: the same over agent turns only (customers' turns are the same whoever answers);
 - `agent_share`: the share of agent turns seen before at all, the signal closest to
   retrieval_bot.py's "corpus signal alone" (Scores.corpus_duplicate).
@@ -53,8 +53,10 @@ from echogate.offline import score_file
 from echogate.settings import default_model_path
 from echogate.training.data import Doc, load_docs, read_records
 from echogate.training.graph import seen_scale
-from echogate.training.train import (TrainConfig, apply_calibration, fit_calibration, in_collection_fold, make_folds,
-                                     simulate_seen, simulated_streams, training_docs)
+from echogate.training.calibration import apply_calibration, fit_calibration, simulate_seen, simulated_streams
+from echogate.training.config import TrainConfig
+from echogate.training.folds import in_collection_fold, make_folds
+from echogate.training.train import training_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 Signal = Callable[[list[Doc], int], np.ndarray]  # (documents, stream size) -> one value per document
@@ -62,7 +64,7 @@ Signal = Callable[[list[Doc], int], np.ndarray]  # (documents, stream size) -> o
 
 def agent_share(docs: list[Doc], seed: int, stream_size: int, full_bytes: int) -> np.ndarray:
     """Per document, the length-scaled share of its agent turns seen before in its stream: the
-    trainer's streams (train.simulated_streams), (count > 0) in place of log1p(count), agent
+    trainer's streams (calibration.simulated_streams), (count > 0) in place of log1p(count), agent
     turns only."""
     feature = np.zeros(len(docs))
     for stream in simulated_streams(docs, seed, stream_size):

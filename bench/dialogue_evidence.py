@@ -32,8 +32,10 @@ import numpy as np
 from scipy.optimize import minimize
 
 from echogate import evaluation
-from echogate.training.train import (TrainConfig, TrainingData, cross_validate, in_collection_fold, make_folds,
-                                     training_docs)
+from echogate.training.config import TrainConfig
+from echogate.training.folds import in_collection_fold, make_folds
+from echogate.training.rows import TrainingData
+from echogate.training.train import cross_validate, training_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 DIALOGUE_FOLDS = ("cucom_vs_taskmaster4", "spc_vs_sgd", "star_unseen_domains_0", "star_unseen_domains_1")

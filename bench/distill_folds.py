@@ -38,8 +38,10 @@ import scipy.sparse as sp
 
 from echogate import evaluation
 from echogate.training.data import Doc
-from echogate.training.train import (TrainConfig, TrainingData, TrainingRows, fit, fold_pool, make_folds, read_scores,
-                                     report_slice, training_docs)
+from echogate.training.config import TrainConfig
+from echogate.training.folds import make_folds, report_slice
+from echogate.training.rows import TrainingData, TrainingRows
+from echogate.training.train import fit, fold_pool, read_scores, training_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL_BY_COLLECTION = ("sgd", "taskmaster4", "cucom_ecommerce", "synthetic_persona_chat")

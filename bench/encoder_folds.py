@@ -45,8 +45,10 @@ from transformers import AutoModel, AutoTokenizer
 
 from echogate import evaluation
 from echogate.training.data import Doc
-from echogate.training.train import (TrainConfig, document_features, document_weights, fit, make_folds, read_scores,
-                                     REPORT_SLICES, report_slice, training_docs)
+from echogate.training.config import TrainConfig
+from echogate.training.folds import REPORT_SLICES, make_folds, report_slice
+from echogate.training.rows import document_features, document_weights
+from echogate.training.train import fit, read_scores, training_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "service" / "echogate" / "models" / "training_report.json"

@@ -50,7 +50,10 @@ def build_cache(data: Path, fold: str, cache: Path) -> None:
     import numpy as np
     import scipy.sparse as sp
 
-    from echogate.training.train import TrainConfig, TrainingData, make_folds, training_docs
+    from echogate.training.config import TrainConfig
+    from echogate.training.folds import make_folds
+    from echogate.training.rows import TrainingData
+    from echogate.training.train import training_docs
 
     cfg = TrainConfig()
     docs = training_docs(data, cfg)

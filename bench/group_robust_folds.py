@@ -40,7 +40,10 @@ from joblib import delayed
 
 from echogate import evaluation
 from echogate.training.data import is_chunk, source_dataset
-from echogate.training.train import TrainConfig, TrainingData, fit, fold_pool, make_folds, read_scores, training_docs
+from echogate.training.config import TrainConfig
+from echogate.training.folds import make_folds
+from echogate.training.rows import TrainingData
+from echogate.training.train import fit, fold_pool, read_scores, training_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 PRIOR = 1e-4  # a document rate's smoothing in the penalty: about one document in 10,000

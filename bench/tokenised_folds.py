@@ -28,8 +28,10 @@ from joblib import delayed
 
 from echogate import evaluation
 from echogate.training.data import is_chunk
-from echogate.training.train import (TrainConfig, TrainingData, document_features, fit, fold_pool, make_folds,
-                                     training_docs)
+from echogate.training.config import TrainConfig
+from echogate.training.folds import make_folds
+from echogate.training.rows import TrainingData, document_features
+from echogate.training.train import fit, fold_pool, training_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 

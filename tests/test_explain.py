@@ -15,7 +15,7 @@ from echogate.features import HashSpec, ngram_hashes, ngram_spans
 from echogate.text import NORMALIZATION_VERSION, normalize, pack_turns
 from echogate.training.graph import Calibration, build_graph, fixed_point_weights
 from echogate.training.repetition import RepetitionHead
-from echogate.training.train import ROLE_WEIGHTS
+from echogate.training.config import ROLE_WEIGHTS
 from echogate.types import Role, Transcript, Turn
 from echogate.v1 import gate_pb2 as pb
 from tests.conftest import transcript

@@ -13,7 +13,7 @@ from echogate.settings import default_model_path
 from echogate.text import NORMALIZATION_VERSION, normalize, pack_turns
 from echogate.training.graph import Calibration, build_graph, fixed_point_weights, seen_scale
 from echogate.training.repetition import RepetitionHead
-from echogate.training.train import ROLE_WEIGHTS
+from echogate.training.config import ROLE_WEIGHTS
 from tests.conftest import DATASETS, needs_datasets
 
 HEAD = RepetitionHead((2.0, 1.0, -0.5, 0.25), -1.5)

@@ -20,9 +20,12 @@ from echogate.training.card import render as render_card
 from echogate.training.data import Doc, chunk_docs, content_key, sentence_chunks
 from echogate.training.graph import Calibration, build_graph
 from echogate.training.repetition import RepetitionHead
-from echogate.training.train import (ROLE_WEIGHTS, TrainConfig, TrainingRows, document_weights, featurize, fit,
-                                     fit_calibration, in_collection_fold, lowercased, make_folds, matched_pairs,
-                                     pair_rows, read_scores, report_rows, split_training_features, training_cpu)
+from echogate.training.calibration import fit_calibration
+from echogate.training.config import ROLE_WEIGHTS, TrainConfig
+from echogate.training.folds import in_collection_fold, make_folds, report_rows
+from echogate.training.rows import (TrainingRows, document_weights, featurize, lowercased, matched_pairs, pair_rows,
+                                    split_training_features)
+from echogate.training.train import fit, read_scores, training_cpu
 from tests.conftest import DATASETS, needs_datasets, strict_json
 
 SHIPPED_REPORT = Path(__file__).resolve().parents[1] / "service/echogate/models/training_report.json"

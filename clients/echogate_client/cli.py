@@ -479,7 +479,8 @@ def _eval(args) -> int:
 
 
 def _train(args) -> int:
-    from echogate.training.train import TrainConfig, train
+    from echogate.training.config import TrainConfig
+    from echogate.training.train import train
 
     overrides = json.loads(args.config.read_text()) if args.config else {}
     cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
