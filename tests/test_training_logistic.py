@@ -64,6 +64,20 @@ def test_fit_logistic_stops_at_max_iter_and_scores_every_row():
     assert fitted.evidence(x).shape == (500,) and np.abs(fitted.weights).max() > 0
 
 
+def test_fit_logistic_reports_each_iteration_and_fits_the_same_weights_with_or_without_a_listener():
+    """The trainer's final fit drives a progress bar from on_iteration: one call per iteration,
+    whether the fit runs to max_iter or converges first, and the bar changes nothing fitted."""
+    rng = np.random.default_rng(1)
+    x = sp.random(300, 50, density=0.1, format="csr", random_state=3)
+    y = rng.integers(0, 2, 300)
+    for max_iter in (4, 1000):
+        calls: list[None] = []
+        fitted = fit_logistic(x, y, np.ones(300), c=1.0, max_iter=max_iter, on_iteration=lambda: calls.append(None))
+        assert len(calls) == fitted.iterations and (fitted.iterations == 4 if max_iter == 4 else 4 < len(calls) < 1000)
+        unheard = fit_logistic(x, y, np.ones(300), c=1.0, max_iter=max_iter)
+        np.testing.assert_array_equal(fitted.weights, unheard.weights)
+
+
 def parabola(minimum: float) -> tuple[Trial, list[float], Callable[[float], Trial]]:
     """(step - minimum)^2 along a line, its start at step 0, and the steps the search evaluated."""
     tried: list[float] = []

@@ -94,9 +94,10 @@ class LogisticObjective:
 
 
 def fit_logistic(x: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray, c: float, max_iter: int,
-                 tol: float = 1e-4) -> LinearFit:
+                 tol: float = 1e-4, on_iteration: Callable[[], object] | None = None) -> LinearFit:
     """Minimise the objective above from zero weights for at most `max_iter` L-BFGS iterations,
-    stopping earlier once no gradient component exceeds `tol` (scikit-learn's stopping rule)."""
+    stopping earlier once no gradient component exceeds `tol` (scikit-learn's stopping rule).
+    `on_iteration` is called as each iteration starts (a progress bar's update)."""
     objective = LogisticObjective(x, y, sample_weight, c)
     theta = np.zeros(objective.x.shape[1] + 1)
     value, gradient = objective.value_and_gradient(theta)
@@ -104,6 +105,8 @@ def fit_logistic(x: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray, c: 
     iteration = 0
     while iteration < max_iter and np.abs(gradient).max() > tol:
         iteration += 1
+        if on_iteration is not None:
+            on_iteration()
         direction = -two_loop(gradient, history)
         slope = dot(gradient, direction)
         if slope >= 0:  # not a descent direction (a stale curvature pair): restart from steepest descent

@@ -26,6 +26,7 @@ import logging
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -51,8 +52,9 @@ from echogate.training.rows import Rows, TrainingData
 log = logging.getLogger(__name__)
 
 
-def fit(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cfg: TrainConfig, pairs: Rows | None = None) -> LinearFit:
-    return fit_logistic(*with_pairs(x, y, w, pairs), cfg.c, cfg.max_iter)
+def fit(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cfg: TrainConfig, pairs: Rows | None = None,
+        on_iteration: Callable[[], object] | None = None) -> LinearFit:
+    return fit_logistic(*with_pairs(x, y, w, pairs), cfg.c, cfg.max_iter, on_iteration=on_iteration)
 
 
 def with_pairs(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, pairs: Rows | None) -> Rows:
@@ -86,6 +88,8 @@ def cross_validate(data: TrainingData, folds: dict[str, tuple[np.ndarray, np.nda
         return fit(*training.select(y, w, usable & ~excluded), cfg)
 
     # the models come back and score here, so data.x never travels to the workers
+    log.info("fitting %d held-out folds, %d at a time: the bar moves as each fold's model comes back (on the "
+             "shared data with 2 cores, the first after about 10 minutes, all after 35)", len(folds), cfg.jobs)
     models = fold_pool(cfg.jobs)(delayed(one)(excluded) for _, excluded in folds.values())
     scores = {}
     progress = tqdm(models, total=len(folds), desc="held-out folds", unit="fold")
@@ -159,7 +163,8 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     head, repetition_rows = train_head(docs, cfg.seed)
     log.info("repetitiveness head: %s", head)
 
-    final = fit(*data.rows.select(data.y, data.w, usable), cfg)
+    with tqdm(total=cfg.max_iter, desc="final fit", unit="iteration") as progress:
+        final = fit(*data.rows.select(data.y, data.w, usable), cfg, on_iteration=progress.update)
     model = build_graph(
         cfg.hash_spec, final.weights, calib["turn"], calib["transcript"], head,
         metadata={"model_version": cfg.version, "normalization": NORMALIZATION_VERSION,
