@@ -153,9 +153,9 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     report_only = {"in_collection_support": in_collection_fold(docs)}
     fold_raw = cross_validate(data, {**folds, **report_only}, usable, cfg)
     seen = simulate_seen(docs, cfg.role_weights, cfg.seed, cfg.stream_size, cfg.seen_full_bytes)
-    rows, calib = calibrate_and_report(docs, folds, fold_raw, seen, report_only, cfg.transcript_seen_weight,
-                                       (cfg.transcript_count_power, cfg.transcript_turn_count_power))
-    headline = [r for r in rows if r["fold"] in folds and not np.isnan(r["auroc"])
+    validation, calib = calibrate_and_report(docs, folds, fold_raw, seen, report_only, cfg.transcript_seen_weight,
+                                             (cfg.transcript_count_power, cfg.transcript_turn_count_power))
+    headline = [r for r in validation if r["fold"] in folds and not np.isnan(r["auroc"])
                 and r["slice"] == headline_slice(r["fold"])]
     macro = float(np.mean([r["auroc"] for r in headline])) if headline else float("nan")
     log.info("macro AUROC over held-out folds: %.3f", macro)
@@ -175,7 +175,7 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     onnx.save(model, out_dir / "bot_origin.onnx")
     report = {"config": asdict(cfg), "libraries": training_libraries(), "cpu": cpu,
               "calibration": {k: asdict(v) for k, v in calib.items()}, "macro_auroc": macro,
-              "validation": rows,
+              "validation": validation,
               "repetition": {"head": asdict(head), "validation": repetition_rows},
               "documents": len(docs), "train_seconds": round(time.time() - t0, 1)}
     (out_dir / "training_report.json").write_text(json.dumps(evaluation.without_nan(report), indent=2,
