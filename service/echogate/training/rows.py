@@ -227,9 +227,9 @@ class TrainingRows:
 class TrainingData:
     """A run's documents and all that its fits and held-out scoring read of them, built once.
 
-    `train` starts from here, and so do the benches that refit its folds (bench/*_folds.py,
-    bench/dialogue_evidence.py, bench/fit_determinism.py): they fit and score the documents,
-    features and weights the trainer does."""
+    `train` starts from here, and so do the benches that refit its folds with its rows (in bench/:
+    dialogue_evidence, distill_folds, fit_determinism, group_robust_folds, tokenised_folds): they
+    fit and score the documents, features and weights the trainer does."""
 
     docs: list[Doc]
     rows: TrainingRows  # what fits train on
