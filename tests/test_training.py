@@ -3,6 +3,7 @@ are built, and that they teach style."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from echogate.training.data import Doc, chunk_docs, content_key, sentence_chunks
 from echogate.training.graph import Calibration, build_graph
 from echogate.training.repetition import RepetitionHead
 from echogate.training.calibration import fit_calibration
-from echogate.training.config import ROLE_WEIGHTS, TrainConfig
+from echogate.training.config import ROLE_WEIGHTS, ConfigError, TrainConfig
 from echogate.training.folds import in_collection_fold, make_folds, report_rows
 from echogate.training.rows import (TrainingRows, document_weights, featurize, lowercased, matched_pairs, pair_rows,
                                     split_training_features)
@@ -357,3 +358,47 @@ def test_echogate_train_end_to_end_writes_a_model_that_scores_and_the_same_bytes
     scored = _echogate("eval", "--model", str(out / "bot_origin.onnx"), "--json", str(data / "l2r.jsonl"))
     assert scored.returncode == 0, scored.stderr[-2000:]
     assert json.loads(scored.stdout)["groups"]["all"]["auroc"] > 0.9
+
+
+def test_a_training_configuration_names_what_is_wrong_with_it():
+    """`echogate train --config` overrides are read field by field: a misspelt field, a value of
+    the wrong JSON type, or one no model trains with is refused with the field's name (and the
+    nearest real field for a typo), before any data is read."""
+    cfg = TrainConfig.from_overrides({"max_iter": 30, "orders": [3, 5], "c": 1, "dataset_weights": {"l2r": 2},
+                                      "transcript_seen_weight": None})
+    assert cfg == TrainConfig(max_iter=30, orders=(3, 5), c=1.0, dataset_weights={"l2r": 2.0},
+                              transcript_seen_weight=None)
+    assert TrainConfig.from_overrides({}) == TrainConfig()
+    for overrides, message in (({"max_iters": 30}, "no field 'max_iters': did you mean 'max_iter'?"),
+                               ({"table_size": "big"}, "table_size: expected an integer, not \"big\""),
+                               ({"orders": [3, 4.5]}, "orders: expected a list of integers"),
+                               ({"dataset_weights": {"l2r": "x10"}}, "dataset_weights: expected an object of numbers"),
+                               ({"jobs": True}, "jobs: expected an integer, not true"),
+                               ({"c": -1}, "c must be more than 0, not -1.0"),
+                               ({"lowercase_share": 1.5}, "lowercase_share must be from 0 to 1"),
+                               ({"table_size": 1000}, "not a power of two"),
+                               ({"word_orders": [3]}, "word n-gram orders are 1 and 2"),
+                               ([1, 2], "a JSON object of TrainConfig fields")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            TrainConfig.from_overrides(overrides)
+
+
+def test_echogate_train_refuses_a_bad_configuration_or_data_folder_with_a_message_and_status_2(tmp_path):
+    """The refusals reach the command line as one line naming the flag, file and field, exit
+    status 2, no traceback, before any training starts."""
+    data = tmp_path / "data"
+    data.mkdir()
+    config = tmp_path / "config.json"
+    config.write_text('{"max_iters": 10}')
+    for args, message in (
+            (("--config", str(config)), "--config " + str(config) + ": TrainConfig has no field 'max_iters'"),
+            (("--config", str(tmp_path / "none.json")), "No such file"),
+            ((), str(data) + ": no *.jsonl training files here"),
+            (("--data", str(tmp_path / "nowhere")), "nowhere: no such folder")):
+        done = _echogate("train", "--data", str(data), "--out", str(tmp_path / "out"), *args)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    (data / "mine.jsonl").write_text('{"id": "a", "label": "human", "text": "hello"}\n'
+                                     '{"id": "b", "label": "bot", "text": "hello"}\n')
+    done = _echogate("train", "--data", str(data), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and 'mine.jsonl line 2: label must be "human" or "machine", not "bot"' in done.stderr
+    assert not (tmp_path / "out").exists()

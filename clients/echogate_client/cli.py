@@ -479,12 +479,21 @@ def _eval(args) -> int:
 
 
 def _train(args) -> int:
-    from echogate.training.config import TrainConfig
+    from echogate.training.config import ConfigError, TrainConfig
+    from echogate.training.data import TrainingDataError
     from echogate.training.train import train
 
-    overrides = json.loads(args.config.read_text()) if args.config else {}
-    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
-    report = train(args.data, args.out, cfg)
+    try:
+        overrides = json.loads(args.config.read_text(encoding="utf-8")) if args.config else {}
+        cfg = TrainConfig.from_overrides(overrides)
+    except (OSError, json.JSONDecodeError, ConfigError) as exc:
+        print(f"echogate train: --config {args.config}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = train(args.data, args.out, cfg)
+    except TrainingDataError as exc:
+        print(f"echogate train: --data: {exc}", file=sys.stderr)
+        return 2
     for row in report["validation"]:
         print(f"{row['fold']:22s} {row['slice']:30s} n={row['n']:6d} AUROC={row['auroc']:.3f} "
               f"TPR@1%FPR={row['tpr_at_1pct_fpr']:.3f} ECE={row['ece']:.3f}")

@@ -5,12 +5,18 @@ docs/benchmarks.md), so that a change starts from what was already tried.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+import json
+from dataclasses import dataclass, field, fields
 
 from echogate.features import HashSpec
 
 ROLE_WEIGHTS = {"agent": 1.0, "customer": 0.5, "system": 0.0}
 MAX_TURN_BYTES = 4096  # a turn's bytes the model reads (echogate.text.pack_turns cuts the rest)
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot train a model: says which field and why."""
 
 
 @dataclass
@@ -210,6 +216,90 @@ class TrainConfig:
     # pieces: docs/benchmarks.md).
     jobs: int = 2
 
+    def __post_init__(self) -> None:
+        """Refuse values no model can be trained with here, rather than minutes into a run (or, for
+        a weight of the wrong sign, never)."""
+        try:
+            self.hash_spec
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        maybe = self.transcript_seen_weight
+        for name, ok, requirement in (
+                ("orders", min(self.orders + self.shape_orders + self.function_orders, default=1) >= 1,
+                 "n-gram orders of at least 1 (as are shape_orders and function_orders)"),
+                ("c", self.c > 0, "more than 0"),
+                ("max_iter", self.max_iter >= 1, "at least 1"),
+                ("max_turn_docs_per_dataset", self.max_turn_docs_per_dataset >= 0, "at least 0"),
+                ("other_byte_ngram_scale", self.other_byte_ngram_scale >= 0, "at least 0"),
+                ("dataset_weights", min(self.dataset_weights.values(), default=1) > 0, "weights over 0"),
+                ("chunk_min_words", self.chunk_min_words >= 1, "at least 1"),
+                ("pair_weight", self.pair_weight >= 0, "at least 0"),
+                ("lowercase_share", 0 <= self.lowercase_share <= 1, "from 0 to 1"),
+                ("stream_size", self.stream_size >= 1, "at least 1"),
+                ("seen_full_bytes", self.seen_full_bytes >= 1, "at least 1"),
+                ("transcript_seen_weight", maybe is None or maybe >= 0, "null (fitted) or at least 0"),
+                ("transcript_count_power", self.transcript_count_power > 0, "more than 0"),
+                ("transcript_turn_count_power", self.transcript_turn_count_power > 0, "more than 0"),
+                ("role_weights", min(self.role_weights.values(), default=0) >= 0, "weights of at least 0"),
+                ("jobs", self.jobs >= 1, "at least 1")):
+            if not ok:
+                raise ConfigError(f"{name} must be {requirement}, not {json.dumps(getattr(self, name))}")
+
+    @classmethod
+    def from_overrides(cls, overrides: object) -> TrainConfig:
+        """The configuration with `overrides` (`echogate train --config`'s JSON object) in place of
+        the defaults. ConfigError names a field TrainConfig does not have (with the nearest one it
+        has: a misspelt field would otherwise be a traceback, a misspelt dictionary key nothing at
+        all) and a value of the wrong JSON type; lists are read as tuples. A field given replaces
+        its default whole, a dictionary's too."""
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"a training configuration is a JSON object of TrainConfig fields, not {overrides!r}")
+        annotations = {f.name: f.type for f in fields(cls)}
+        values = {}
+        for name, value in overrides.items():
+            if name not in annotations:
+                near = "".join(f": did you mean {m!r}?" for m in difflib.get_close_matches(name, annotations, n=1))
+                raise ConfigError(f"TrainConfig has no field {name!r}{near}")
+            try:
+                values[name] = _json_value(annotations[name], value)
+            except TypeError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+        return cls(**values)
+
     @property
     def hash_spec(self) -> HashSpec:
         return HashSpec(self.orders, self.shape_orders, self.table_size, self.function_orders, self.word_orders)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_integral(value: object) -> bool:
+    return _is_number(value) and float(value).is_integer()
+
+
+# the JSON a TrainConfig field's annotation takes, for _json_value's messages
+JSON_TYPES = {"str": "a string", "int": "an integer", "float": "a number", "float | None": "a number or null",
+              "tuple[int, ...]": "a list of integers", "tuple[str, ...]": "a list of strings",
+              "dict[str, float]": "an object of numbers"}
+
+
+def _json_value(annotation: str, value: object) -> object:
+    """A JSON value as the field of this annotation (TrainConfig's, as written) holds it: a number
+    as a float, a list as a tuple. TypeError when it is not one."""
+    if annotation == "float | None" and value is None:
+        return None
+    if annotation in ("float", "float | None") and _is_number(value):
+        return float(value)
+    if annotation == "int" and _is_integral(value):
+        return int(value)
+    if annotation == "str" and isinstance(value, str):
+        return value
+    if annotation == "tuple[int, ...]" and isinstance(value, list) and all(map(_is_integral, value)):
+        return tuple(int(v) for v in value)
+    if annotation == "tuple[str, ...]" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    if annotation == "dict[str, float]" and isinstance(value, dict) and all(map(_is_number, value.values())):
+        return {key: float(v) for key, v in value.items()}
+    raise TypeError(f"expected {JSON_TYPES[annotation]}, not {json.dumps(value)}")

@@ -91,11 +91,45 @@ def _role(raw: str) -> str:
     return "customer" if raw in ("customer", "user") else raw
 
 
+class TrainingDataError(ValueError):
+    """Training data that cannot be read: says which folder, or which file, line and field."""
+
+
 def read_records(path: Path) -> Iterator[dict]:
+    """Each record of a training file, checked against the schema of ../shared/datasets/README.md
+    as far as training reads it: TrainingDataError names the file, line and field of the first
+    that is not."""
     with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TrainingDataError(f"{path} line {n}: not valid JSON ({exc.msg})") from None
+            wrong = _schema_error(record)
+            if wrong:
+                raise TrainingDataError(f"{path} line {n}: {wrong}")
+            yield record
+
+
+def _schema_error(record: object) -> str | None:
+    """What a training record lacks, or None."""
+    if not isinstance(record, dict):
+        return "a record is a JSON object"
+    if record.get("label") not in ("human", "machine"):
+        return f"label must be \"human\" or \"machine\", not {json.dumps(record.get('label'))}"
+    if not isinstance(record.get("id"), str):
+        return "a record needs an id (a string)"
+    turns = record.get("turns")
+    if not turns:
+        return None if isinstance(record.get("text"), str) else "a record needs turns or a text"
+    if not isinstance(turns, list):
+        return "turns must be a list of {\"role\", \"text\"} objects"
+    for j, turn in enumerate(turns):
+        if not (isinstance(turn, dict) and isinstance(turn.get("role"), str) and isinstance(turn.get("text"), str)):
+            return f"turns[{j}] needs a role and a text (strings)"
+    return None
 
 
 def content_key(dataset: str, record_id: str) -> str | None:
@@ -111,7 +145,11 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
     """All transcript documents, plus a seeded sample of single-turn documents per dataset."""
     rng = random.Random(seed)
     docs: list[Doc] = []
-    for path in sorted(data_dir.glob("*.jsonl")):
+    paths = sorted(data_dir.glob("*.jsonl"))
+    if not paths:
+        raise TrainingDataError(f"{data_dir}: " + ("no *.jsonl training files here" if data_dir.is_dir()
+                                                   else "no such folder"))
+    for path in paths:
         turn_docs: list[Doc] = []
         for rec in read_records(path):
             label = 1 if rec["label"] == "machine" else 0

@@ -145,6 +145,10 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
                     "weights can differ from a build on a CPU with both (such as the shipped file's)", cpu["model"])
     docs = training_docs(data_dir, cfg)
     log.info("loaded %d documents from %s", len(docs), data_dir)
+    named = {*cfg.train_datasets, *cfg.byte_ngram_datasets, *cfg.chunk_datasets, *cfg.dataset_weights}
+    unknown = sorted(named - {d.dataset for d in docs})
+    if unknown:  # a misspelt name would change nothing, silently
+        log.warning("the configuration names datasets that no file of %s gives: %s", data_dir, ", ".join(unknown))
     data = TrainingData.build(docs, cfg)
     files = np.array([source_dataset(d.dataset) for d in docs])  # a chunk trains where its file does
 
