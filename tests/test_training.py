@@ -378,6 +378,7 @@ def test_a_training_configuration_names_what_is_wrong_with_it():
                                ({"lowercase_share": 1.5}, "lowercase_share must be from 0 to 1"),
                                ({"table_size": 1000}, "not a power of two"),
                                ({"word_orders": [3]}, "word n-gram orders are 1 and 2"),
+                               ({"shape_orders": [0, 4]}, "shape_orders must be orders of at least 1, not [0, 4]"),
                                ([1, 2], "a JSON object of TrainConfig fields")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             TrainConfig.from_overrides(overrides)

@@ -224,9 +224,10 @@ class TrainConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         maybe = self.transcript_seen_weight
+        orders = [(name, min(getattr(self, name), default=1) >= 1, "orders of at least 1")
+                  for name in ("orders", "shape_orders", "function_orders")]
         for name, ok, requirement in (
-                ("orders", min(self.orders + self.shape_orders + self.function_orders, default=1) >= 1,
-                 "n-gram orders of at least 1 (as are shape_orders and function_orders)"),
+                *orders,
                 ("c", self.c > 0, "more than 0"),
                 ("max_iter", self.max_iter >= 1, "at least 1"),
                 ("max_turn_docs_per_dataset", self.max_turn_docs_per_dataset >= 0, "at least 0"),

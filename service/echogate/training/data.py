@@ -116,7 +116,7 @@ def read_records(path: Path) -> Iterator[dict]:
 def _schema_error(record: object) -> str | None:
     """What a training record lacks, or None."""
     if not isinstance(record, dict):
-        return "a record is a JSON object"
+        return "a record must be a JSON object"
     if record.get("label") not in ("human", "machine"):
         return f"label must be \"human\" or \"machine\", not {json.dumps(record.get('label'))}"
     if not isinstance(record.get("id"), str):
