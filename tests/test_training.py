@@ -2,16 +2,19 @@
 are built, and that they teach style."""
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import scipy.sparse as sp
+from tqdm import tqdm
 
 from echogate import evaluation
 from echogate.features import HashSpec, ngram_hashes
@@ -26,7 +29,7 @@ from echogate.training.config import ROLE_WEIGHTS, ConfigError, TrainConfig
 from echogate.training.folds import in_collection_fold, make_folds, report_rows
 from echogate.training.rows import (TrainingRows, document_weights, featurize, lowercased, matched_pairs, pair_rows,
                                     split_training_features)
-from echogate.training.train import fit, read_scores, training_cpu
+from echogate.training.train import fit, read_scores, redrawn, training_cpu
 from tests.conftest import DATASETS, needs_datasets, strict_json
 
 SHIPPED_REPORT = Path(__file__).resolve().parents[1] / "service/echogate/models/training_report.json"
@@ -403,3 +406,15 @@ def test_echogate_train_refuses_a_bad_configuration_or_data_folder_with_a_messag
     done = _echogate("train", "--data", str(data), "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and 'mine.jsonl line 2: label must be "human" or "machine", not "bot"' in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_slow_progress_bar_is_redrawn_so_its_clock_moves():
+    """The held-out folds' bar moves once per fold, minutes apart: `redrawn` draws it again every
+    few seconds meanwhile (its elapsed time moves), and stops when the block ends."""
+    out = io.StringIO()
+    with tqdm(total=2, file=out, desc="held-out folds", mininterval=0) as bar, redrawn(bar, every=0.05):
+        time.sleep(0.5)
+        drawn = out.getvalue().count("\r")
+    assert drawn >= 4  # about ten redraws, and none depends on an update
+    time.sleep(0.2)
+    assert out.getvalue().count("\r") <= drawn + 2  # the closing draw; no redraws after the block

@@ -25,8 +25,10 @@ import json
 import logging
 import platform
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -88,15 +90,35 @@ def cross_validate(data: TrainingData, folds: dict[str, tuple[np.ndarray, np.nda
         return fit(*training.select(y, w, usable & ~excluded), cfg)
 
     # the models come back and score here, so data.x never travels to the workers
-    log.info("fitting %d held-out folds, %d at a time: the bar moves as each fold's model comes back (on the "
+    log.info("fitting %d held-out folds, %d at a time: the bar counts each fold's model as it comes back (on the "
              "shared data with 2 cores, the first after about 10 minutes, all after 35)", len(folds), cfg.jobs)
     models = fold_pool(cfg.jobs)(delayed(one)(excluded) for _, excluded in folds.values())
     scores = {}
-    progress = tqdm(models, total=len(folds), desc="held-out folds", unit="fold")
-    for (name, (test, _)), clf in zip(folds.items(), progress):
-        scores[name] = read_scores(clf, data.x[test], data.transcript[test], cfg.transcript_count_power,
-                                   data.pooled[test])
+    with tqdm(total=len(folds), desc="held-out folds", unit="fold") as progress, redrawn(progress):
+        for (name, (test, _)), clf in zip(folds.items(), models):
+            scores[name] = read_scores(clf, data.x[test], data.transcript[test], cfg.transcript_count_power,
+                                       data.pooled[test])
+            progress.update()
     return scores
+
+
+@contextmanager
+def redrawn(bar: tqdm, every: float = 5.0) -> Iterator[tqdm]:
+    """`bar` redrawn every `every` seconds while the block runs, so that its clock moves between
+    updates minutes apart (a held-out fold's fit): a bar that stands still reads as a hung run."""
+    done = threading.Event()
+
+    def redraw() -> None:
+        while not done.wait(every):
+            bar.refresh()
+
+    thread = threading.Thread(target=redraw, name="progress", daemon=True)
+    thread.start()
+    try:
+        yield bar
+    finally:
+        done.set()
+        thread.join()
 
 
 def fold_pool(jobs: int) -> Parallel:
