@@ -328,7 +328,20 @@ def test_eval_command_reports_metrics(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["groups"]["all"]["n"] == 3 and "dataset=d" in report["groups"]
-    assert 0 <= report["groups"]["all"]["auroc"] <= 1 and report["unreadable"] == 0
+    assert 0 <= report["groups"]["all"]["auroc"] <= 1 and report["unreadable"] == 0 and report["unlabelled"] == {}
+
+
+def test_eval_command_counts_the_records_it_could_not_grade_by_their_label(tmp_path):
+    """A record without a label of human or machine is scored (it is part of the stream) but in no
+    group; a misspelt label is named with its count rather than silently left out."""
+    records = [{**RECORDS[0], "label": "human"}, {**RECORDS[1], "label": "Machine"}, {**RECORDS[2], "label": "bot"},
+               {**RECORDS[0], "id": "x", "label": "bot"}, {**RECORDS[1], "id": "y"}]
+    result = _cli("eval", str(_write(tmp_path / "l.jsonl", records)), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["groups"]["all"]["n"] == 1 and report["unlabelled"] == {'"bot"': 2, '"Machine"': 1, "null": 1}
+    assert '4 record(s) have no `label` of human or machine (label, records: "bot" 2, "Machine" 1, null 1)' in \
+        result.stderr
 
 
 def test_eval_command_gives_thresholds_a_policy_can_take(tmp_path):

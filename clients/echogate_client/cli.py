@@ -438,6 +438,10 @@ def _eval(args) -> int:
     if report["unreadable"]:
         print(f"echogate eval: {_shown(args.file)}: {report['unreadable']} record(s) could not be scored and are left "
               "out of every group", file=sys.stderr)
+    if report["unlabelled"]:
+        seen = ", ".join(f"{label} {count}" for label, count in report["unlabelled"].items())
+        print(f"echogate eval: {_shown(args.file)}: {sum(report['unlabelled'].values())} record(s) have no `label` of "
+              f"human or machine (label, records: {seen}): scored, in no group", file=sys.stderr)
     if not report["groups"]:
         print(f"echogate eval: {_shown(args.file)}: no record has a `label` of human or machine, nor any turn "
               "an `origin`, so there is nothing to measure", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
@@ -236,6 +237,9 @@ def evaluate_file(source: Path | IO[str], model_path: str | None = None, keep_go
     (human or machine, as in STAR, where a wizard either picked a template or typed) grades that
     turn's score, in groups prefixed `turns`: a file can measure the per-turn output as well.
     With `keep_going`, records that cannot be scored are left out and counted (`unreadable`).
+    Records without a label of human or machine are scored (they are part of the stream) but in
+    no group; `unlabelled` counts them by the label they have (`null` for none), so that a
+    misspelt label ("Machine", "bot") is seen rather than silently left out.
 
     For the labelled records the report also says what a platform sets its policy from: the
     bot-origin thresholds that flag at most 0.1%, 1%, 5% and 10% of the file's human records
@@ -245,7 +249,7 @@ def evaluate_file(source: Path | IO[str], model_path: str | None = None, keep_go
     core = _core(model_path, config)
     records, turns = _Labelled(), _Labelled()
     decisions = {label: dict.fromkeys(Decision, 0) for label in ("human", "machine")}  # mildest first
-    unreadable = 0
+    unreadable, unlabelled = 0, Counter()
     try:
         for _, rec, result, transcript in _scored(source, core, 256, keep_going):
             if transcript is None:
@@ -258,12 +262,15 @@ def evaluate_file(source: Path | IO[str], model_path: str | None = None, keep_go
             if rec.get("label") in ("human", "machine"):
                 records.add(rec["label"], result["bot_origin"], evaluation.word_count(texts), dataset, generator)
                 decisions[rec["label"]][result["decision"]] += 1
+            else:
+                unlabelled[json.dumps(rec.get("label"))] += 1
             for turn, text, scored in zip(turn_list(rec)[1] or [], texts, result["turns"]):
                 if turn.get("origin") in ("human", "machine"):  # a record's generator need not have written it
                     turns.add(turn["origin"], scored["bot_origin"], evaluation.word_count([text]), dataset, None)
     finally:
         core.close()
-    report = {"groups": {**records.groups(""), **turns.groups("turns")}, "unreadable": unreadable}
+    report = {"groups": {**records.groups(""), **turns.groups("turns")}, "unreadable": unreadable,
+              "unlabelled": dict(unlabelled.most_common())}
     if records.labels:
         report["reliability"] = records.reliability()
         report["decisions"] = {"policy_version": core.policy.version,
