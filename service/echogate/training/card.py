@@ -258,9 +258,10 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
 .venv/bin/echogate train --data ../shared/datasets --out /tmp/model   # writes bot_origin.onnx, training_report.json, MODEL_CARD.md
 cp /tmp/model/* service/echogate/models/
 ```
-Optional `--config overrides.json` sets any `TrainConfig` field, each replacing its default
-whole (a field it does not have, or a value of the wrong type or range, is refused by name
-before any data is read). Training took
+Optional `--config overrides.json` sets any `TrainConfig` field
+(`service/echogate/training/config.py`, where each is explained), each replacing its default
+whole; a field it does not have, or a value of the wrong type or range, is refused by name
+before any data is read. Training took
 {report['train_seconds']:.0f} s on 2 cores{on_cpu} for {report['documents']:,} documents, within a 24 GB machine, with
 {libraries}. With 285,676 documents the machine's used memory peaked at 15.2 GB (bot-origin-0.19.0's
 configuration retrained on an Intel Xeon: two fold processes of about 7 GB resident, part of it
