@@ -21,7 +21,7 @@ from echogate.features import HashSpec, ngram_hashes
 from echogate.model import BotOriginModel
 from echogate.text import NORMALIZATION_VERSION, model_texts, normalize_all, pack_turns
 from echogate.training.card import render as render_card
-from echogate.training.data import Doc, chunk_docs, content_key, sentence_chunks
+from echogate.training.data import Doc, TrainingDataError, chunk_docs, content_key, load_docs, sentence_chunks
 from echogate.training.graph import Calibration, build_graph
 from echogate.training.repetition import RepetitionHead
 from echogate.training.calibration import fit_calibration
@@ -418,3 +418,24 @@ def test_a_slow_progress_bar_is_redrawn_so_its_clock_moves():
     assert drawn >= 4  # about ten redraws, and none depends on an update
     time.sleep(0.2)
     assert out.getvalue().count("\r") <= drawn + 2  # the closing draw; no redraws after the block
+
+
+def test_training_reads_a_files_roles_as_echogate_score_does(tmp_path):
+    """A file of the schema may name its sides as message lists do (user / assistant) or as SGD
+    does (user / system, no agent): the trainer reads them as the scorer will, or it would train
+    on a side the model then weighs otherwise (assistant turns weighed 0 in training, 1 in
+    scoring). A role name neither knows is refused with its file, line and turn."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "mine.jsonl").write_text(
+        json.dumps({"id": "a", "label": "machine", "turns": [{"role": "user", "text": "my parcel never came"},
+                                                            {"role": "assistant", "text": "I am sorry to hear that."},
+                                                            {"role": "assistant", "text": " "}]}) + "\n"
+        + json.dumps({"id": "b", "label": "human", "turns": [{"role": "User", "text": "a table for two"},
+                                                            {"role": "system", "text": "which city?"}]}) + "\n")
+    dialogues = [d for d in load_docs(data, 100, 0) if d.kind == "transcript"]
+    assert [d.roles for d in dialogues] == [("customer", "agent"), ("customer", "agent")]  # the blank turn dropped
+    (data / "mine.jsonl").write_text(json.dumps({"id": "c", "label": "human", "turns": [
+        {"role": "customer", "text": "hi"}, {"role": "speaker2", "text": "hello"}]}) + "\n")
+    with pytest.raises(TrainingDataError, match=r"mine\.jsonl line 1: turns\[1\]\.role 'speaker2' is not one of"):
+        load_docs(data, 100, 0)

@@ -139,18 +139,27 @@ def _transcript(record: dict, line: int, default_source: str) -> pb.Transcript:
     if turns:
         if not isinstance(turns, list):
             raise RecordError(f"line {line}: {field} must be a list of {{\"role\", \"text\"}} objects")
-        names = [_role_name(t, j, line, field) for j, t in enumerate(turns)]
-        roles = [TURN_ROLES[name] for name in names]
-        if pb.ROLE_AGENT not in roles and field == "turns":
-            roles = [pb.ROLE_AGENT if name in ANSWERING_SYSTEM_NAMES else r for r, name in zip(roles, names)]
         add = message.turns.add  # about twice as fast as building Turn messages and passing the list
-        for role, t in zip(roles, turns):
+        for role, t in zip(turn_roles(turns, line, field), turns):
             add(role=role, text=_turn_text(t))
     elif isinstance(record.get("text"), str):
         message.turns.add(role=pb.ROLE_AGENT, text=record["text"])
     else:
         raise RecordError(f"line {line}: a record needs `turns` or `text`")
     return message
+
+
+def turn_roles(turns: list, line: int, field: str = "turns") -> list[int]:
+    """The API role (pb.ROLE_*) of each turn of a record's `field` list, from its role name
+    (TURN_ROLES; RecordError names the line and turn of a name it does not list). In a `turns`
+    list without an agent turn, the system turns are the answering side's (see the module
+    docstring). The trainer reads its files' roles here too, so a model trains on the sides the
+    server will score."""
+    names = [_role_name(t, j, line, field) for j, t in enumerate(turns)]
+    roles = [TURN_ROLES[name] for name in names]
+    if pb.ROLE_AGENT not in roles and field == "turns":
+        roles = [pb.ROLE_AGENT if name in ANSWERING_SYSTEM_NAMES else r for r, name in zip(roles, names)]
+    return roles
 
 
 def turn_list(record: dict) -> tuple[str, object]:

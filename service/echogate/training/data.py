@@ -15,6 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from echogate.types import Role
+from echogate.v1 import gate_pb2 as pb
+from echogate_client.records import RecordError, turn_roles
+
 # Datasets whose customer side was written by the same hand as the agent side.
 SAME_HAND_BOTH_SIDES = {"sgd", "taskmaster4", "cucom_ecommerce", "synthetic_persona_chat", "banking77"}
 
@@ -87,8 +91,8 @@ def chunk_docs(docs: list[Doc], datasets: tuple[str, ...], min_words: int) -> li
             for chunk in sentence_chunks(d.texts[0], min_words)]
 
 
-def _role(raw: str) -> str:
-    return "customer" if raw in ("customer", "user") else raw
+# A turn's role as the model's role weights name it, from its API role
+ROLE_NAME = {pb.Role.Value(f"ROLE_{role.name}"): role.value for role in Role}
 
 
 class TrainingDataError(ValueError):
@@ -110,6 +114,11 @@ def read_records(path: Path) -> Iterator[dict]:
             wrong = _schema_error(record)
             if wrong:
                 raise TrainingDataError(f"{path} line {n}: {wrong}")
+            if record.get("turns"):
+                try:
+                    turn_roles(record["turns"], n)
+                except RecordError as exc:  # "line n: turns[j].role ... is not one of ..."
+                    raise TrainingDataError(f"{path} {exc}") from None
             yield record
 
 
@@ -160,13 +169,15 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
                 docs.append(Doc(dataset, label, generator, domain, "turn", ("agent",), (rec["text"],),
                                 content_key(dataset, rec["id"])))
                 continue
-            turns = [(_role(t["role"]), t["text"]) for t in rec["turns"] if t["text"].strip()]
+            # roles read as `echogate score` reads them (read_records has checked every name)
+            roles = [ROLE_NAME[r] for r in turn_roles(rec["turns"], 0)]
+            turns = [(raw, role, raw["text"]) for raw, role in zip(rec["turns"], roles) if raw["text"].strip()]
             if not turns:
                 continue
             if len(turns) > 1 or dataset != "banking77":
                 docs.append(Doc(dataset, label, generator, domain, "transcript",
-                                tuple(r for r, _ in turns), tuple(t for _, t in turns), conversation=rec["id"]))
-            for raw, (role, text) in zip(rec["turns"], turns):
+                                tuple(r for _, r, _ in turns), tuple(t for _, _, t in turns), conversation=rec["id"]))
+            for raw, role, text in turns:
                 if dataset in SAME_HAND_BOTH_SIDES:
                     turn_label = label
                 elif role == "customer":
