@@ -424,7 +424,8 @@ def test_training_reads_a_files_roles_as_echogate_score_does(tmp_path):
     """A file of the schema may name its sides as message lists do (user / assistant) or as SGD
     does (user / system, no agent): the trainer reads them as the scorer will, or it would train
     on a side the model then weighs otherwise (assistant turns weighed 0 in training, 1 in
-    scoring). A role name neither knows is refused with its file, line and turn."""
+    scoring); so are dialogues given only as `role: text` lines. A role name neither knows is
+    refused with its file, line and turn."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "mine.jsonl").write_text(
@@ -433,8 +434,13 @@ def test_training_reads_a_files_roles_as_echogate_score_does(tmp_path):
                                                             {"role": "assistant", "text": " "}]}) + "\n"
         + json.dumps({"id": "b", "label": "human", "turns": [{"role": "User", "text": "a table for two"},
                                                             {"role": "system", "text": "which city?"}]}) + "\n")
+    lines = {"id": "c", "label": "human", "text": "user: hi\nagent: hello"}
+    (data / "lines.jsonl").write_text(json.dumps(lines) + "\n")
     dialogues = [d for d in load_docs(data, 100, 0) if d.kind == "transcript"]
-    assert [d.roles for d in dialogues] == [("customer", "agent"), ("customer", "agent")]  # the blank turn dropped
+    # the blank turn dropped; a dialogue given as `role: text` lines read back into its turns
+    assert [d.roles for d in dialogues] == [("customer", "agent")] + [("customer", "agent")] * 2
+    assert dialogues[0].texts == ("hi", "hello")
+    (data / "lines.jsonl").unlink()
     (data / "mine.jsonl").write_text(json.dumps({"id": "c", "label": "human", "turns": [
         {"role": "customer", "text": "hi"}, {"role": "speaker2", "text": "hello"}]}) + "\n")
     with pytest.raises(TrainingDataError, match=r"mine\.jsonl line 1: turns\[1\]\.role 'speaker2' is not one of"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from echogate.types import Role
 from echogate.v1 import gate_pb2 as pb
-from echogate_client.records import RecordError, turn_roles
+from echogate_client.records import RecordError, turn_roles, turns_from_text
 
 # Datasets whose customer side was written by the same hand as the agent side.
 SAME_HAND_BOTH_SIDES = {"sgd", "taskmaster4", "cucom_ecommerce", "synthetic_persona_chat", "banking77"}
@@ -163,15 +163,18 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
         for rec in read_records(path):
             label = 1 if rec["label"] == "machine" else 0
             dataset, generator, domain = path.stem, rec.get("generator"), rec.get("domain") or ""
-            if not rec.get("turns"):
+            # a dialogue given only as its `role: text` lines is read back into turns, as `echogate
+            # score` reads it (no shared file has one)
+            raw_turns = rec.get("turns") or turns_from_text(rec["text"])
+            if not raw_turns:
                 # Plain text (l2r paragraphs, STAR single agent turns): one agent turn, a single
                 # text, scored like a one-turn transcript (see echogate.training.graph).
                 docs.append(Doc(dataset, label, generator, domain, "turn", ("agent",), (rec["text"],),
                                 content_key(dataset, rec["id"])))
                 continue
             # roles read as `echogate score` reads them (read_records has checked every name)
-            roles = [ROLE_NAME[r] for r in turn_roles(rec["turns"], 0)]
-            turns = [(raw, role, raw["text"]) for raw, role in zip(rec["turns"], roles) if raw["text"].strip()]
+            roles = [ROLE_NAME[r] for r in turn_roles(raw_turns, 0)]
+            turns = [(raw, role, raw["text"]) for raw, role in zip(raw_turns, roles) if raw["text"].strip()]
             if not turns:
                 continue
             if len(turns) > 1 or dataset != "banking77":
