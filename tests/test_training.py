@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from echogate.training.config import ROLE_WEIGHTS, ConfigError, TrainConfig
 from echogate.training.folds import in_collection_fold, make_folds, report_rows
 from echogate.training.rows import (TrainingRows, document_weights, featurize, lowercased, matched_pairs, pair_rows,
                                     split_training_features)
-from echogate.training.train import fit, read_scores, redrawn, training_cpu
+from echogate.training.train import fit, read_scores, redrawn, train, training_cpu
 from tests.conftest import DATASETS, needs_datasets, strict_json
 
 SHIPPED_REPORT = Path(__file__).resolve().parents[1] / "service/echogate/models/training_report.json"
@@ -445,3 +446,22 @@ def test_training_reads_a_files_roles_as_echogate_score_does(tmp_path):
         {"role": "customer", "text": "hi"}, {"role": "speaker2", "text": "hello"}]}) + "\n")
     with pytest.raises(TrainingDataError, match=r"mine\.jsonl line 1: turns\[1\]\.role 'speaker2' is not one of"):
         load_docs(data, 100, 0)
+
+
+@needs_datasets
+def test_a_run_on_files_no_fold_names_says_its_model_is_neither_validated_nor_calibrated(tmp_path, caplog):
+    """Folds are defined on the shared files: a folder of other files still trains, with a warning
+    that nothing was held out; a dataset name the configuration adds that no file gives is
+    warned of too (the defaults' names, absent here, are not)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for shared, mine in (("cucom_ecommerce.jsonl", "mybot.jsonl"), ("sgd.jsonl", "myhumans.jsonl")):
+        with (DATASETS / shared).open(encoding="utf-8") as fh:
+            (data / mine).write_text("".join(line for _, line in zip(range(40), fh)), encoding="utf-8")
+    cfg = TrainConfig(table_size=1 << 12, max_iter=5, jobs=1, stream_size=50, dataset_weights={"mybott": 2.0})
+    with caplog.at_level(logging.WARNING, logger="echogate.training.train"):
+        report = train(data, tmp_path / "out", cfg)
+    warnings = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "no held-out fold applies" in warnings and "names datasets that no file" in warnings
+    assert "mybott" in warnings and "star_dialogues" not in warnings
+    assert (tmp_path / "out" / "bot_origin.onnx").is_file() and report["validation"] == []

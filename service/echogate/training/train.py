@@ -153,6 +153,11 @@ def training_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, object]:
             "avx2_fma": {"avx2", "fma"} <= set(fields.get("flags", "").split())}
 
 
+def dataset_names(cfg: TrainConfig) -> set[str]:
+    """The datasets (file stems, chunk datasets) the configuration names."""
+    return {*cfg.train_datasets, *cfg.byte_ngram_datasets, *cfg.chunk_datasets, *cfg.dataset_weights}
+
+
 def training_docs(data_dir: Path, cfg: TrainConfig) -> list[Doc]:
     """The shared files' documents (data.load_docs) and the chunks cut from cfg.chunk_datasets."""
     docs = load_docs(data_dir, cfg.max_turn_docs_per_dataset, cfg.seed)
@@ -167,14 +172,16 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
                     "weights can differ from a build on a CPU with both (such as the shipped file's)", cpu["model"])
     docs = training_docs(data_dir, cfg)
     log.info("loaded %d documents from %s", len(docs), data_dir)
-    named = {*cfg.train_datasets, *cfg.byte_ngram_datasets, *cfg.chunk_datasets, *cfg.dataset_weights}
-    unknown = sorted(named - {d.dataset for d in docs})
+    unknown = sorted(dataset_names(cfg) - dataset_names(TrainConfig()) - {d.dataset for d in docs})
     if unknown:  # a misspelt name would change nothing, silently
         log.warning("the configuration names datasets that no file of %s gives: %s", data_dir, ", ".join(unknown))
     data = TrainingData.build(docs, cfg)
     files = np.array([source_dataset(d.dataset) for d in docs])  # a chunk trains where its file does
 
     folds = {name: masks for name, masks in make_folds(docs).items() if masks[0].any()}
+    if not folds:
+        log.warning("no held-out fold applies to the files of %s (folds.make_folds names the shared files): the "
+                    "model trains, but its calibration is not fitted and its report validates nothing", data_dir)
     usable = np.isin(files, cfg.train_datasets) if cfg.train_datasets else np.ones(len(docs), bool)
     report_only = {"in_collection_support": in_collection_fold(docs)}
     fold_raw = cross_validate(data, {**folds, **report_only}, usable, cfg)
