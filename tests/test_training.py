@@ -365,27 +365,34 @@ def test_echogate_train_end_to_end_writes_a_model_that_scores_and_the_same_bytes
 
 
 def test_a_training_configuration_names_what_is_wrong_with_it():
-    """`echogate train --config` overrides are read field by field: a misspelt field, a value of
-    the wrong JSON type, or one no model trains with is refused with the field's name (and the
-    nearest real field for a typo), before any data is read."""
-    cfg = TrainConfig.from_overrides({"max_iter": 30, "orders": [3, 5], "c": 1, "dataset_weights": {"l2r": 2},
-                                      "transcript_seen_weight": None})
+    """`echogate train --config`'s JSON is read field by field: invalid JSON, a misspelt field, a
+    value of the wrong JSON type, or one no model trains with is refused with the field's name
+    (and the nearest real field for a typo), every problem at once, before any data is read."""
+    cfg = TrainConfig.from_json(json.dumps({"max_iter": 30, "orders": [3, 5], "c": 1, "dataset_weights": {"l2r": 2},
+                                            "transcript_seen_weight": None}))
     assert cfg == TrainConfig(max_iter=30, orders=(3, 5), c=1.0, dataset_weights={"l2r": 2.0},
                               transcript_seen_weight=None)
-    assert TrainConfig.from_overrides({}) == TrainConfig()
+    assert TrainConfig.from_json("{}") == TrainConfig()
     for overrides, message in (({"max_iters": 30}, "no field 'max_iters': did you mean 'max_iter'?"),
-                               ({"table_size": "big"}, "table_size: expected an integer, not \"big\""),
-                               ({"orders": [3, 4.5]}, "orders: expected a list of integers"),
-                               ({"dataset_weights": {"l2r": "x10"}}, "dataset_weights: expected an object of numbers"),
-                               ({"jobs": True}, "jobs: expected an integer, not true"),
+                               ({"table_size": "big"}, 'table_size: Input should be a valid integer, not "big"'),
+                               ({"table_size": "512"}, 'table_size: Input should be a valid integer, not "512"'),
+                               ({"orders": [3, 4.5]}, "orders.1: Input should be a valid integer, not 4.5"),
+                               ({"dataset_weights": {"l2r": "x"}}, "dataset_weights.l2r: Input should be a valid"),
+                               ({"jobs": True}, "jobs: Input should be a valid integer, not true"),
                                ({"c": -1}, "c must be more than 0, not -1.0"),
                                ({"lowercase_share": 1.5}, "lowercase_share must be from 0 to 1"),
                                ({"table_size": 1000}, "not a power of two"),
                                ({"word_orders": [3]}, "word n-gram orders are 1 and 2"),
                                ({"shape_orders": [0, 4]}, "shape_orders must be orders of at least 1, not [0, 4]"),
-                               ([1, 2], "a JSON object of TrainConfig fields")):
+                               ([1, 2], "the configuration: Input should be an object")):
         with pytest.raises(ConfigError, match=re.escape(message)):
-            TrainConfig.from_overrides(overrides)
+            TrainConfig.from_json(json.dumps(overrides))
+    with pytest.raises(ConfigError, match="Invalid JSON"):
+        TrainConfig.from_json('{"max_iter": 30,')
+    with pytest.raises(ConfigError) as both:
+        TrainConfig.from_json('{"max_iters": 30, "jobs": "2"}')
+    message = str(both.value)
+    assert "no field 'max_iters'" in message and 'jobs: Input should be a valid integer, not "2"' in message
 
 
 def test_echogate_train_refuses_a_bad_configuration_or_data_folder_with_a_message_and_status_2(tmp_path):

@@ -488,9 +488,8 @@ def _train(args) -> int:
     from echogate.training.train import train
 
     try:
-        overrides = json.loads(args.config.read_text(encoding="utf-8")) if args.config else {}
-        cfg = TrainConfig.from_overrides(overrides)
-    except (OSError, json.JSONDecodeError, ConfigError) as exc:
+        cfg = TrainConfig.from_json(args.config.read_bytes()) if args.config else TrainConfig()
+    except (OSError, ConfigError) as exc:
         print(f"echogate train: --config {args.config}: {exc}", file=sys.stderr)
         return 2
     try:

@@ -9,6 +9,9 @@ import difflib
 import json
 from dataclasses import dataclass, field, fields
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
+
 from echogate.features import HashSpec
 
 ROLE_WEIGHTS = {"agent": 1.0, "customer": 0.5, "system": 0.0}
@@ -246,61 +249,37 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(f"{name} must be {requirement}, not {json.dumps(getattr(self, name))}")
 
+    # How `from_json` reads a configuration: pydantic, as the server reads its settings, strict (no
+    # "3" for 3, no true for 1, lists for tuples), and no field that TrainConfig does not have.
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)
+
     @classmethod
-    def from_overrides(cls, overrides: object) -> TrainConfig:
-        """The configuration with `overrides` (`echogate train --config`'s JSON object) in place of
-        the defaults. ConfigError names a field TrainConfig does not have (with the nearest one it
-        has: a misspelt field would otherwise be a traceback, a misspelt dictionary key nothing at
-        all) and a value of the wrong JSON type; lists are read as tuples. A field given replaces
-        its default whole, a dictionary's too."""
-        if not isinstance(overrides, dict):
-            raise ConfigError(f"a training configuration is a JSON object of TrainConfig fields, not {overrides!r}")
-        annotations = {f.name: f.type for f in fields(cls)}
-        values = {}
-        for name, value in overrides.items():
-            if name not in annotations:
-                near = "".join(f": did you mean {m!r}?" for m in difflib.get_close_matches(name, annotations, n=1))
-                raise ConfigError(f"TrainConfig has no field {name!r}{near}")
-            try:
-                values[name] = _json_value(annotations[name], value)
-            except TypeError as exc:
-                raise ConfigError(f"{name}: {exc}") from None
-        return cls(**values)
+    def from_json(cls, text: str | bytes) -> TrainConfig:
+        """The configuration with `echogate train --config`'s JSON object of fields in place of the
+        defaults, each given field replacing its default whole (a dictionary's too). ConfigError
+        lists what is wrong field by field: invalid JSON, a field TrainConfig does not have (with
+        the nearest one it has: a misspelt field would otherwise be a traceback, a misspelt
+        dictionary key nothing at all), a value of the wrong JSON type, or one __post_init__
+        refuses."""
+        try:
+            return TypeAdapter(cls).validate_json(text)
+        except ValidationError as exc:
+            raise ConfigError("; ".join(map(_problem, exc.errors()))) from None
 
     @property
     def hash_spec(self) -> HashSpec:
         return HashSpec(self.orders, self.shape_orders, self.table_size, self.function_orders, self.word_orders)
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_integral(value: object) -> bool:
-    return _is_number(value) and float(value).is_integer()
-
-
-# the JSON a TrainConfig field's annotation takes, for _json_value's messages
-JSON_TYPES = {"str": "a string", "int": "an integer", "float": "a number", "float | None": "a number or null",
-              "tuple[int, ...]": "a list of integers", "tuple[str, ...]": "a list of strings",
-              "dict[str, float]": "an object of numbers"}
-
-
-def _json_value(annotation: str, value: object) -> object:
-    """A JSON value as the field of this annotation (TrainConfig's, as written) holds it: a number
-    as a float, a list as a tuple. TypeError when it is not one."""
-    if annotation == "float | None" and value is None:
-        return None
-    if annotation in ("float", "float | None") and _is_number(value):
-        return float(value)
-    if annotation == "int" and _is_integral(value):
-        return int(value)
-    if annotation == "str" and isinstance(value, str):
-        return value
-    if annotation == "tuple[int, ...]" and isinstance(value, list) and all(map(_is_integral, value)):
-        return tuple(int(v) for v in value)
-    if annotation == "tuple[str, ...]" and isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    if annotation == "dict[str, float]" and isinstance(value, dict) and all(map(_is_number, value.values())):
-        return {key: float(v) for key, v in value.items()}
-    raise TypeError(f"expected {JSON_TYPES[annotation]}, not {json.dumps(value)}")
+def _problem(error: ErrorDetails) -> str:
+    """One of pydantic's errors in TrainConfig's terms."""
+    where = ".".join(map(str, error["loc"]))
+    if error["type"] == "value_error":  # TrainConfig's own check, whose message names its field
+        return str(error["ctx"]["error"])
+    if error["type"] == "unexpected_keyword_argument":
+        names = [f.name for f in fields(TrainConfig)]
+        near = "".join(f": did you mean {m!r}?" for m in difflib.get_close_matches(where, names, n=1))
+        return f"TrainConfig has no field {where!r}{near}"
+    if error["type"] == "json_invalid":
+        return error["msg"]
+    return f"{where or 'the configuration'}: {error['msg']}, not {json.dumps(error['input'])}"
