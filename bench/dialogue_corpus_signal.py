@@ -46,7 +46,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from dialogue_evidence import DIALOGUE_FOLDS, REPORT_ONLY, fold_scores
+from dialogue_evidence import DIALOGUE_FOLDS, REPORT_ONLY, dialogue_folds, fold_scores
 from retrieval_bot import FILES, SEED, bot_stream
 from echogate import evaluation
 from echogate.offline import score_file
@@ -55,7 +55,6 @@ from echogate.training.data import Doc, load_docs, read_records
 from echogate.training.graph import seen_scale
 from echogate.training.calibration import apply_calibration, fit_calibration, simulate_seen, simulated_streams
 from echogate.training.config import TrainConfig
-from echogate.training.folds import in_collection_fold, make_folds
 from echogate.training.train import training_docs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,15 +85,13 @@ def signals(cfg: TrainConfig) -> dict[str, Signal]:
 
 def fold_arrays(data: Path, scores: Path, cfg: TrainConfig, signal: Signal) -> dict[str, dict[str, np.ndarray]]:
     """bench/dialogue_evidence.py's held-out dialogue scores, with the signal of each transcript
-    (its rows picked as fold_scores picks them)."""
+    (each fold's transcripts in document order, as fold_scores keeps them)."""
     folds = fold_scores(data, scores)
     docs = training_docs(data, cfg)
-    masks = {n: m for n, m in make_folds(docs).items() if n in DIALOGUE_FOLDS}
-    masks[REPORT_ONLY] = in_collection_fold(docs)
     transcript = np.array([d.kind == "transcript" for d in docs])
     values = signal(docs, cfg.stream_size)
-    for name, (test, _) in masks.items():
-        folds[name]["seen"] = values[np.flatnonzero(test)[transcript[test]]]
+    for name, (test, _) in dialogue_folds(docs).items():
+        folds[name]["seen"] = values[test & transcript]
     return folds
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from echogate import evaluation
+from echogate.training.data import Doc
 from echogate.training.config import TrainConfig
 from echogate.training.folds import in_collection_fold, make_folds
 from echogate.training.rows import TrainingData
@@ -42,14 +43,21 @@ DIALOGUE_FOLDS = ("cucom_vs_taskmaster4", "spc_vs_sgd", "star_unseen_domains_0",
 REPORT_ONLY = "in_collection_support"
 
 
+def dialogue_folds(docs: list[Doc]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The folds this bench reads (DIALOGUE_FOLDS, then REPORT_ONLY), as make_folds' (test, excluded) masks."""
+    folds = {n: m for n, m in make_folds(docs).items() if n in DIALOGUE_FOLDS}
+    folds[REPORT_ONLY] = in_collection_fold(docs)
+    return folds
+
+
 def fold_scores(data: Path, path: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Per fold, its held-out transcripts' raw score, pooled count, label and agent words (cached at `path`)."""
+    """Per fold, its held-out transcripts' raw score, pooled count, label and agent words (cached
+    at `path`), in document order."""
     if not path.exists():
         cfg = TrainConfig()
         docs = training_docs(data, cfg)
         run = TrainingData.build(docs, cfg)
-        folds = {n: m for n, m in make_folds(docs).items() if n in DIALOGUE_FOLDS}
-        folds[REPORT_ONLY] = in_collection_fold(docs)
+        folds = dialogue_folds(docs)
         raw = cross_validate(run, folds, np.ones(len(docs), bool), cfg)
         words = np.array([d.words for d in docs])
         arrays = {}
