@@ -100,9 +100,15 @@ class TrainingDataError(ValueError):
 
 
 def read_records(path: Path) -> Iterator[dict]:
-    """Each record of a training file, checked against the schema of ../shared/datasets/README.md
-    as far as training reads it: TrainingDataError names the file, line and field of the first
-    that is not."""
+    """Each record of a training file (numbered_records without the line numbers)."""
+    for _, record in numbered_records(path):
+        yield record
+
+
+def numbered_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) for each record of a training file, checked against the schema of
+    ../shared/datasets/README.md as far as training reads it: TrainingDataError names the file,
+    line and field of the first that is not (load_docs checks role names as it reads them)."""
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -114,12 +120,7 @@ def read_records(path: Path) -> Iterator[dict]:
             wrong = _schema_error(record)
             if wrong:
                 raise TrainingDataError(f"{path} line {n}: {wrong}")
-            if record.get("turns"):
-                try:
-                    turn_roles(record["turns"], n)
-                except RecordError as exc:  # "line n: turns[j].role ... is not one of ..."
-                    raise TrainingDataError(f"{path} {exc}") from None
-            yield record
+            yield n, record
 
 
 def _schema_error(record: object) -> str | None:
@@ -160,7 +161,7 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
                                                    else "no such folder"))
     for path in paths:
         turn_docs: list[Doc] = []
-        for rec in read_records(path):
+        for line, rec in numbered_records(path):
             label = 1 if rec["label"] == "machine" else 0
             dataset, generator, domain = path.stem, rec.get("generator"), rec.get("domain") or ""
             # a dialogue given only as its `role: text` lines is read back into turns, as `echogate
@@ -172,8 +173,10 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
                 docs.append(Doc(dataset, label, generator, domain, "turn", ("agent",), (rec["text"],),
                                 content_key(dataset, rec["id"])))
                 continue
-            # roles read as `echogate score` reads them (read_records has checked every name)
-            roles = [ROLE_NAME[r] for r in turn_roles(raw_turns, 0)]
+            try:  # roles read as `echogate score` reads them
+                roles = [ROLE_NAME[r] for r in turn_roles(raw_turns, line)]
+            except RecordError as exc:  # "line n: turns[j].role ... is not one of ..."
+                raise TrainingDataError(f"{path} {exc}") from None
             turns = [(raw, role, raw["text"]) for raw, role in zip(raw_turns, roles) if raw["text"].strip()]
             if not turns:
                 continue
