@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -97,6 +99,12 @@ def transcript(tid: str, *texts: str, source: str = "test", roles=None, **kw) ->
     """A transcript alternating customer/agent turns unless roles are given."""
     roles = roles or [pb.ROLE_CUSTOMER if i % 2 == 0 else pb.ROLE_AGENT for i in range(len(texts))]
     return pb.Transcript(id=tid, source=source, turns=[pb.Turn(role=r, text=t) for r, t in zip(roles, texts)], **kw)
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """`echogate ARGS...` in a process of its own, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "echogate_client.cli", *args], capture_output=True, text=True,
+                          timeout=120, input=stdin)
 
 
 def strict_json(text: str):

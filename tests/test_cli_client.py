@@ -16,7 +16,8 @@ from echogate.grpc_api.server import EchogateServer
 from echogate.v1 import gate_pb2 as pb
 from echogate_client.client import AsyncClient, Client, RetryPolicy
 from echogate_client.records import RecordError, transcript_from_record, turns_from_text
-from tests.conftest import DATASETS, make_settings, needs_datasets, server_in_thread, strict_json, transcript
+from tests.conftest import (DATASETS, make_settings, needs_datasets, run_cli, server_in_thread, strict_json,
+                            transcript)
 
 RECORDS = [
     {"id": "r1", "turns": [{"role": "customer", "text": "where is my parcel"},
@@ -30,11 +31,6 @@ RECORDS = [
 def _write(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
-
-
-def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "echogate_client.cli", *args], capture_output=True, text=True,
-                          timeout=120, input=stdin)
 
 
 def test_records_convert_turns_and_plain_text():
@@ -145,7 +141,8 @@ def test_every_shared_dialogue_scores_the_same_from_its_text_alone(tmp_path):
     assert len(records) > 40_000 and plain > 40_000
     sample = records[::50]
     texts = [{"id": r["id"], "text": r["text"]} for r in sample]
-    scored = [_cli("score", str(_write(tmp_path / f"{k}.jsonl", rs))) for k, rs in (("turns", sample), ("text", texts))]
+    scored = [run_cli("score", str(_write(tmp_path / f"{k}.jsonl", rs)))
+              for k, rs in (("turns", sample), ("text", texts))]
     assert all(r.returncode == 0 for r in scored), [r.stderr for r in scored]
     by_turns, by_text = ([json.loads(line)["echogate"] for line in r.stdout.splitlines()] for r in scored)
     assert [(e["bot_origin"], e["repetitiveness"], e["decision"]) for e in by_text] == \
@@ -165,7 +162,7 @@ def test_role_names_of_dialogue_corpora_are_read(customer, agent):
 
 def test_score_command_appends_echogate_object_in_order(tmp_path):
     path = _write(tmp_path / "in.jsonl", RECORDS)
-    result = _cli("score", str(path))
+    result = run_cli("score", str(path))
     assert result.returncode == 0, result.stderr
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["id"] for r in out] == ["r1", "r2", "r3"]
@@ -188,7 +185,7 @@ def test_score_command_scores_each_message_of_a_message_list(tmp_path):
              {"conversations": [{"from": r, "value": t} for r, t in dialogue]}]
     scored = []
     for i, record in enumerate(forms):
-        result = _cli("score", str(_write(tmp_path / f"{i}.jsonl", [record])))
+        result = run_cli("score", str(_write(tmp_path / f"{i}.jsonl", [record])))
         assert result.returncode == 0, result.stderr
         out = json.loads(result.stdout)
         assert {k: v for k, v in out.items() if k != "echogate"} == record
@@ -202,7 +199,7 @@ def test_score_command_counts_turns_seen_earlier_in_the_file(tmp_path):
     canned = "Thank you for reaching out! Your ticket has been escalated to our specialists."
     records = [{"id": f"t{i}", "turns": [{"role": "customer", "text": q}, {"role": "agent", "text": canned}]}
                for i, q in enumerate(["parcel lost", "refund please", "wrong size", "late again"])]
-    result = _cli("score", str(_write(tmp_path / "in.jsonl", records)))
+    result = run_cli("score", str(_write(tmp_path / "in.jsonl", records)))
     assert result.returncode == 0, result.stderr
     out = [json.loads(line)["echogate"] for line in result.stdout.splitlines()]
     assert [e["turns"][1]["seen_before"] for e in out] == [0, 1, 2, 3]
@@ -216,13 +213,13 @@ def test_score_command_keeps_each_record_byte_for_byte_and_reads_stdin(tmp_path)
              '{ "turns" : [{"role": "user", "text": "hi"}, {"role": "assistant", "text": "Hello!"}] }']
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    from_file, from_stdin = _cli("score", str(path)), _cli("score", "-", stdin=path.read_text())
+    from_file, from_stdin = run_cli("score", str(path)), run_cli("score", "-", stdin=path.read_text())
     assert from_file.returncode == 0 and from_stdin.returncode == 0, from_file.stderr + from_stdin.stderr
     assert from_file.stdout == from_stdin.stdout
     for line, scored in zip(lines, from_file.stdout.splitlines()):
         assert scored.startswith(line[:-1] + ", \"echogate\": {")
         assert json.loads(scored)["echogate"]["model_version"].startswith("bot-origin-")
-    rescored = _cli("score", "-", stdin=from_file.stdout)  # a scored file scored again: one echogate key
+    rescored = run_cli("score", "-", stdin=from_file.stdout)  # a scored file scored again: one echogate key
     assert rescored.returncode == 0, rescored.stderr
     for before, after in zip(from_file.stdout.splitlines(), rescored.stdout.splitlines()):
         assert after.count('"echogate"') == 1 and json.loads(after).keys() == json.loads(before).keys()
@@ -233,7 +230,7 @@ def test_score_command_writes_the_batches_before_a_bad_record(tmp_path):
     own were written, and the exit status says the output is incomplete."""
     records = [{"id": f"r{i}", "text": f"Message number {i} about my order."} for i in range(7)]
     records[4] = {"id": "bad", "turns": [{"role": "narrator", "text": "Once"}]}
-    result = _cli("score", str(_write(tmp_path / "in.jsonl", records)), "--batch-size", "2")
+    result = run_cli("score", str(_write(tmp_path / "in.jsonl", records)), "--batch-size", "2")
     assert result.returncode == 2 and "line 5: turns[0].role 'narrator'" in result.stderr
     assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["r0", "r1", "r2", "r3"]
 
@@ -277,7 +274,7 @@ def test_file_commands_name_the_bad_line_and_exit_2(tmp_path, command):
     """A record the schema cannot read stops the run with its line and what is wrong, not a traceback."""
     bad = {"id": "x", "label": "human", "turns": [{"role": "narrator", "text": "Once upon a time"}]}
     path = _write(tmp_path / "in.jsonl", [{**RECORDS[0], "label": "human"}, bad])
-    result = _cli(command, str(path))
+    result = run_cli(command, str(path))
     assert result.returncode == 2
     assert f"echogate {command}: {path}: line 2: turns[0].role 'narrator'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -289,7 +286,7 @@ def test_file_commands_name_a_record_the_limits_reject(tmp_path, command):
     too, not raised from the scoring thread as a traceback."""
     blank_id = {"id": "  ", "label": "human", "text": "x"}
     path = _write(tmp_path / "in.jsonl", [{**RECORDS[0], "label": "human"}, blank_id])
-    result = _cli(command, str(path))
+    result = run_cli(command, str(path))
     assert result.returncode == 2
     assert f"echogate {command}: {path}: line 2: id: must not be empty" in result.stderr
     assert "Traceback" not in result.stderr
@@ -305,7 +302,7 @@ def test_score_command_keeps_going_past_records_it_cannot_score(tmp_path):
              json.dumps(blank_id), json.dumps(good[3]), json.dumps(good[4])]
     path = tmp_path / "in.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    result = _cli("score", str(path), "--keep-going", "--batch-size", "2")
+    result = run_cli("score", str(path), "--keep-going", "--batch-size", "2")
     assert result.returncode == 2, result.stderr
     assert "4 record(s) could not be scored" in result.stderr and "Traceback" not in result.stderr
     out = [json.loads(line) for line in result.stdout.splitlines()]
@@ -315,7 +312,7 @@ def test_score_command_keeps_going_past_records_it_cannot_score(tmp_path):
     assert errors[2].startswith("line 2: not valid JSON") and errors[4].startswith("line 4: a record must be")
     assert errors[6].startswith("line 6: turns[0].role 'narrator'") and errors[7] == "line 7: id: must not be empty"
     assert out[5] == {**narrator, "echogate": {"error": errors[6]}}
-    clean = _cli("score", str(_write(tmp_path / "good.jsonl", good)), "--batch-size", "2")
+    clean = run_cli("score", str(_write(tmp_path / "good.jsonl", good)), "--batch-size", "2")
     assert clean.returncode == 0, clean.stderr
     scored = [o for o in out if "error" not in o["echogate"]]
     assert scored == [json.loads(line) for line in clean.stdout.splitlines()]
@@ -324,7 +321,7 @@ def test_score_command_keeps_going_past_records_it_cannot_score(tmp_path):
 def test_eval_command_reports_metrics(tmp_path):
     labelled = [{**RECORDS[0], "label": "human", "dataset": "d"}, {**RECORDS[1], "label": "machine", "dataset": "d"},
                 {**RECORDS[2], "label": "human", "dataset": "d"}]
-    result = _cli("eval", str(_write(tmp_path / "l.jsonl", labelled)), "--json")
+    result = run_cli("eval", str(_write(tmp_path / "l.jsonl", labelled)), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["groups"]["all"]["n"] == 3 and "dataset=d" in report["groups"]
@@ -336,7 +333,7 @@ def test_eval_command_counts_the_records_it_could_not_grade_by_their_label(tmp_p
     group; a misspelt label is named with its count rather than silently left out."""
     records = [{**RECORDS[0], "label": "human"}, {**RECORDS[1], "label": "Machine"}, {**RECORDS[2], "label": "bot"},
                {**RECORDS[0], "id": "x", "label": "bot"}, {**RECORDS[1], "id": "y"}]
-    result = _cli("eval", str(_write(tmp_path / "l.jsonl", records)), "--json")
+    result = run_cli("eval", str(_write(tmp_path / "l.jsonl", records)), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["groups"]["all"]["n"] == 1 and report["unlabelled"] == {'"bot"': 2, '"Machine"': 1, "null": 1}
@@ -354,7 +351,7 @@ def test_eval_command_gives_thresholds_a_policy_can_take(tmp_path):
     records = [{"id": f"r{i}", "label": "machine" if i % 3 == 0 else "human",
                 "text": (apology if i % 6 == 0 else "") + " ".join(rng.choices(words, k=6 + i % 9))} for i in range(45)]
     path = _write(tmp_path / "l.jsonl", records)
-    result = _cli("eval", str(path), "--json")
+    result = run_cli("eval", str(path), "--json")
     assert result.returncode == 0, result.stderr
     report = strict_json(result.stdout)
     decisions = report["decisions"]
@@ -367,18 +364,18 @@ def test_eval_command_gives_thresholds_a_policy_can_take(tmp_path):
     config = tmp_path / "echogate.yaml"
     config.write_text(f"policy: {{version: from-eval, tag_bot_origin: {row['threshold']}, review_bot_origin: 1.0, "
                       "block_bot_origin: 1.0, tag_repetitiveness: 1.0, block_repetitiveness: 1.0}\n")
-    result = _cli("eval", str(path), "--json", "--config", str(config))
+    result = run_cli("eval", str(path), "--json", "--config", str(config))
     assert result.returncode == 0, result.stderr
     decisions = strict_json(result.stdout)["decisions"]
     assert decisions["policy_version"] == "from-eval"
     flagged = {label: sum(decisions[label].values()) - decisions[label]["accept"] for label in ("human", "machine")}
     assert flagged == {"human": round(row["human_flagged"] * 30), "machine": round(row["machine_caught"] * 15)}
     assert flagged["human"] <= 3 and flagged["machine"] > 0
-    table = _cli("eval", str(path), "--config", str(config)).stdout
+    table = run_cli("eval", str(path), "--config", str(config)).stdout
     assert "bot-origin thresholds (records)" in table and f"{row['threshold']:9.4f}" in table
     counts = r"\s+".join(str(decisions["human"][d]) for d in ("accept", "tag", "review", "block"))
     assert re.search(r"human\s+30\s+" + counts, table), table
-    assert "0.1%, 1%, 5% and 10%" in " ".join(_cli("eval", "--help").stdout.split())
+    assert "0.1%, 1%, 5% and 10%" in " ".join(run_cli("eval", "--help").stdout.split())
 
 
 def test_eval_command_keeps_going_past_records_it_cannot_score(tmp_path):
@@ -389,12 +386,12 @@ def test_eval_command_keeps_going_past_records_it_cannot_score(tmp_path):
     blank_id = {"id": " ", "label": "machine", "text": "x"}
     path.write_text("\n".join([json.dumps(labelled[0]), "{oops", json.dumps(labelled[1]), json.dumps(blank_id),
                                 json.dumps(labelled[2])]) + "\n")
-    result = _cli("eval", str(path), "--json", "--keep-going")
+    result = run_cli("eval", str(path), "--json", "--keep-going")
     assert result.returncode == 2, result.stderr
     assert "line 2: not valid JSON" in result.stderr and "line 4: id: must not be empty" in result.stderr
     report = json.loads(result.stdout)
     assert report["unreadable"] == 2
-    clean = json.loads(_cli("eval", str(_write(tmp_path / "clean.jsonl", labelled)), "--json").stdout)
+    clean = json.loads(run_cli("eval", str(_write(tmp_path / "clean.jsonl", labelled)), "--json").stdout)
     assert report["groups"] == clean["groups"] and clean["unreadable"] == 0
 
 
@@ -404,14 +401,14 @@ def test_eval_command_json_is_strict_where_one_label_leaves_a_metric_undefined(t
     labelled = [{**RECORDS[0], "label": "human", "dataset": "people"}, {**RECORDS[1], "label": "machine", "dataset": "bots"},
                 {**RECORDS[2], "label": "human", "dataset": "people"}]
     path = _write(tmp_path / "l.jsonl", labelled)
-    result = _cli("eval", str(path), "--json")
+    result = run_cli("eval", str(path), "--json")
     assert result.returncode == 0, result.stderr
     groups = strict_json(result.stdout)["groups"]
     assert groups["dataset=people"]["auroc"] is None and groups["dataset=people"]["mean_prob_machine"] is None
     assert 0 <= groups["all"]["auroc"] <= 1
-    table = _cli("eval", str(path)).stdout
+    table = run_cli("eval", str(path)).stdout
     assert re.search(r"dataset=people\s+2\s+0\s+n/a\s+n/a\s+\d\.\d{3}", table), table
-    unlabelled = _cli("eval", "-", stdin=json.dumps(RECORDS[0]) + "\n")
+    unlabelled = run_cli("eval", "-", stdin=json.dumps(RECORDS[0]) + "\n")
     assert unlabelled.returncode == 2 and "<stdin>: no record has a `label`" in unlabelled.stderr
 
 
@@ -429,12 +426,12 @@ def test_eval_command_grades_turns_by_their_origin_and_short_texts_apart(tmp_pat
                    {"role": "agent", "text": "Thank you for your patience! " + apology, "origin": "machine"}]},
                {"id": "c", "text": "no origin here, and no label either"}]
     path = _write(tmp_path / "turns.jsonl", records)
-    result = _cli("eval", str(path), "--json")
+    result = run_cli("eval", str(path), "--json")
     assert result.returncode == 0, result.stderr
     report = strict_json(result.stdout)
     assert "all" not in report["groups"] and "reliability" not in report
     assert "thresholds" not in report and "decisions" not in report  # no record is labelled
-    scored = [json.loads(line)["echogate"] for line in _cli("score", str(path)).stdout.splitlines()]
+    scored = [json.loads(line)["echogate"] for line in run_cli("score", str(path)).stdout.splitlines()]
     machine = [scored[0]["turns"][2]["bot_origin"], scored[1]["turns"][2]["bot_origin"]]
     human = [scored[0]["turns"][1]["bot_origin"], scored[1]["turns"][1]["bot_origin"]]
     turns = report["groups"]["turns"]
@@ -448,7 +445,7 @@ def test_eval_command_grades_turns_by_their_origin_and_short_texts_apart(tmp_pat
     assert sum(row["count"] for row in report["turn_reliability"]) == 4
 
     labelled = _write(tmp_path / "labelled.jsonl", [{**r, "label": "human"} for r in records])
-    groups = strict_json(_cli("eval", str(labelled), "--json").stdout)["groups"]
+    groups = strict_json(run_cli("eval", str(labelled), "--json").stdout)["groups"]
     assert groups["all"]["n"] == 3 and groups["all<20w"]["n"] == 1  # record c is the short one
 
 
@@ -469,7 +466,7 @@ def test_eval_command_counts_words_as_the_record_was_read(tmp_path):
     reports = {}
     for name, form in forms.items():
         records = [{"id": "l", "label": "human", **form(long_turns)}, {"id": "s", "label": "machine", **form(short_turns)}]
-        result = _cli("eval", str(_write(tmp_path / f"{name}.jsonl", records)), "--json")
+        result = run_cli("eval", str(_write(tmp_path / f"{name}.jsonl", records)), "--json")
         assert result.returncode == 0, result.stderr
         reports[name] = strict_json(result.stdout)["groups"]
     assert reports["turns"]["all<20w"]["n"] == 1  # the short dialogue only: 7 words; the long one 29
@@ -478,33 +475,33 @@ def test_eval_command_counts_words_as_the_record_was_read(tmp_path):
 
 async def test_gate_command_gates_a_file_and_get_reads_back(tmp_path, server):
     path = _write(tmp_path / "in.jsonl", RECORDS)
-    result = await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address, "--source", "cli",
+    result = await asyncio.to_thread(run_cli, "gate", str(path), "--target", server.address, "--source", "cli",
                                      "--out", str(tmp_path / "v.jsonl"))
     assert result.returncode == 0, result.stderr
     assert "gated 3 transcripts (0 already recorded)" in result.stdout
     verdicts = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
     assert [(v["source"], v["id"]) for v in verdicts] == [("cli", "r1"), ("cli", "r2"), ("other", "r3")]
-    again = await asyncio.to_thread(_cli, "gate", "-", "--target", server.address, "--source", "cli",
+    again = await asyncio.to_thread(run_cli, "gate", "-", "--target", server.address, "--source", "cli",
                                     stdin=path.read_text())  # the same file again, from standard input
     assert "gated 3 transcripts (3 already recorded)" in again.stdout, again.stderr
-    got = await asyncio.to_thread(_cli, "get", "--target", server.address, "--source", "cli", "--id", "r1")
+    got = await asyncio.to_thread(run_cli, "get", "--target", server.address, "--source", "cli", "--id", "r1")
     assert json.loads(got.stdout)["transcript"]["id"] == "r1"
 
 
 async def test_query_command_lists_counts_and_rejects_bad_conditions(tmp_path, server):
     path = _write(tmp_path / "in.jsonl", RECORDS)
-    await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address, "--source", "cli")
-    rows = await asyncio.to_thread(_cli, "query", "--target", server.address, "--where", "source=cli",
+    await asyncio.to_thread(run_cli, "gate", str(path), "--target", server.address, "--source", "cli")
+    rows = await asyncio.to_thread(run_cli, "query", "--target", server.address, "--where", "source=cli",
                                    "--format", "jsonl")
     assert rows.returncode == 0, rows.stderr
     lines = [json.loads(line) for line in rows.stdout.splitlines()]
     assert sorted(r["transcript_id"] for r in lines) == ["r1", "r2"]
     assert lines[0]["turns"][0].keys() >= {"role", "text", "bot_origin", "seen_before"}
-    table = await asyncio.to_thread(_cli, "query", "--target", server.address, "--where", "text~PARCEL")
+    table = await asyncio.to_thread(run_cli, "query", "--target", server.address, "--where", "text~PARCEL")
     assert len(table.stdout.splitlines()) == 2 and " r1 " in table.stdout  # header and one row
-    counts = await asyncio.to_thread(_cli, "query", "--target", server.address, "--count-by", "source")
+    counts = await asyncio.to_thread(run_cli, "query", "--target", server.address, "--count-by", "source")
     assert counts.stdout.split() == ["cli", "2", "other", "1", "total", "3"]
-    bad = await asyncio.to_thread(_cli, "query", "--target", server.address, "--where", "bot_origin<=0.3")
+    bad = await asyncio.to_thread(run_cli, "query", "--target", server.address, "--where", "bot_origin<=0.3")
     assert bad.returncode == 2 and "bot_origin<=0.3" in bad.stderr
 
 
@@ -515,7 +512,7 @@ async def test_gate_command_prints_field_violations_by_line(tmp_path, server):
     records[3] = {"id": "x", "turns": [{"role": "agent", "text": "y" * 20_000}]}
     path = _write(tmp_path / "bad.jsonl", records)
     path.write_text("\n" + path.read_text())
-    result = await asyncio.to_thread(_cli, "gate", str(path), "--target", server.address, "--batch-size", "2")
+    result = await asyncio.to_thread(run_cli, "gate", str(path), "--target", server.address, "--batch-size", "2")
     assert result.returncode == 1
     assert "INVALID_ARGUMENT: the server refused the batch of lines 4-5, 2 transcript(s) before it were gated" \
         in result.stderr and "line 5: turns[0].text" in result.stderr, result.stderr

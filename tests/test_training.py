@@ -6,8 +6,6 @@ import io
 import json
 import logging
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from echogate.training.folds import in_collection_fold, make_folds, report_rows
 from echogate.training.rows import (TrainingRows, document_weights, featurize, lowercased, matched_pairs, pair_rows,
                                     split_training_features)
 from echogate.training.train import fit, read_scores, redrawn, train, training_cpu
-from tests.conftest import DATASETS, needs_datasets, strict_json
+from tests.conftest import DATASETS, needs_datasets, run_cli, strict_json
 
 SHIPPED_REPORT = Path(__file__).resolve().parents[1] / "service/echogate/models/training_report.json"
 
@@ -322,11 +320,6 @@ def test_held_out_scores_are_read_as_the_graph_reads_them(tmp_path, powers):
     assert raw[2] == evidence[2] and not np.allclose(raw[:2], evidence[:2], atol=1e-2)
 
 
-def _echogate(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "echogate_client.cli", *args], capture_output=True, text=True,
-                          timeout=600)
-
-
 @needs_datasets
 def test_echogate_train_end_to_end_writes_a_model_that_scores_and_the_same_bytes_in_one_process_or_two(tmp_path):
     """`echogate train` on a sample of every shared file (150 records each, a 16,384-weight table,
@@ -346,7 +339,7 @@ def test_echogate_train_end_to_end_writes_a_model_that_scores_and_the_same_bytes
         config = tmp_path / f"config{jobs}.json"
         config.write_text(json.dumps({**small, "jobs": jobs}))
         out = tmp_path / f"model{jobs}"
-        done = _echogate("train", "--data", str(data), "--out", str(out), "--config", str(config))
+        done = run_cli("train", "--data", str(data), "--out", str(out), "--config", str(config))
         assert done.returncode == 0, done.stderr[-2000:]
         runs[jobs] = out
     out = runs[2]
@@ -359,7 +352,7 @@ def test_echogate_train_end_to_end_writes_a_model_that_scores_and_the_same_bytes
     assert report["config"]["version"] in (out / "MODEL_CARD.md").read_text()
     model = BotOriginModel(out / "bot_origin.onnx")
     assert model.version == report["config"]["version"]
-    scored = _echogate("eval", "--model", str(out / "bot_origin.onnx"), "--json", str(data / "l2r.jsonl"))
+    scored = run_cli("eval", "--model", str(out / "bot_origin.onnx"), "--json", str(data / "l2r.jsonl"))
     assert scored.returncode == 0, scored.stderr[-2000:]
     assert json.loads(scored.stdout)["groups"]["all"]["auroc"] > 0.9
 
@@ -407,11 +400,11 @@ def test_echogate_train_refuses_a_bad_configuration_or_data_folder_with_a_messag
             (("--config", str(tmp_path / "none.json")), "No such file"),
             ((), str(data) + ": no *.jsonl training files here"),
             (("--data", str(tmp_path / "nowhere")), "nowhere: no such folder")):
-        done = _echogate("train", "--data", str(data), "--out", str(tmp_path / "out"), *args)
+        done = run_cli("train", "--data", str(data), "--out", str(tmp_path / "out"), *args)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     (data / "mine.jsonl").write_text('{"id": "a", "label": "human", "text": "hello"}\n'
                                      '{"id": "b", "label": "bot", "text": "hello"}\n')
-    done = _echogate("train", "--data", str(data), "--out", str(tmp_path / "out"))
+    done = run_cli("train", "--data", str(data), "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and 'mine.jsonl line 2: label must be "human" or "machine", not "bot"' in done.stderr
     assert not (tmp_path / "out").exists()
 
