@@ -448,6 +448,34 @@ def test_training_reads_a_files_roles_as_echogate_score_does(tmp_path):
         load_docs(data, 100, 0)
 
 
+def test_training_reads_turns_in_every_shape_echogate_score_reads(tmp_path):
+    """A labelled log in OpenAI's or Anthropic's `messages` or ShareGPT's `conversations` shape,
+    which `echogate score` and `echogate eval` read, trains the documents its `turns` form would
+    (a tool-calling message without text is dropped like a blank turn); a turn that is not an
+    object with a text is refused with its file, line and field."""
+    data = tmp_path / "data"
+    data.mkdir()
+    turns = [{"role": "customer", "text": "my parcel never came"}, {"role": "agent", "text": "I am sorry."}]
+    messages = [{"role": "user", "content": "my parcel never came"},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "t1"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "I am sorry."}]}]
+    sharegpt = [{"from": "human", "value": "my parcel never came"}, {"from": "gpt", "value": "I am sorry."}]
+    (data / "mine.jsonl").write_text("".join(json.dumps({"id": str(i), "label": "machine", field: value}) + "\n"
+                                             for i, (field, value) in enumerate(
+                                                 (("turns", turns), ("messages", messages),
+                                                  ("conversations", sharegpt)))))
+    docs = load_docs(data, 100, 0)
+    dialogues = [(d.roles, d.texts, d.label) for d in docs if d.kind == "transcript"]
+    assert dialogues == [(("customer", "agent"), ("my parcel never came", "I am sorry."), 1)] * 3
+    assert sorted((d.roles, d.texts) for d in docs if d.kind == "turn") == sorted(
+        [(("agent",), ("I am sorry.",)), (("customer",), ("my parcel never came",))] * 3)
+    (data / "mine.jsonl").write_text(json.dumps({"id": "a", "label": "human", "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "utterance": "hello"}]}) + "\n")
+    with pytest.raises(TrainingDataError, match=r"mine\.jsonl line 1: messages\[1\] must be an object with a role "
+                                                r"and a text \(or value or content\)"):
+        load_docs(data, 100, 0)
+
+
 @needs_datasets
 def test_a_run_on_files_no_fold_names_says_its_model_is_neither_validated_nor_calibrated(tmp_path, caplog):
     """Folds are defined on the shared files: a folder of other files still trains, with a warning

@@ -141,7 +141,7 @@ def _transcript(record: dict, line: int, default_source: str) -> pb.Transcript:
             raise RecordError(f"line {line}: {field} must be a list of {{\"role\", \"text\"}} objects")
         add = message.turns.add  # about twice as fast as building Turn messages and passing the list
         for role, t in zip(turn_roles(turns, line, field), turns):
-            add(role=role, text=_turn_text(t))
+            add(role=role, text=turn_text(t))
     elif isinstance(record.get("text"), str):
         message.turns.add(role=pb.ROLE_AGENT, text=record["text"])
     else:
@@ -194,7 +194,7 @@ def turns_from_text(text: str) -> list[dict] | None:
     return [{"role": role, "text": "\n".join(lines)} for role, lines in turns]
 
 
-def _turn_text(turn: dict) -> str:
+def turn_text(turn: dict) -> str:
     """A turn's text: `text`, `value` as ShareGPT names it, or `content` as OpenAI's and
     Anthropic's message lists name it (a string, or a list of content blocks whose `text` parts
     are joined by line breaks; null where an assistant message only calls tools)."""

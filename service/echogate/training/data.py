@@ -17,7 +17,7 @@ from pathlib import Path
 
 from echogate.types import Role
 from echogate.v1 import gate_pb2 as pb
-from echogate_client.records import RecordError, turn_roles, turns_from_text
+from echogate_client.records import RecordError, turn_list, turn_roles, turn_text, turns_from_text
 
 # Datasets whose customer side was written by the same hand as the agent side.
 SAME_HAND_BOTH_SIDES = {"sgd", "taskmaster4", "cucom_ecommerce", "synthetic_persona_chat", "banking77"}
@@ -95,6 +95,12 @@ def chunk_docs(docs: list[Doc], datasets: tuple[str, ...], min_words: int) -> li
 ROLE_NAME = {pb.Role.Value(f"ROLE_{role.name}"): role.value for role in Role}
 
 
+# Where a turn's text is found, as records.turn_text reads it: the schema's `text`, ShareGPT's
+# `value`, a message list's `content` (a string, a list of content blocks, or null where an
+# assistant message only calls tools)
+TURN_TEXT_FIELDS = ("text", "value", "content")
+
+
 class TrainingDataError(ValueError):
     """Training data that cannot be read: says which folder, or which file, line and field."""
 
@@ -108,7 +114,10 @@ def read_records(path: Path) -> Iterator[dict]:
 def numbered_records(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, record) for each record of a training file, checked against the schema of
     ../shared/datasets/README.md as far as training reads it: TrainingDataError names the file,
-    line and field of the first that is not (load_docs checks role names as it reads them)."""
+    line and field of the first that is not (load_docs checks role names as it reads them).
+    Turns may come in any of the shapes `echogate score` reads (records.TURN_LISTS: OpenAI's and
+    Anthropic's `messages`, ShareGPT's `conversations`), so a labelled file that `echogate eval`
+    grades also trains."""
     with path.open(encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -131,14 +140,14 @@ def _schema_error(record: object) -> str | None:
         return f"label must be \"human\" or \"machine\", not {json.dumps(record.get('label'))}"
     if not isinstance(record.get("id"), str):
         return "a record needs an id (a string)"
-    turns = record.get("turns")
+    field, turns = turn_list(record)
     if not turns:
-        return None if isinstance(record.get("text"), str) else "a record needs turns or a text"
+        return None if isinstance(record.get("text"), str) else "a record needs turns (or messages) or a text"
     if not isinstance(turns, list):
-        return "turns must be a list of {\"role\", \"text\"} objects"
+        return f"{field} must be a list of {{\"role\", \"text\"}} objects"
     for j, turn in enumerate(turns):
-        if not (isinstance(turn, dict) and isinstance(turn.get("role"), str) and isinstance(turn.get("text"), str)):
-            return f"turns[{j}] needs a role and a text (strings)"
+        if not (isinstance(turn, dict) and any(k in turn for k in TURN_TEXT_FIELDS)):
+            return f"{field}[{j}] must be an object with a role and a text (or {' or '.join(TURN_TEXT_FIELDS[1:])})"
     return None
 
 
@@ -164,9 +173,10 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
         for line, rec in numbered_records(path):
             label = 1 if rec["label"] == "machine" else 0
             dataset, generator, domain = path.stem, rec.get("generator"), rec.get("domain") or ""
-            # a dialogue given only as its `role: text` lines is read back into turns, as `echogate
-            # score` reads it (no shared file has one)
-            raw_turns = rec.get("turns") or turns_from_text(rec["text"])
+            # turns as `echogate score` finds them: in any of records.TURN_LISTS, or a dialogue given
+            # only as its `role: text` lines read back into turns (no shared file has either)
+            field, raw_turns = turn_list(rec)
+            raw_turns = raw_turns or turns_from_text(rec["text"])
             if not raw_turns:
                 # Plain text (l2r paragraphs, STAR single agent turns): one agent turn, a single
                 # text, scored like a one-turn transcript (see echogate.training.graph).
@@ -174,10 +184,10 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
                                 content_key(dataset, rec["id"])))
                 continue
             try:  # roles read as `echogate score` reads them
-                roles = [ROLE_NAME[r] for r in turn_roles(raw_turns, line)]
+                roles = [ROLE_NAME[r] for r in turn_roles(raw_turns, line, field)]
             except RecordError as exc:  # "line n: turns[j].role ... is not one of ..."
                 raise TrainingDataError(f"{path} {exc}") from None
-            turns = [(raw, role, raw["text"]) for raw, role in zip(raw_turns, roles) if raw["text"].strip()]
+            turns = [(raw, role, text) for raw, role in zip(raw_turns, roles) if (text := turn_text(raw)).strip()]
             if not turns:
                 continue
             if len(turns) > 1 or dataset != "banking77":
