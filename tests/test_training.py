@@ -20,7 +20,8 @@ from echogate.features import HashSpec, ngram_hashes
 from echogate.model import BotOriginModel
 from echogate.text import NORMALIZATION_VERSION, model_texts, normalize_all, pack_turns
 from echogate.training.card import render as render_card
-from echogate.training.data import Doc, TrainingDataError, chunk_docs, content_key, load_docs, sentence_chunks
+from echogate.training.data import (Doc, TrainingDataError, chunk_docs, content_key, load_docs, read_records,
+                                    sentence_chunks)
 from echogate.training.graph import Calibration, build_graph
 from echogate.training.repetition import RepetitionHead
 from echogate.training.calibration import fit_calibration
@@ -406,6 +407,10 @@ def test_echogate_train_refuses_a_bad_configuration_or_data_folder_with_a_messag
                                      '{"id": "b", "label": "bot", "text": "hello"}\n')
     done = run_cli("train", "--data", str(data), "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and 'mine.jsonl line 2: label must be "human" or "machine", not "bot"' in done.stderr
+    (data / "mine.jsonl").write_text('{"id": "a", "label": "human", "text": "hello"}\n'
+                                     '{"id": "b", "label": "machine", "text": "Hello! How can I help you today?"}\n')
+    done = run_cli("train", "--data", str(data), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and "the repetitiveness head needs dialogues with at least two agent" in done.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -477,13 +482,14 @@ def test_training_reads_turns_in_every_shape_echogate_score_reads(tmp_path):
 
 
 @needs_datasets
-def test_a_run_on_files_no_fold_names_says_its_model_is_neither_validated_nor_calibrated(tmp_path, caplog):
-    """Folds are defined on the shared files: a folder of other files still trains, with a warning
-    that nothing was held out; a dataset name the configuration adds that no file gives is
-    warned of too (the defaults' names, absent here, are not)."""
+def test_a_run_on_files_no_fold_can_hold_out_says_its_model_is_neither_validated_nor_calibrated(tmp_path, caplog):
+    """A file beside the shared ones is held out whole, but only where what is left still holds
+    both labels: a folder of one file trains, with a warning per fold not fitted and one that
+    nothing was held out; a dataset name the configuration adds that no file gives is warned of
+    too (the defaults' names, absent here, are not)."""
     data = tmp_path / "data"
     data.mkdir()
-    for shared, mine in (("cucom_ecommerce.jsonl", "mybot.jsonl"), ("sgd.jsonl", "myhumans.jsonl")):
+    for shared, mine in (("cucom_ecommerce.jsonl", "mybot.jsonl"),):
         with (DATASETS / shared).open(encoding="utf-8") as fh:
             (data / mine).write_text("".join(line for _, line in zip(range(40), fh)), encoding="utf-8")
     cfg = TrainConfig(table_size=1 << 12, max_iter=5, jobs=1, stream_size=50, dataset_weights={"mybott": 2.0})
@@ -491,5 +497,36 @@ def test_a_run_on_files_no_fold_names_says_its_model_is_neither_validated_nor_ca
         report = train(data, tmp_path / "out", cfg)
     warnings = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "no held-out fold applies" in warnings and "names datasets that no file" in warnings
+    assert "fold unseen_file:mybot is not fitted: the documents it leaves to train on have one label" in warnings
     assert "mybott" in warnings and "star_dialogues" not in warnings
     assert (tmp_path / "out" / "bot_origin.onnx").is_file() and report["validation"] == []
+
+
+@needs_datasets
+def test_a_file_beside_the_shared_ones_is_held_out_whole_reported_and_calibrated_on(tmp_path):
+    """A customer's labelled file added to the data folder is validated as a collection the model
+    never saw: its own fold, reported by slice, its scores in the calibration. Two such files
+    alone make a validated, calibrated model; the macro AUROC is over the shared files' folds
+    only (none here, so it is undefined), to compare across runs on other data."""
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = {name: (DATASETS / f"{name}.jsonl").read_text(encoding="utf-8").split("\n")[:40]
+             for name in ("cucom_ecommerce", "sgd", "synthetic_persona_chat", "taskmaster4")}
+    for mine, files in (("mine", ("synthetic_persona_chat", "taskmaster4")), ("theirs", ("cucom_ecommerce", "sgd"))):
+        (data / f"{mine}.jsonl").write_text("\n".join(lines[files[0]] + lines[files[1]]) + "\n", encoding="utf-8")
+    paragraphs = list(read_records(DATASETS / "l2r.jsonl"))
+    by_label = {label: [r for r in paragraphs if r["label"] == label][:40] for label in ("human", "machine")}
+    (data / "paragraphs.jsonl").write_text("".join(json.dumps(r) + "\n" for rs in by_label.values() for r in rs))
+    cfg = TrainConfig(table_size=1 << 12, max_iter=20, jobs=1, stream_size=50)
+    report = train(data, tmp_path / "out", cfg)
+    rows = {(r["fold"], r["slice"]): r for r in report["validation"]}
+    assert {fold for fold, _ in rows} == {"unseen_file:mine", "unseen_file:paragraphs", "unseen_file:theirs"}
+    mine = rows["unseen_file:mine", "transcripts"]
+    assert (mine["n"], mine["machine"]) == (80, 40) and not np.isnan(mine["auroc"])
+    assert ("unseen_file:mine", "turns") in rows and np.isnan(report["macro_auroc"])
+    card = (tmp_path / "out" / "MODEL_CARD.md").read_text()
+    assert "`unseen_file:mine`, `unseen_file:paragraphs`, `unseen_file:theirs`: each a file beside the shared" in card
+    # fitted on those folds' scores, single texts on the plain-text records (labelled one by one),
+    # not on turns cut from dialogues: with no fold a calibration is the identity (scale 1, offset 0)
+    assert (report["calibration"]["transcript"]["scale"], report["calibration"]["transcript"]["offset"]) != (1, 0)
+    assert (report["calibration"]["turn"]["scale"], report["calibration"]["turn"]["offset"]) != (1, 0)

@@ -12,8 +12,8 @@ from scipy.optimize import minimize
 from echogate.corpus import CorpusMemory, turn_keys
 from echogate.text import model_texts, normalize_all, pack_turns
 from echogate.training.config import MAX_TURN_BYTES
-from echogate.training.data import Doc
-from echogate.training.folds import report_rows
+from echogate.training.data import Doc, is_chunk
+from echogate.training.folds import SHARED_FILES, report_rows
 from echogate.training.graph import Calibration, seen_scale
 
 EXACT_SINGLE_TEXTS = ("star_agent_turns", "star_dialogues", "l2r", "banking77")
@@ -131,10 +131,12 @@ def calibrate_and_report(docs: list[Doc], folds: dict[str, tuple[np.ndarray, np.
     kinds = np.array([d.kind for d in docs])
     # Single texts are calibrated where each one's label is exact: STAR turns (matched content,
     # template or typed), l2r paragraphs (matched content, original or rewrite) and BANKING77
-    # messages (short human text). A turn cut out of another dialogue only inherits the
-    # dialogue's label: a customer's "yes" in an LLM-written dialogue says nothing of how
+    # messages (short human text), and the plain-text records of a file beside the shared ones
+    # (folds.SHARED_FILES), labelled one by one. A turn cut out of another dialogue only inherits
+    # the dialogue's label: a customer's "yes" in an LLM-written dialogue says nothing of how
     # machine text reads.
-    exact_turn = np.array([d.kind == "turn" and d.dataset in EXACT_SINGLE_TEXTS for d in docs])
+    exact_turn = np.array([d.kind == "turn" and (d.dataset in EXACT_SINGLE_TEXTS or (
+        d.dataset not in SHARED_FILES and d.conversation is None and not is_chunk(d.dataset))) for d in docs])
     fold_of = np.full(len(docs), "", dtype=object)
     raw = np.full(len(docs), np.nan)
     for name, (test, _) in folds.items():  # a row in several folds' test sets keeps the last

@@ -5,6 +5,7 @@ import math
 
 from echogate.repetition import TURN_FEATURES
 from echogate.training.data import CHUNK_SUFFIX
+from echogate.training.folds import OTHER_FILE_FOLD
 
 DATASETS = """\
 | file | label | license | source repository |
@@ -55,6 +56,10 @@ def render(report: dict) -> str:
                 f" paragraph's label, a dataset of their own ({', '.join(f'`{d}{CHUNK_SUFFIX}`' for d in chunk_files)}), weighed and trained as"
                 f" their file is; they give matched content at the length of a message or a paraphrased sentence."
                 if chunk_files else "")
+    other_files = sorted({r["fold"] for r in report["validation"] if r["fold"].startswith(OTHER_FILE_FOLD)})
+    other_folds = (f"\n- {', '.join(f'`{f}`' for f in other_files)}: each a file beside the shared datasets, held out"
+                   f" whole, as a collection the model never saw; calibrated on, not in the macro AUROC."
+                   if other_files else "")
     share = cfg.get("lowercase_share", 0)
     lowering = (f" Every document also trains lower-cased, the copy taking {share:g} of the document's weight and"
                 f" the original the rest, so text written in lower case throughout (some chat logs, older dialogue"
@@ -176,7 +181,7 @@ is fitted on the *other* folds, so every number here is for data the model never
   of the CuCom, SGD and Taskmaster-4 conversations (by a hash of their ids) held out with every
   turn cut from them, LLM support dialogues against human ones, scored with the shipped
   calibration. What a platform whose traffic resembles the training data can expect. Reported
-  only: never calibrated on, not in the macro AUROC.
+  only: never calibrated on, not in the macro AUROC.{other_folds}
 
 `turns` are single texts (a turn, a paragraph, a message: what a one-turn record is), `<20w` the
 short ones, `transcripts` dialogues of several turns. Macro AUROC over the headline rows (single

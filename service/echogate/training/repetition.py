@@ -26,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 
 from echogate import evaluation, repetition
 from echogate.text import normalize_all
-from echogate.training.data import Doc
+from echogate.training.data import Doc, TrainingDataError
 
 KINDS = ("verbatim", "partial", "sentence", "echo")
 KIND_SHARES = (0.3, 0.3, 0.3, 0.1)  # echoing the customer is often a confirmation, not a repeat
@@ -115,8 +115,12 @@ def _fit(x: np.ndarray, y: np.ndarray) -> LogisticRegression:
 
 
 def train_head(docs: list[Doc], seed: int) -> tuple[RepetitionHead, list[dict]]:
-    """The shipped head and its validation rows (one collection held out at a time, per kind)."""
+    """The shipped head and its validation rows (one collection held out at a time, per kind,
+    where another is left to fit on)."""
     examples = make_examples(docs, seed)
+    if not examples:
+        raise TrainingDataError("the repetitiveness head needs dialogues with at least two agent turns, and no "
+                                "training file has one")
     x = features(examples)
     y = np.array([e.label for e in examples])
     dataset = np.array([e.dataset for e in examples])
@@ -124,6 +128,8 @@ def train_head(docs: list[Doc], seed: int) -> tuple[RepetitionHead, list[dict]]:
     rows = []
     for name in sorted(set(dataset)):
         held = dataset == name
+        if held.all():
+            break
         p = _fit(x[~held], y[~held]).predict_proba(x[held])[:, 1]
         rows.append({"held_out": name, "kind": "all", **evaluation.summary(y[held], p)})
         for k in KINDS:

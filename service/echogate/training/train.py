@@ -45,7 +45,7 @@ from echogate.training.calibration import calibrate_and_report, simulate_seen
 from echogate.training.card import render as render_card
 from echogate.training.config import MAX_TURN_BYTES, TrainConfig
 from echogate.training.data import Doc, chunk_docs, load_docs, source_dataset
-from echogate.training.folds import headline_slice, in_collection_fold, make_folds
+from echogate.training.folds import headline_slice, in_collection_fold, in_macro, make_folds
 from echogate.training.graph import build_graph
 from echogate.training.logistic import LinearFit, fit_logistic
 from echogate.training.repetition import train_head
@@ -153,6 +153,21 @@ def training_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, object]:
             "avx2_fma": {"avx2", "fma"} <= set(fields.get("flags", "").split())}
 
 
+def applicable_folds(folds: dict[str, tuple[np.ndarray, np.ndarray]], usable: np.ndarray,
+                     y: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The folds that hold something out and leave both labels to train on; each one that does
+    not is logged (a file of the customer's that is all the machine data there is, say)."""
+    kept = {}
+    for name, (test, excluded) in folds.items():
+        if not test.any():
+            continue
+        if len(set(y[usable & ~excluded].tolist())) < 2:
+            log.warning("held-out fold %s is not fitted: the documents it leaves to train on have one label", name)
+            continue
+        kept[name] = (test, excluded)
+    return kept
+
+
 def dataset_names(cfg: TrainConfig) -> set[str]:
     """The datasets (file stems, chunk datasets) the configuration names."""
     return {*cfg.train_datasets, *cfg.byte_ngram_datasets, *cfg.chunk_datasets, *cfg.dataset_weights}
@@ -175,26 +190,27 @@ def train(data_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
     unknown = sorted(dataset_names(cfg) - dataset_names(TrainConfig()) - {d.dataset for d in docs})
     if unknown:  # a misspelt name would change nothing, silently
         log.warning("the configuration names datasets that no file of %s gives: %s", data_dir, ", ".join(unknown))
+    # before the long fits: it refuses data without the dialogues it needs
+    head, repetition_rows = train_head(docs, cfg.seed)
+    log.info("repetitiveness head: %s", head)
     data = TrainingData.build(docs, cfg)
     files = np.array([source_dataset(d.dataset) for d in docs])  # a chunk trains where its file does
 
-    folds = {name: masks for name, masks in make_folds(docs).items() if masks[0].any()}
-    if not folds:
-        log.warning("no held-out fold applies to the files of %s (folds.make_folds names the shared files): the "
-                    "model trains, but its calibration is not fitted and its report validates nothing", data_dir)
     usable = np.isin(files, cfg.train_datasets) if cfg.train_datasets else np.ones(len(docs), bool)
-    report_only = {"in_collection_support": in_collection_fold(docs)}
+    folds = applicable_folds(make_folds(docs), usable, data.y)
+    if not folds:
+        log.warning("no held-out fold applies to the files of %s (each needs documents to hold out and both labels "
+                    "left to train on; see folds.make_folds): the model trains, but its calibration is not fitted "
+                    "and its report validates nothing", data_dir)
+    report_only = applicable_folds({"in_collection_support": in_collection_fold(docs)}, usable, data.y)
     fold_raw = cross_validate(data, {**folds, **report_only}, usable, cfg)
     seen = simulate_seen(docs, cfg.role_weights, cfg.seed, cfg.stream_size, cfg.seen_full_bytes)
     validation, calib = calibrate_and_report(docs, folds, fold_raw, seen, report_only, cfg.transcript_seen_weight,
                                              (cfg.transcript_count_power, cfg.transcript_turn_count_power))
-    headline = [r for r in validation if r["fold"] in folds and not np.isnan(r["auroc"])
+    headline = [r for r in validation if r["fold"] in folds and in_macro(r["fold"]) and not np.isnan(r["auroc"])
                 and r["slice"] == headline_slice(r["fold"])]
     macro = float(np.mean([r["auroc"] for r in headline])) if headline else float("nan")
     log.info("macro AUROC over held-out folds: %.3f", macro)
-
-    head, repetition_rows = train_head(docs, cfg.seed)
-    log.info("repetitiveness head: %s", head)
 
     with tqdm(total=cfg.max_iter, desc="final fit", unit="iteration") as progress:
         final = fit(*data.rows.select(data.y, data.w, usable), cfg, on_iteration=progress.update)
