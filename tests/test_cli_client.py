@@ -328,6 +328,20 @@ def test_eval_command_reports_metrics(tmp_path):
     assert 0 <= report["groups"]["all"]["auroc"] <= 1 and report["unreadable"] == 0 and report["unlabelled"] == {}
 
 
+def test_eval_command_table_lines_up_past_a_long_group_name(tmp_path):
+    """Generator names such as STAR's `template:apartment_ask_application_fee_paid` are longer than
+    the table's first column: the column widens, so each row's figures stand under their heads."""
+    generator = "template:apartment_ask_application_fee_paid_" + "x" * 20
+    labelled = [{**RECORDS[0], "label": "human"}, {**RECORDS[1], "label": "machine", "generator": generator}]
+    result = run_cli("eval", str(_write(tmp_path / "l.jsonl", labelled)))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    head = lines[0]
+    table = lines[: next(i for i, line in enumerate(lines) if not line.strip())]
+    assert any(line.startswith(f"generator={generator} ") for line in table)
+    assert {len(line) for line in table} == {len(head)} and head.index("AUROC") > len(f"generator={generator}")
+
+
 def test_eval_command_counts_the_records_it_could_not_grade_by_their_label(tmp_path):
     """A record without a label of human or machine is scored (it is part of the stream) but in no
     group; a misspelt label is named with its count rather than silently left out."""

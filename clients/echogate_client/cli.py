@@ -453,9 +453,10 @@ def _eval(args) -> int:
     def metric(x: float | None) -> str:
         return f"{x:6.3f}" if x is not None else f"{'n/a':>6s}"
 
-    print(f"{'group':40s} {'n':>7s} {'machine':>7s} {'AUROC':>6s} {'TPR@1%':>6s} {'ECE':>6s}")
+    width = max(40, *map(len, report["groups"]))  # the columns line up past a long generator name
+    print(f"{'group':{width}s} {'n':>7s} {'machine':>7s} {'AUROC':>6s} {'TPR@1%':>6s} {'ECE':>6s}")
     for name, row in report["groups"].items():
-        print(f"{name:40s} {row['n']:7d} {row['machine']:7d} {metric(row['auroc'])} "
+        print(f"{name:{width}s} {row['n']:7d} {row['machine']:7d} {metric(row['auroc'])} "
               f"{metric(row['tpr_at_1pct_fpr'])} {metric(row['ece'])}")
     for key, what in (("reliability", "records"), ("turn_reliability", "turns with an origin")):
         if key in report:
