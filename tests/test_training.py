@@ -351,6 +351,10 @@ def test_echogate_train_end_to_end_writes_a_model_that_scores_and_the_same_bytes
     assert {"cucom_vs_taskmaster4", "spc_vs_sgd", "star_unseen_domains_0", "in_collection_support"} <= folds
     assert 0.5 < report["macro_auroc"] <= 1.0
     assert report["config"]["version"] in (out / "MODEL_CARD.md").read_text()
+    # stdout: the validation table, a row each, "n/a" where one label leaves a metric undefined
+    printed = done.stdout.splitlines()
+    assert len(printed) == len(report["validation"]) and "nan" not in done.stdout
+    assert any(line.startswith("banking77 ") and "AUROC=n/a" in line for line in printed)
     model = BotOriginModel(out / "bot_origin.onnx")
     assert model.version == report["config"]["version"]
     scored = run_cli("eval", "--model", str(out / "bot_origin.onnx"), "--json", str(data / "l2r.jsonl"))

@@ -498,9 +498,11 @@ def _train(args) -> int:
     except TrainingDataError as exc:
         print(f"echogate train: --data: {exc}", file=sys.stderr)
         return 2
+    width = max([22, *(len(row["fold"]) for row in report["validation"])])  # a customer's file's fold name
     for row in report["validation"]:
-        print(f"{row['fold']:22s} {row['slice']:30s} n={row['n']:6d} AUROC={row['auroc']:.3f} "
-              f"TPR@1%FPR={row['tpr_at_1pct_fpr']:.3f} ECE={row['ece']:.3f}")
+        figures = " ".join(f"{name}={row[key]:.3f}" if row[key] == row[key] else f"{name}=n/a"  # NaN: one label
+                           for name, key in (("AUROC", "auroc"), ("TPR@1%FPR", "tpr_at_1pct_fpr"), ("ECE", "ece")))
+        print(f"{row['fold']:{width}s} {row['slice']:30s} n={row['n']:6d} {figures}")
     return 0
 
 
