@@ -247,6 +247,13 @@ def test_the_shipped_training_report_is_strict_json():
     assert evaluation.without_nan({"a": [float("nan"), 0.5], "b": (1, float("nan"))}) == {"a": [None, 0.5], "b": [1, None]}
 
 
+def test_the_shipped_model_card_is_rendered_from_the_shipped_report():
+    """The card beside the model is what the trainer would write for its report: an edit to the
+    card's template (training/card.py) is re-rendered into the shipped card, never left to drift."""
+    shipped = json.loads(SHIPPED_REPORT.read_text())
+    assert (SHIPPED_REPORT.parent / "MODEL_CARD.md").read_text() == render_card(shipped)
+
+
 @pytest.mark.parametrize("flags, avx2_fma", [("fpu sse2 fma avx avx2 avx512f", True), ("fpu sse2 avx avx2", False)])
 def test_the_report_names_the_cpu_and_whether_the_fit_runs_as_on_the_shipped_files(tmp_path, flags, avx2_fma):
     """Without AVX2 and FMA the C library's exp and log1p run other code, so a retrain can leave

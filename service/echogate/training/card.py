@@ -266,7 +266,10 @@ cp /tmp/model/* service/echogate/models/
 Optional `--config overrides.json` sets any `TrainConfig` field
 (`service/echogate/training/config.py`, where each is explained), each replacing its default
 whole; a field it does not have, or a value of the wrong type or range, is refused by name
-before any data is read. Training took
+before any data is read. Labelled files of one's own added to the data folder train with the
+shared ones, their turns read in any shape `echogate score` reads; each is held out whole in a
+fold of its own (`unseen_file:NAME`), validated and calibrated on as a collection the model never
+saw, outside the macro AUROC. Training took
 {report['train_seconds']:.0f} s on 2 cores{on_cpu} for {report['documents']:,} documents, within a 24 GB machine, with
 {libraries}. With 285,676 documents the machine's used memory peaked at 15.2 GB (bot-origin-0.19.0's
 configuration retrained on an Intel Xeon: two fold processes of about 7 GB resident, part of it
