@@ -142,7 +142,7 @@ def _schema_error(record: object) -> str | None:
         return "a record needs an id (a string)"
     field, turns = turn_list(record)
     if not turns:
-        return None if isinstance(record.get("text"), str) else "a record needs turns (or messages) or a text"
+        return None if isinstance(record.get("text"), str) else "a record needs turns (or messages, conversations) or a text"
     if not isinstance(turns, list):
         return f"{field} must be a list of {{\"role\", \"text\"}} objects"
     for j, turn in enumerate(turns):

@@ -81,7 +81,7 @@ def make_folds(docs: list[Doc]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         unseen_turns = (dataset == "star_agent_turns") & ((label == 0) | ~np.isin(gen, list(seen_templates)))
         test = in_domains & (unseen_turns | (dataset == "star_dialogues"))
         folds[f"star_unseen_domains_{i}"] = (test, in_domains)
-    for name in sorted(set(dataset) - SHARED_FILES):
+    for name in sorted(set(dataset.tolist()) - SHARED_FILES):
         held = dataset == name
         folds[OTHER_FILE_FOLD + name] = (held, held)
     return folds
