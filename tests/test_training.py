@@ -492,6 +492,27 @@ def test_training_reads_turns_in_every_shape_echogate_score_reads(tmp_path):
         load_docs(data, 100, 0)
 
 
+def test_a_turns_own_origin_is_its_label_whatever_its_role(tmp_path):
+    """A record's label says who wrote the agent side; customers are people unless a turn says
+    otherwise. A file of LLM-simulated conversations marks its machine customers with `origin`
+    (the field STAR's agent turns carry, and `echogate eval` grades turns by), and they train as
+    machine text; an origin that is neither human nor machine is refused by file, line and turn."""
+    data = tmp_path / "data"
+    data.mkdir()
+    record = {"id": "a", "label": "machine", "turns": [
+        {"role": "customer", "text": "where is my parcel", "origin": "machine"},
+        {"role": "agent", "text": "It ships today."}, {"role": "customer", "text": "thx"},
+        {"role": "agent", "text": "ok", "origin": "human"}]}
+    (data / "simulated.jsonl").write_text(json.dumps(record) + "\n")
+    turns = {d.texts[0]: d.label for d in load_docs(data, 100, 0) if d.kind == "turn"}
+    assert turns == {"where is my parcel": 1, "It ships today.": 1, "thx": 0, "ok": 0}
+    record["turns"][2]["origin"] = "bot"
+    (data / "simulated.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(TrainingDataError, match=r'simulated\.jsonl line 1: turns\[2\]\.origin must be "human" or '
+                                                r'"machine", not "bot"'):
+        load_docs(data, 100, 0)
+
+
 @needs_datasets
 def test_a_run_on_files_no_fold_can_hold_out_says_its_model_is_neither_validated_nor_calibrated(tmp_path, caplog):
     """A file beside the shared ones is held out whole, but only where what is left still holds

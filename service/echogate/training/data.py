@@ -4,7 +4,9 @@ A document is what the model scores: a whole transcript (several turns, role-wei
 or a single turn. Labels follow the datasets' README: for dialogues the label says who
 wrote the agent side; where both sides were written by the same hand (SGD, Taskmaster,
 CuCom, Synthetic-Persona-Chat) customer turns share it, while STAR customers are people
-and STAR agent turns carry exact per-turn origins.
+and STAR agent turns carry exact per-turn origins. In other files a turn's own `origin`, where
+it has one, is its label whatever its role; without one, customers are people and the agent
+side takes the record's label.
 """
 from __future__ import annotations
 
@@ -148,6 +150,8 @@ def _schema_error(record: object) -> str | None:
     for j, turn in enumerate(turns):
         if not (isinstance(turn, dict) and any(k in turn for k in TURN_TEXT_FIELDS)):
             return f"{field}[{j}] must be an object with a role and a text (or {' or '.join(TURN_TEXT_FIELDS[1:])})"
+        if "origin" in turn and turn["origin"] not in ("human", "machine"):
+            return f"{field}[{j}].origin must be \"human\" or \"machine\", not {json.dumps(turn['origin'])}"
     return None
 
 
@@ -196,12 +200,12 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
             for raw, role, text in turns:
                 if dataset in SAME_HAND_BOTH_SIDES:
                     turn_label = label
-                elif role == "customer":
-                    turn_label = 0
-                elif dataset == "star_dialogues":
+                elif dataset == "star_dialogues" and role != "customer":
                     continue  # STAR agent turns come from star_agent_turns.jsonl
+                elif "origin" in raw:  # who wrote this turn, said of it alone (an LLM playing the customer too)
+                    turn_label = 1 if raw["origin"] == "machine" else 0
                 else:
-                    turn_label = 1 if raw.get("origin", rec["label"]) == "machine" else 0
+                    turn_label = 0 if role == "customer" else label
                 turn_docs.append(Doc(dataset, turn_label, generator, domain, "turn", (role,), (text,),
                                      conversation=rec["id"]))
         rng.shuffle(turn_docs)
