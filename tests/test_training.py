@@ -521,9 +521,8 @@ def test_a_run_on_files_no_fold_can_hold_out_says_its_model_is_neither_validated
     too (the defaults' names, absent here, are not)."""
     data = tmp_path / "data"
     data.mkdir()
-    for shared, mine in (("cucom_ecommerce.jsonl", "mybot.jsonl"),):
-        with (DATASETS / shared).open(encoding="utf-8") as fh:
-            (data / mine).write_text("".join(line for _, line in zip(range(40), fh)), encoding="utf-8")
+    with (DATASETS / "cucom_ecommerce.jsonl").open(encoding="utf-8") as fh:
+        (data / "mybot.jsonl").write_text("".join(line for _, line in zip(range(40), fh)), encoding="utf-8")
     cfg = TrainConfig(table_size=1 << 12, max_iter=5, jobs=1, stream_size=50, dataset_weights={"mybott": 2.0})
     with caplog.at_level(logging.WARNING, logger="echogate.training.train"):
         report = train(data, tmp_path / "out", cfg)
