@@ -513,6 +513,12 @@ def test_a_turns_own_origin_is_its_label_whatever_its_role(tmp_path):
         load_docs(data, 100, 0)
 
 
+def _first_lines(name: str, n: int = 40) -> list[str]:
+    """The first `n` records of a shared file, as lines."""
+    with (DATASETS / f"{name}.jsonl").open(encoding="utf-8") as fh:
+        return [line for _, line in zip(range(n), fh)]
+
+
 @needs_datasets
 def test_a_run_on_files_no_fold_can_hold_out_says_its_model_is_neither_validated_nor_calibrated(tmp_path, caplog):
     """A file beside the shared ones is held out whole, but only where what is left still holds
@@ -521,8 +527,7 @@ def test_a_run_on_files_no_fold_can_hold_out_says_its_model_is_neither_validated
     too (the defaults' names, absent here, are not)."""
     data = tmp_path / "data"
     data.mkdir()
-    with (DATASETS / "cucom_ecommerce.jsonl").open(encoding="utf-8") as fh:
-        (data / "mybot.jsonl").write_text("".join(line for _, line in zip(range(40), fh)), encoding="utf-8")
+    (data / "mybot.jsonl").write_text("".join(_first_lines("cucom_ecommerce")), encoding="utf-8")
     cfg = TrainConfig(table_size=1 << 12, max_iter=5, jobs=1, stream_size=50, dataset_weights={"mybott": 2.0})
     with caplog.at_level(logging.WARNING, logger="echogate.training.train"):
         report = train(data, tmp_path / "out", cfg)
@@ -541,10 +546,8 @@ def test_a_file_beside_the_shared_ones_is_held_out_whole_reported_and_calibrated
     only (none here, so it is undefined), to compare across runs on other data."""
     data = tmp_path / "data"
     data.mkdir()
-    lines = {name: (DATASETS / f"{name}.jsonl").read_text(encoding="utf-8").split("\n")[:40]
-             for name in ("cucom_ecommerce", "sgd", "synthetic_persona_chat", "taskmaster4")}
     for mine, files in (("mine", ("synthetic_persona_chat", "taskmaster4")), ("theirs", ("cucom_ecommerce", "sgd"))):
-        (data / f"{mine}.jsonl").write_text("\n".join(lines[files[0]] + lines[files[1]]) + "\n", encoding="utf-8")
+        (data / f"{mine}.jsonl").write_text("".join(_first_lines(files[0]) + _first_lines(files[1])), encoding="utf-8")
     paragraphs = list(read_records(DATASETS / "l2r.jsonl"))
     by_label = {label: [r for r in paragraphs if r["label"] == label][:40] for label in ("human", "machine")}
     (data / "paragraphs.jsonl").write_text("".join(json.dumps(r) + "\n" for rs in by_label.values() for r in rs))

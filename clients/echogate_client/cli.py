@@ -426,6 +426,12 @@ def _score(args) -> int:
     return 0
 
 
+def _metric(x: float | None, width: int = 6) -> str:
+    """A metric to three places, right-aligned in `width`, or "n/a" where one label leaves it
+    undefined (None: evaluation.without_nan)."""
+    return f"{x:{width}.3f}" if x is not None else f"{'n/a':>{width}s}"
+
+
 def _eval(args) -> int:
     from echogate.evaluation import without_nan
     from echogate.offline import evaluate_file
@@ -450,14 +456,11 @@ def _eval(args) -> int:
         print(json.dumps(report, indent=2, allow_nan=False))
         return status
 
-    def metric(x: float | None) -> str:
-        return f"{x:6.3f}" if x is not None else f"{'n/a':>6s}"
-
     width = max(40, *map(len, report["groups"]))  # the columns line up past a long generator name
     print(f"{'group':{width}s} {'n':>7s} {'machine':>7s} {'AUROC':>6s} {'TPR@1%':>6s} {'ECE':>6s}")
     for name, row in report["groups"].items():
-        print(f"{name:{width}s} {row['n']:7d} {row['machine']:7d} {metric(row['auroc'])} "
-              f"{metric(row['tpr_at_1pct_fpr'])} {metric(row['ece'])}")
+        print(f"{name:{width}s} {row['n']:7d} {row['machine']:7d} {_metric(row['auroc'])} "
+              f"{_metric(row['tpr_at_1pct_fpr'])} {_metric(row['ece'])}")
     for key, what in (("reliability", "records"), ("turn_reliability", "turns with an origin")):
         if key in report:
             print(f"\nreliability ({what}): bin, count, mean predicted, observed machine share")
@@ -470,8 +473,8 @@ def _eval(args) -> int:
         print(f"  {'at most':>7s} {'threshold':>9s} {'humans flagged':>14s} {'machine caught':>14s}")
         for row in report["thresholds"]:
             threshold = f"{row['threshold']:9.4f}" if row["threshold"] is not None else f"{'none <= 1':>9s}"
-            print(f"  {row['max_human_share'] * 100:6g}% {threshold} {metric(row['human_flagged']):>14s} "
-                  f"{metric(row['machine_caught']):>14s}")
+            print(f"  {row['max_human_share'] * 100:6g}% {threshold} {_metric(row['human_flagged']):>14s} "
+                  f"{_metric(row['machine_caught']):>14s}")
     if "decisions" in report:
         decisions = report["decisions"]
         print(f"\ndecisions under policy {decisions['policy_version']} (records)")
@@ -484,6 +487,7 @@ def _eval(args) -> int:
 
 
 def _train(args) -> int:
+    from echogate.evaluation import without_nan
     from echogate.training.config import ConfigError, TrainConfig
     from echogate.training.data import TrainingDataError
     from echogate.training.train import train
@@ -498,11 +502,11 @@ def _train(args) -> int:
     except TrainingDataError as exc:
         print(f"echogate train: --data: {exc}", file=sys.stderr)
         return 2
-    width = max([22, *(len(row["fold"]) for row in report["validation"])])  # a customer's file's fold name
-    for row in report["validation"]:
-        figures = " ".join(f"{name}={row[key]:.3f}" if row[key] == row[key] else f"{name}=n/a"  # NaN: one label
-                           for name, key in (("AUROC", "auroc"), ("TPR@1%FPR", "tpr_at_1pct_fpr"), ("ECE", "ece")))
-        print(f"{row['fold']:{width}s} {row['slice']:30s} n={row['n']:6d} {figures}")
+    rows = without_nan(report["validation"])
+    width = max([22, *(len(row["fold"]) for row in rows)])  # a customer's file's fold name
+    for row in rows:
+        print(f"{row['fold']:{width}s} {row['slice']:30s} n={row['n']:6d} AUROC={_metric(row['auroc'], 1)} "
+              f"TPR@1%FPR={_metric(row['tpr_at_1pct_fpr'], 1)} ECE={_metric(row['ece'], 1)}")
     return 0
 
 

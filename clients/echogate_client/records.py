@@ -194,6 +194,12 @@ def turns_from_text(text: str) -> list[dict] | None:
     return [{"role": role, "text": "\n".join(lines)} for role, lines in turns]
 
 
+# Where a turn's text is found (turn_text): the schema's `text`, ShareGPT's `value`, a message
+# list's `content` (a string, a list of content blocks, or null where an assistant message only
+# calls tools)
+TURN_TEXT_FIELDS = ("text", "value", "content")
+
+
 def turn_text(turn: dict) -> str:
     """A turn's text: `text`, `value` as ShareGPT names it, or `content` as OpenAI's and
     Anthropic's message lists name it (a string, or a list of content blocks whose `text` parts

@@ -13,8 +13,9 @@ from echogate.types import (DeclaredOrigin, Decision, Label, Record, RepetitionS
                             Transcript, Turn, TurnScore, Verdict)
 from echogate.v1 import gate_pb2 as pb
 
-_ROLE_FROM_PB = {pb.ROLE_CUSTOMER: Role.CUSTOMER, pb.ROLE_AGENT: Role.AGENT, pb.ROLE_SYSTEM: Role.SYSTEM}
-_ROLE_TO_PB = {v: k for k, v in _ROLE_FROM_PB.items()}
+# the API's roles as the core's (the trainer reads a file's turns through them too)
+ROLE_FROM_PB = {pb.ROLE_CUSTOMER: Role.CUSTOMER, pb.ROLE_AGENT: Role.AGENT, pb.ROLE_SYSTEM: Role.SYSTEM}
+_ROLE_TO_PB = {v: k for k, v in ROLE_FROM_PB.items()}
 _ORIGIN_FROM_PB = {pb.DECLARED_ORIGIN_UNSPECIFIED: DeclaredOrigin.UNKNOWN, pb.DECLARED_ORIGIN_HUMAN: DeclaredOrigin.HUMAN,
                    pb.DECLARED_ORIGIN_BOT: DeclaredOrigin.BOT, pb.DECLARED_ORIGIN_SYNTHETIC: DeclaredOrigin.SYNTHETIC}
 _ORIGIN_TO_PB = {v: k for k, v in _ORIGIN_FROM_PB.items()}
@@ -33,7 +34,7 @@ def transcripts_from_pb(messages, request_bytes: int, limits: Limits) -> list[Tr
     for i, m in enumerate(messages):
         turns = []
         for j, t in enumerate(m.turns):
-            role = _ROLE_FROM_PB.get(t.role)
+            role = ROLE_FROM_PB.get(t.role)
             if role is None:
                 problems.append(FieldViolation(f"transcripts[{i}].turns[{j}].role",
                                                f"unknown or unspecified role {t.role}; use CUSTOMER, AGENT or SYSTEM"))
@@ -163,7 +164,7 @@ def filter_to_pb(f: RecordFilter) -> pb.RecordFilter:
 def record_from_pb(r: pb.Record) -> Record:
     """A Record message back as plain types (the command line renders both the same way)."""
     v, t = r.verdict, r.transcript
-    turns = tuple(Turn(_ROLE_FROM_PB[x.role], x.text,
+    turns = tuple(Turn(ROLE_FROM_PB[x.role], x.text,
                        x.timestamp.ToDatetime(tzinfo=timezone.utc) if x.HasField("timestamp") else None,
                        _ORIGIN_FROM_PB[x.declared_author]) for x in t.turns)
     transcript = Transcript(t.id, t.source, turns, dict(t.metadata), _ORIGIN_FROM_PB[t.declared_origin], t.language)

@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from echogate.types import Role
-from echogate.v1 import gate_pb2 as pb
-from echogate_client.records import RecordError, turn_list, turn_roles, turn_text, turns_from_text
+from echogate.grpc_api.convert import ROLE_FROM_PB
+from echogate_client.records import TURN_TEXT_FIELDS, RecordError, turn_list, turn_roles, turn_text, turns_from_text
 
 # Datasets whose customer side was written by the same hand as the agent side.
 SAME_HAND_BOTH_SIDES = {"sgd", "taskmaster4", "cucom_ecommerce", "synthetic_persona_chat", "banking77"}
@@ -93,16 +92,6 @@ def chunk_docs(docs: list[Doc], datasets: tuple[str, ...], min_words: int) -> li
             for chunk in sentence_chunks(d.texts[0], min_words)]
 
 
-# A turn's role as the model's role weights name it, from its API role
-ROLE_NAME = {pb.Role.Value(f"ROLE_{role.name}"): role.value for role in Role}
-
-
-# Where a turn's text is found, as records.turn_text reads it: the schema's `text`, ShareGPT's
-# `value`, a message list's `content` (a string, a list of content blocks, or null where an
-# assistant message only calls tools)
-TURN_TEXT_FIELDS = ("text", "value", "content")
-
-
 class TrainingDataError(ValueError):
     """Training data that cannot be read: says which folder, or which file, line and field."""
 
@@ -144,7 +133,8 @@ def _schema_error(record: object) -> str | None:
         return "a record needs an id (a string)"
     field, turns = turn_list(record)
     if not turns:
-        return None if isinstance(record.get("text"), str) else "a record needs turns (or messages, conversations) or a text"
+        text = isinstance(record.get("text"), str)
+        return None if text else "a record needs turns (or messages, conversations) or a text"
     if not isinstance(turns, list):
         return f"{field} must be a list of {{\"role\", \"text\"}} objects"
     for j, turn in enumerate(turns):
@@ -188,7 +178,7 @@ def load_docs(data_dir: Path, max_turn_docs_per_dataset: int, seed: int) -> list
                                 content_key(dataset, rec["id"])))
                 continue
             try:  # roles read as `echogate score` reads them
-                roles = [ROLE_NAME[r] for r in turn_roles(raw_turns, line, field)]
+                roles = [ROLE_FROM_PB[r].value for r in turn_roles(raw_turns, line, field)]  # the role weights' names
             except RecordError as exc:  # "line n: turns[j].role ... is not one of ..."
                 raise TrainingDataError(f"{path} {exc}") from None
             turns = [(raw, role, text) for raw, role in zip(raw_turns, roles) if (text := turn_text(raw)).strip()]

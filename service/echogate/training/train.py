@@ -161,7 +161,7 @@ def applicable_folds(folds: dict[str, tuple[np.ndarray, np.ndarray]], usable: np
     for name, (test, excluded) in folds.items():
         if not test.any():
             continue
-        if len(set(y[usable & ~excluded].tolist())) < 2:
+        if np.unique(y[usable & ~excluded]).size < 2:
             log.warning("held-out fold %s is not fitted: the documents it leaves to train on have one label", name)
             continue
         kept[name] = (test, excluded)
