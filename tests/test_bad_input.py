@@ -34,6 +34,7 @@ CASES = {
     "unknown declared origin": (pb.Transcript(id="a", declared_origin=9, turns=[pb.Turn(role=1, text="hi")]),
                                 "transcripts[1].declared_origin"),
     "text over limit": (transcript("a", "hi", "é" * 51), "transcripts[1].turns[1].text"),
+    "text over limit in 4-byte characters": (transcript("a", "hi", "\U0001f600" * 26), "transcripts[1].turns[1].text"),
     "too many turns": (transcript("a", "1", "2", "3", "4"), "transcripts[1].turns"),
     "too much metadata": (transcript("a", "hi", metadata={"a": "1", "b": "2", "c": "3"}), "transcripts[1].metadata"),
 }
@@ -53,6 +54,12 @@ async def test_bad_transcript_is_rejected_with_field_path(small_stub, rpc, case)
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await small_stub.GetRecord(pb.GetRecordRequest(transcript=pb.TranscriptKey(source="test", id="good")))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_turn_limit_counts_utf8_bytes_up_to_the_limit(small_stub):
+    """100 bytes of 4-byte characters (25 of them) are within a 100-byte limit."""
+    reply = await small_stub.Score(pb.ScoreRequest(transcripts=[transcript("a", "hi", "\U0001f600" * 25)]))
+    assert len(reply.verdicts) == 1
 
 
 async def test_every_violation_is_reported(small_stub):
