@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfTransformer
 from tqdm import tqdm
 
 from echogate import evaluation
@@ -29,7 +30,7 @@ from echogate.training.config import ROLE_WEIGHTS, ConfigError, TrainConfig
 from echogate.training.folds import in_collection_fold, make_folds, report_rows
 from echogate.training.rows import (TrainingRows, document_weights, featurize, lowercased, matched_pairs, pair_rows,
                                     split_training_features)
-from echogate.training.train import fit, read_scores, redrawn, train, training_cpu
+from echogate.training.train import fit, inverse_document_frequency, read_scores, redrawn, train, training_cpu
 from tests.conftest import DATASETS, needs_datasets, run_cli, strict_json
 
 SHIPPED_REPORT = Path(__file__).resolve().parents[1] / "service/echogate/models/training_report.json"
@@ -564,3 +565,10 @@ def test_a_file_beside_the_shared_ones_is_held_out_whole_reported_and_calibrated
     # not on turns cut from dialogues: with no fold a calibration is the identity (scale 1, offset 0)
     assert (report["calibration"]["transcript"]["scale"], report["calibration"]["transcript"]["offset"]) != (1, 0)
     assert (report["calibration"]["turn"]["scale"], report["calibration"]["turn"]["offset"]) != (1, 0)
+
+
+def test_inverse_document_frequency_is_scikit_learns_smoothed_idf_counted_in_blocks():
+    x = sp.random(400, 300, density=0.03, format="csr", random_state=5, dtype=np.float32)
+    expected = TfidfTransformer(smooth_idf=True).fit(x).idf_
+    np.testing.assert_allclose(inverse_document_frequency(x), expected, rtol=1e-6)  # scikit-learn keeps x's float32
+    np.testing.assert_array_equal(inverse_document_frequency(x, block=7), inverse_document_frequency(x))

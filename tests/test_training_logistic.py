@@ -136,3 +136,22 @@ def test_fit_logistic_gives_the_same_bits_on_every_cpu_code_path():
     results = {name: run_problem(env) for name, env in paths.items()}
     assert len(set(results.values())) == 1, json.dumps(results, indent=1)
     assert results["as found"].split()[0] == "40"  # stopped early, as the trainer stops it
+
+
+def test_feature_scale_fits_the_scaled_columns_and_returns_the_unscaled_columns_weights():
+    """fit_logistic(x, feature_scale=s) is the fit of x with column j times s[j] (the matrix never
+    built), its weights returned for x's own columns: they score x as the scaled fit scores x * s."""
+    rng = np.random.default_rng(3)
+    n, d = 3000, 200
+    x = sp.random(n, d, density=0.05, format="csr", random_state=4, dtype=np.float32)
+    y = (x @ rng.normal(size=d) + 0.3 * rng.normal(size=n) > 0.2).astype(int)
+    w = rng.uniform(0.5, 2.0, n)
+    scale = rng.uniform(0.5, 4.0, d)
+    scaled = fit_logistic(x, y, w, c=0.5, max_iter=2000, tol=1e-8, feature_scale=scale)
+    explicit = fit_logistic((x @ sp.diags(scale.astype(np.float32))).tocsr(), y, w, c=0.5, max_iter=2000, tol=1e-8)
+    np.testing.assert_allclose(scaled.weights, explicit.weights * scale, atol=1e-3)  # float32 products differ
+    np.testing.assert_allclose(scaled.evidence(x), explicit.evidence((x @ sp.diags(scale)).tocsr()), rtol=1e-3,
+                               atol=1e-3)
+    # the penalty holds the scaled columns' weights: the unscaled fit is another model
+    plain = fit_logistic(x, y, w, c=0.5, max_iter=2000, tol=1e-8)
+    assert np.abs(plain.weights - scaled.weights).max() > 1e-2

@@ -68,15 +68,22 @@ class LogisticObjective:
     """The objective above over one training set: its value at any weights, and its gradient
     where the fit needs it. Also what bench/fit_determinism.py reads a stopped fit by."""
 
-    def __init__(self, x: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray, c: float):
+    def __init__(self, x: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray, c: float,
+                 feature_scale: np.ndarray | None = None):
         self.x = sp.csr_matrix(x, dtype=np.float32)
         self.sign = np.where(np.asarray(y) > 0, 1.0, -1.0)
         total = float(np.add.reduce(sample_weight))
         self.share = np.asarray(sample_weight, np.float64) / total
         self.penalty = 1.0 / (c * total)
+        # the weights are those of x's columns times feature_scale (fit_logistic)
+        self.scale = None if feature_scale is None else np.asarray(feature_scale, np.float64)
+
+    def column_weights(self, weights: np.ndarray) -> np.ndarray:
+        """The weights of x's own columns: the fitted weights times feature_scale."""
+        return weights if self.scale is None else weights * self.scale
 
     def margins(self, weights: np.ndarray, intercept: float) -> np.ndarray:
-        return self.sign * ((self.x @ weights.astype(np.float32)).astype(np.float64) + intercept)
+        return self.sign * ((self.x @ self.column_weights(weights).astype(np.float32)).astype(np.float64) + intercept)
 
     def value(self, weights: np.ndarray, intercept: float, margins: np.ndarray | None = None) -> float:
         margins = self.margins(weights, intercept) if margins is None else margins
@@ -88,17 +95,25 @@ class LogisticObjective:
         margins = self.margins(weights, intercept)
         residual = -self.share * self.sign * expit(-margins)
         gradient = np.empty_like(theta)
-        gradient[:-1] = (self.x.T @ residual.astype(np.float32)).astype(np.float64) + self.penalty * weights
+        gradient[:-1] = self.column_weights((self.x.T @ residual.astype(np.float32)).astype(np.float64))
+        gradient[:-1] += self.penalty * weights
         gradient[-1] = np.add.reduce(residual)
         return self.value(weights, intercept, margins), gradient
 
 
 def fit_logistic(x: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray, c: float, max_iter: int,
-                 tol: float = 1e-4, on_iteration: Callable[[], object] | None = None) -> LinearFit:
+                 tol: float = 1e-4, on_iteration: Callable[[], object] | None = None,
+                 feature_scale: np.ndarray | None = None) -> LinearFit:
     """Minimise the objective above from zero weights for at most `max_iter` L-BFGS iterations,
     stopping earlier once no gradient component exceeds `tol` (scikit-learn's stopping rule).
-    `on_iteration` is called as each iteration starts (a progress bar's update)."""
-    objective = LogisticObjective(x, y, sample_weight, c)
+    `on_iteration` is called as each iteration starts (a progress bar's update).
+
+    With `feature_scale`, the fit is that of x with each column multiplied by its scale (an
+    inverse document frequency, say), without building that matrix: the margins read x with the
+    weights times the scale, and the L2 penalty is on the weights of the scaled columns. The
+    returned weights are x's own columns' (the fitted ones times the scale), so they score x as
+    it is."""
+    objective = LogisticObjective(x, y, sample_weight, c, feature_scale)
     theta = np.zeros(objective.x.shape[1] + 1)
     value, gradient = objective.value_and_gradient(theta)
     history: deque[tuple[np.ndarray, np.ndarray, float]] = deque(maxlen=MEMORY)
@@ -121,7 +136,7 @@ def fit_logistic(x: sp.csr_matrix, y: np.ndarray, sample_weight: np.ndarray, c: 
         if curvature > 1e-10 * dot(g_change, g_change):  # keep the pair only where it is a valid (positive) curvature
             history.append((s, g_change, 1.0 / curvature))
         theta, value, gradient = accepted.theta, accepted.value, accepted.gradient
-    return LinearFit(theta[:-1].copy(), float(theta[-1]), iteration)
+    return LinearFit(objective.column_weights(theta[:-1]).copy(), float(theta[-1]), iteration)
 
 
 @dataclass(frozen=True)

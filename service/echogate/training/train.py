@@ -56,7 +56,20 @@ log = logging.getLogger(__name__)
 
 def fit(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, cfg: TrainConfig, pairs: Rows | None = None,
         on_iteration: Callable[[], object] | None = None) -> LinearFit:
-    return fit_logistic(*with_pairs(x, y, w, pairs), cfg.c, cfg.max_iter, on_iteration=on_iteration)
+    x, y, w = with_pairs(x, y, w, pairs)
+    return fit_logistic(x, y, w, cfg.c, cfg.max_iter, on_iteration=on_iteration,
+                        feature_scale=inverse_document_frequency(x) if cfg.idf else None)
+
+
+def inverse_document_frequency(x: sp.csr_matrix, block: int = 1 << 26) -> np.ndarray:
+    """Each column's smoothed inverse document frequency over the rows of x, scikit-learn's
+    TfidfTransformer's: ln((1 + rows) / (1 + rows holding the column)) + 1. Counted a block of
+    the stored indices at a time: np.bincount would copy a training matrix's indices whole as
+    int64, gigabytes."""
+    held = np.zeros(x.shape[1], np.int64)
+    for start in range(0, x.indices.size, block):
+        held += np.bincount(x.indices[start : start + block], minlength=x.shape[1])
+    return np.log((1.0 + x.shape[0]) / (1.0 + held)) + 1.0
 
 
 def with_pairs(x: sp.csr_matrix, y: np.ndarray, w: np.ndarray, pairs: Rows | None) -> Rows:
