@@ -456,7 +456,7 @@ def _eval(args) -> int:
         print(json.dumps(report, indent=2, allow_nan=False))
         return status
 
-    width = max(40, *map(len, report["groups"]))  # the columns line up past a long generator name
+    width = max([40, *map(len, report["groups"])])  # the columns line up past a long generator name
     print(f"{'group':{width}s} {'n':>7s} {'machine':>7s} {'AUROC':>6s} {'TPR@1%':>6s} {'ECE':>6s}")
     for name, row in report["groups"].items():
         print(f"{name:{width}s} {row['n']:7d} {row['machine']:7d} {_metric(row['auroc'])} "
