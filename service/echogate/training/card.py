@@ -214,7 +214,7 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
 - **A bot whose every reply is a person's wording goes unseen by the transcript score.** A
   pre-LLM retrieval bot answers with what human agents once wrote. `bench/retrieval_bot.py` builds
   one from SGD's and Taskmaster-4's human dialogues. Mixed with the human originals, its
-  dialogues rank at 0.49 / 0.50 AUROC on the transcript score (bot-origin-0.19.0). Its agent turns
+  dialogues rank at 0.48 / 0.50 AUROC on the transcript score (bot-origin-0.20.0). Its agent turns
   rank at 0.62 / 0.64, and the share of its agent side seen before at 0.84 / 0.77: the corpus
   signal is the only evidence against it. That signal stays out of a dialogue's score for the
   reason above (docs/benchmarks.md).
