@@ -240,8 +240,8 @@ texts for l2r and STAR, dialogues elsewhere): **{_f(report.get('macro_auroc', fl
   support text in CuCom's vocabulary ("I sincerely apologize") is learnt at
   {cfg['other_byte_ngram_scale']:g} x, like CuCom's topic; on held-out CuCom conversations this costs a
   little against training them in full (see TrainConfig.other_byte_ngram_scale).
-- **Single turns of known collections pay for unseen generators.** l2r weighs five times what it
-  did up to bot-origin-0.19.0 (x50, its chunks x100), which raised its unseen-generator
+- **Single turns of known collections pay for unseen generators.** Raising l2r's weight from
+  x10 to x50 (its chunks from x20 to x100; bot-origin-0.19.0 to 0.20.0) raised its unseen-generator
   paragraphs by about 0.02 AUROC but lowered in_collection_support turns from 0.849 to 0.789, its
   dialogues' TPR at 1% FPR from 0.995 to 0.974, and one STAR unseen-domain fold's template turns
   from 0.963 to 0.950 (docs/benchmarks.md).
